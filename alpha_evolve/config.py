@@ -253,14 +253,15 @@ def _field_type(cls: type[Any], name: str) -> type[Any]:
         return list
     if origin is Literal:
         return type(get_args(hint)[0])
-    return hint  # type: ignore[no-any-return]
+    return hint
 
 
 def _build_specs() -> dict[str, FieldSpec]:
     specs: dict[str, FieldSpec] = {}
     for section, cls in SECTIONS.items():
         for f in fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Any = f.default_factory
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             m = f.metadata
             specs[f"{section}.{f.name}"] = FieldSpec(
                 section, f.name, _field_type(cls, f.name), default, m["doc"], m["ge"], m["le"], m["gt"], m["lt"],
