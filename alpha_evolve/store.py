@@ -1,0 +1,876 @@
+"""SQLite program store: experiments and every program ever tried, crash-safe and shareable.
+
+Why SQLite in WAL mode: a run writes while the dashboard (another process) reads the same file; WAL lets
+readers proceed during a write, and each write is one transaction, so a killed run leaves either the whole
+iteration or none of it. Pruned programs are only *marked* inactive: they are the record of what was tried.
+
+Connections are per thread (and per process, so a forked child never reuses its parent's handle); sqlite3
+connections must not be shared across threads mid-transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import random
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+log = logging.getLogger("alpha_evolve.store")
+
+SCHEMA_VERSION = 1
+
+FAILURE_KINDS: frozenset[str] = frozenset(
+    {"syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete"}
+)
+PROGRAM_STATUSES: frozenset[str] = frozenset({"ok", "screened"}) | FAILURE_KINDS
+STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
+EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
+SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
+
+# Contract metric name -> indexed column. The JSON keeps everything; columns exist so that ordering and
+# filtering happen in SQL on an index.
+METRIC_COLUMNS: dict[str, str] = {
+    "Sharpe": "sharpe",
+    "Sortino": "sortino",
+    "Calmar": "calmar",
+    "MaxDD": "max_dd",
+    "CAGR": "cagr",
+    "TotalReturn": "total_return",
+    "AnnVol": "ann_vol",
+    "WinRate": "win_rate",
+    "Trades": "trades",
+    "Exposure": "exposure",
+}
+# Metrics where smaller is better; top_k orders them ascending.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"max_dd", "ann_vol"})
+_ORDERABLE: frozenset[str] = frozenset({"fitness", *METRIC_COLUMNS.values()})
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ELIGIBLE = "status = 'ok' AND pruned = 0"
+
+_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS experiments (
+        name TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        config_toml TEXT NOT NULL DEFAULT '',
+        target_iterations INTEGER NOT NULL DEFAULT 0,
+        completed_iterations INTEGER NOT NULL DEFAULT 0,
+        random_seed INTEGER,
+        data_hash TEXT,
+        nautilus_version TEXT,
+        toolkit_version TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        stop_reason TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS programs (
+        id INTEGER PRIMARY KEY,
+        experiment TEXT NOT NULL REFERENCES experiments(name),
+        parent_id INTEGER REFERENCES programs(id),
+        generation INTEGER NOT NULL DEFAULT 0,
+        iteration INTEGER,
+        code TEXT NOT NULL,
+        blocks TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        behavior TEXT,
+        fitness REAL,
+        sharpe REAL, sortino REAL, calmar REAL, max_dd REAL, cagr REAL, total_return REAL,
+        ann_vol REAL, win_rate REAL, trades REAL, exposure REAL,
+        status TEXT NOT NULL,
+        failure_kind TEXT,
+        failure_message TEXT,
+        stage TEXT,
+        mutator TEXT,
+        model TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        elapsed_s REAL,
+        created_at TEXT NOT NULL,
+        is_seed INTEGER NOT NULL DEFAULT 0,
+        archived INTEGER NOT NULL DEFAULT 0,
+        pruned INTEGER NOT NULL DEFAULT 0
+    )""",
+    # An iteration is recorded once, ever: the backbone of exact resume.
+    """CREATE UNIQUE INDEX IF NOT EXISTS ux_programs_iteration ON programs(experiment, iteration)
+        WHERE is_seed = 0""",
+    # Parent eligibility: ranked access (elite/exploit) and id-range access (explore).
+    f"""CREATE INDEX IF NOT EXISTS ix_programs_eligible_fitness ON programs(experiment, fitness DESC, id)
+        WHERE {_ELIGIBLE}""",
+    f"CREATE INDEX IF NOT EXISTS ix_programs_eligible_id ON programs(experiment, id) WHERE {_ELIGIBLE}",
+    "CREATE INDEX IF NOT EXISTS ix_programs_parent ON programs(parent_id)",
+    "CREATE INDEX IF NOT EXISTS ix_programs_status ON programs(experiment, status)",
+    *(
+        f"CREATE INDEX IF NOT EXISTS ix_programs_{col} ON programs(experiment, {col}) WHERE status = 'ok'"
+        for col in ("fitness", "sharpe", "calmar", "max_dd", "cagr", "trades")
+    ),
+)
+
+_PROGRAM_INSERT_COLUMNS: tuple[str, ...] = (
+    "experiment", "parent_id", "generation", "iteration", "code", "blocks", "metrics", "behavior", "fitness",
+    *METRIC_COLUMNS.values(),
+    "status", "failure_kind", "failure_message", "stage", "mutator", "model", "input_tokens", "output_tokens",
+    "cost_usd", "elapsed_s", "created_at", "is_seed", "archived", "pruned",
+)  # fmt: skip
+_INSERT_SQL = (
+    f"INSERT INTO programs ({', '.join(_PROGRAM_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _PROGRAM_INSERT_COLUMNS)})"
+)
+
+
+class StoreError(Exception):
+    """A store problem a person must act on; the message is one line naming the file."""
+
+
+class ExperimentExistsError(StoreError, ValueError):
+    """create_experiment on a name already present."""
+
+
+class UnknownExperimentError(StoreError, LookupError):
+    """An operation named an experiment the store does not hold."""
+
+
+class DuplicateIterationError(StoreError, ValueError):
+    """An (experiment, iteration) pair was recorded twice; resume must skip it, not redo it."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_experiment_name(name: str) -> str:
+    """Names end up in paths and URLs, hence the narrow alphabet."""
+    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+        raise ValueError(f"experiment name {name!r} is invalid: use 1-64 letters, digits, '-' or '_'")
+    return name
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass
+class Program:
+    """One candidate strategy and everything known about it; `id` is None until stored.
+
+    `status` is "ok", "screened" (rejected by the cheap screen stage) or a failure kind. Only `ok`,
+    non-pruned programs may be parents. `behavior` is the evaluator's descriptor used for novelty:
+    {"trades": int, "exposure": float, "returns": [periodic returns...]}.
+    """
+
+    experiment: str
+    code: str
+    blocks: dict[str, str] = field(default_factory=dict)
+    id: int | None = None
+    parent_id: int | None = None
+    generation: int = 0
+    iteration: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fitness: float | None = None
+    status: str = "ok"
+    failure_kind: str | None = None
+    failure_message: str | None = None
+    stage: str | None = None
+    mutator: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float | None = None
+    behavior: dict[str, Any] | None = None
+    is_seed: bool = False
+    archived: bool = False
+    pruned: bool = False
+    created_at: str | None = None
+
+    @property
+    def is_eligible_parent(self) -> bool:
+        return self.status == "ok" and not self.pruned
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (orjson writes non-finite floats as null)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError (one line) for combinations the store must never hold."""
+        validate_experiment_name(self.experiment)
+        if self.status not in PROGRAM_STATUSES:
+            raise ValueError(
+                f"program status {self.status!r} is invalid: expected ok, screened or one of "
+                f"{', '.join(sorted(FAILURE_KINDS))}"
+            )
+        if self.status in FAILURE_KINDS:
+            if self.failure_kind not in (None, self.status):
+                raise ValueError(f"program failure_kind {self.failure_kind!r} disagrees with status {self.status!r}")
+        elif self.failure_kind is not None:
+            raise ValueError(f"program with status {self.status!r} cannot have failure_kind {self.failure_kind!r}")
+        if self.status == "ok" and _finite_or_none(self.fitness) is None:
+            raise ValueError(f"program with status 'ok' needs a finite fitness, got {self.fitness!r}")
+        if self.stage is not None and self.stage not in STAGES:
+            raise ValueError(f"program stage {self.stage!r} is invalid: expected static, screen or full")
+        if self.iteration is not None and self.iteration < 0:
+            raise ValueError(f"program iteration must be >= 0, got {self.iteration}")
+
+
+@dataclass
+class Experiment:
+    """One evolution run's identity and progress; `completed_iterations` drives exact resume."""
+
+    name: str
+    status: str
+    config_toml: str = ""
+    target_iterations: int = 0
+    completed_iterations: int = 0
+    random_seed: int | None = None
+    data_hash: str | None = None
+    nautilus_version: str | None = None
+    toolkit_version: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _program_row(p: Program) -> tuple[Any, ...]:
+    p.validate()
+    failure_kind = p.status if p.status in FAILURE_KINDS else None
+    metric_values = [_finite_or_none(p.metrics.get(name)) for name in METRIC_COLUMNS]
+    return (
+        p.experiment, p.parent_id, int(p.generation), p.iteration, p.code,
+        orjson.dumps(dict(p.blocks)).decode(),
+        orjson.dumps(dict(p.metrics)).decode(),
+        None if p.behavior is None else orjson.dumps(p.behavior).decode(),
+        _finite_or_none(p.fitness), *metric_values,
+        p.status, failure_kind, p.failure_message, p.stage, p.mutator, p.model,
+        int(p.input_tokens), int(p.output_tokens), float(p.cost_usd), p.elapsed_s,
+        p.created_at or _now(), int(p.is_seed), int(p.archived), int(p.pruned),
+    )  # fmt: skip
+
+
+def _program_from_row(row: sqlite3.Row) -> Program:
+    return Program(
+        id=row["id"],
+        experiment=row["experiment"],
+        parent_id=row["parent_id"],
+        generation=row["generation"],
+        iteration=row["iteration"],
+        code=row["code"],
+        blocks=orjson.loads(row["blocks"]),
+        metrics=orjson.loads(row["metrics"]),
+        behavior=None if row["behavior"] is None else orjson.loads(row["behavior"]),
+        fitness=row["fitness"],
+        status=row["status"],
+        failure_kind=row["failure_kind"],
+        failure_message=row["failure_message"],
+        stage=row["stage"],
+        mutator=row["mutator"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        elapsed_s=row["elapsed_s"],
+        created_at=row["created_at"],
+        is_seed=bool(row["is_seed"]),
+        archived=bool(row["archived"]),
+        pruned=bool(row["pruned"]),
+    )
+
+
+def _experiment_from_row(row: sqlite3.Row) -> Experiment:
+    return Experiment(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row is not a Mapping
+
+
+def _metric_column(metric: str) -> str:
+    col = METRIC_COLUMNS.get(metric, metric)
+    if col not in _ORDERABLE:
+        raise ValueError(f"unknown metric {metric!r}: expected fitness or one of {', '.join(METRIC_COLUMNS)}")
+    return col
+
+
+class ProgramStore:
+    """The population and its history for any number of experiments in one SQLite file.
+
+    Open once per process and share across threads; `close()` when done. `check=True` runs
+    `PRAGMA quick_check` at open (linear in file size) so corruption is found before a run builds on it.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        busy_timeout_s: float = 30.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        check: bool = True,
+    ) -> None:
+        self.path = Path(db_path)
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"store {self.path} does not exist")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open_checked(check)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- connections and transactions
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _open_checked(self, check: bool) -> None:
+        try:
+            conn = self._conn()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if check:
+                result = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+                if result != ["ok"]:
+                    raise StoreError(f"store {self.path} is corrupt: {result[0]}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path} is corrupt: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}; this alpha-evolve understands up to {SCHEMA_VERSION}"
+            )
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning(
+                    "store %s: journal_mode is %s, not wal (filesystem without shared memory?)", self.path, mode
+                )
+            if version < SCHEMA_VERSION:
+                self._create_schema(conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have created the schema meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                foreign = tables - {"experiments", "programs"}
+                if foreign:
+                    raise StoreError(
+                        f"store {self.path} is not an alpha-evolve store (has tables {', '.join(sorted(foreign))})"
+                    )
+                for stmt in _SCHEMA:
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken up front, so no deadlock on upgrade."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"store {self.path} cannot start a write: {exc}") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"store {self.path} commit failed: {exc}") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several queries see one consistent state even while another process writes."""
+        conn = self._conn()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):  # closing must not mask the real error
+                conn.close()
+
+    def __enter__(self) -> ProgramStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- experiments
+
+    def create_experiment(
+        self,
+        name: str,
+        *,
+        config_toml: str = "",
+        target_iterations: int = 0,
+        random_seed: int | None = None,
+        data_hash: str | None = None,
+        nautilus_version: str | None = None,
+        toolkit_version: str | None = None,
+        status: str = "running",
+    ) -> Experiment:
+        validate_experiment_name(name)
+        _check_experiment_status(status)
+        now = _now()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO experiments (name, status, config_toml, target_iterations, random_seed,"
+                    " data_hash, nautilus_version, toolkit_version, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        status,
+                        config_toml,
+                        int(target_iterations),
+                        random_seed,
+                        data_hash,
+                        nautilus_version,
+                        toolkit_version,
+                        now,
+                        now,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise ExperimentExistsError(f"experiment {name!r} already exists in store {self.path}") from None
+        exp = self.get_experiment(name)
+        assert exp is not None
+        return exp
+
+    def get_experiment(self, name: str) -> Experiment | None:
+        row = self._conn().execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _experiment_from_row(row)
+
+    def require_experiment(self, name: str) -> Experiment:
+        exp = self.get_experiment(name)
+        if exp is None:
+            raise UnknownExperimentError(f"experiment {name!r} not found in store {self.path}")
+        return exp
+
+    def list_experiments(self) -> list[Experiment]:
+        rows = self._conn().execute("SELECT * FROM experiments ORDER BY created_at, name").fetchall()
+        return [_experiment_from_row(r) for r in rows]
+
+    def update_experiment(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        stop_reason: str | None = None,
+        target_iterations: int | None = None,
+    ) -> Experiment:
+        with self._write() as conn:
+            self._update_experiment(
+                conn, name, {"status": status, "stop_reason": stop_reason, "target_iterations": target_iterations}
+            )
+        return self.require_experiment(name)
+
+    def set_experiment_status(self, name: str, status: str, stop_reason: str | None = None) -> Experiment:
+        return self.update_experiment(name, status=status, stop_reason=stop_reason)
+
+    def set_stop_reason(self, name: str, reason: str) -> Experiment:
+        return self.update_experiment(name, stop_reason=reason)
+
+    def _update_experiment(
+        self, conn: sqlite3.Connection, name: str, fields: Mapping[str, Any], bump_completed: bool = False
+    ) -> None:
+        allowed = {"status", "stop_reason", "target_iterations"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(
+                f"experiment update has unknown field(s) {', '.join(sorted(unknown))}: "
+                f"expected {', '.join(sorted(allowed))}"
+            )
+        sets = {k: v for k, v in fields.items() if v is not None}
+        if "status" in sets:
+            _check_experiment_status(sets["status"])
+        assignments = [f"{k} = ?" for k in sets] + ["updated_at = ?"]
+        params: list[Any] = [*sets.values(), _now()]
+        if bump_completed:
+            assignments.append("completed_iterations = completed_iterations + 1")
+        cur = conn.execute(f"UPDATE experiments SET {', '.join(assignments)} WHERE name = ?", (*params, name))
+        if cur.rowcount == 0:
+            raise UnknownExperimentError(f"experiment {name!r} not found in store {self.path}")
+
+    # -------------------------------------------------------------------------------- programs
+
+    def insert(self, program: Program) -> int:
+        """Store a program (seed, failure or success) and return its id; `program.id` is set too."""
+        row = _program_row(program)
+        with self._write() as conn:
+            pid = self._insert_row(conn, program, row)
+        return pid
+
+    def insert_many(self, programs: Iterable[Program]) -> list[int]:
+        """Bulk insert in one transaction (imports, benchmarks); ids in input order."""
+        progs = list(programs)
+        rows = [_program_row(p) for p in progs]
+        ids: list[int] = []
+        with self._write() as conn:
+            for p, row in zip(progs, rows, strict=True):
+                ids.append(self._insert_row(conn, p, row))
+        return ids
+
+    def _insert_row(self, conn: sqlite3.Connection, program: Program, row: tuple[Any, ...]) -> int:
+        try:
+            cur = conn.execute(_INSERT_SQL, row)
+        except sqlite3.IntegrityError as exc:
+            msg = str(exc)
+            if "UNIQUE" in msg and "iteration" in msg:
+                raise DuplicateIterationError(
+                    f"iteration {program.iteration} of experiment {program.experiment!r} is already recorded "
+                    f"in store {self.path}"
+                ) from None
+            if "FOREIGN KEY" in msg:
+                raise UnknownExperimentError(
+                    f"cannot store program: experiment {program.experiment!r} or parent {program.parent_id} "
+                    f"not found in store {self.path}"
+                ) from None
+            raise StoreError(f"store {self.path} refused program: {msg}") from None
+        pid = cur.lastrowid
+        assert pid is not None
+        program.id = pid
+        return pid
+
+    def record_iteration(self, program: Program, experiment_update: Mapping[str, Any] | None = None) -> int:
+        """Insert an iteration's program and bump the experiment's completed counter atomically.
+
+        Either both happen or neither, so after a crash `completed_iterations` always equals the number of
+        recorded iterations. `experiment_update` may set status, stop_reason, target_iterations.
+        """
+        if program.is_seed or program.iteration is None:
+            raise ValueError("record_iteration needs a non-seed program with an iteration number")
+        row = _program_row(program)
+        with self._write() as conn:
+            pid = self._insert_row(conn, program, row)
+            self._update_experiment(conn, program.experiment, dict(experiment_update or {}), bump_completed=True)
+        return pid
+
+    def get(self, program_id: int) -> Program | None:
+        row = self._conn().execute("SELECT * FROM programs WHERE id = ?", (program_id,)).fetchone()
+        return None if row is None else _program_from_row(row)
+
+    def get_many(self, program_ids: Sequence[int]) -> list[Program]:
+        """Programs in the order of `program_ids` (missing ids skipped)."""
+        if not program_ids:
+            return []
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM programs WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(program_ids)).decode(),),
+            )
+            .fetchall()
+        )
+        by_id = {r["id"]: _program_from_row(r) for r in rows}
+        return [by_id[i] for i in program_ids if i in by_id]
+
+    def seed(self, experiment: str) -> Program | None:
+        row = (
+            self._conn()
+            .execute("SELECT * FROM programs WHERE experiment = ? AND is_seed = 1 ORDER BY id LIMIT 1", (experiment,))
+            .fetchone()
+        )
+        return None if row is None else _program_from_row(row)
+
+    def update_metrics(
+        self,
+        program_id: int,
+        metrics: Mapping[str, Any],
+        fitness: float | None,
+        *,
+        status: str | None = None,
+        stage: str | None = None,
+        failure_message: str | None = None,
+        behavior: Mapping[str, Any] | None = None,
+        elapsed_s: float | None = None,
+    ) -> Program:
+        """Replace a program's evaluation (e.g. a screened candidate that got its full backtest)."""
+        current = self.get(program_id)
+        if current is None:
+            raise StoreError(f"program {program_id} not found in store {self.path}")
+        updated = dataclasses.replace(
+            current,
+            metrics=dict(metrics),
+            fitness=fitness,
+            status=status or current.status,
+            failure_kind=None,
+            stage=stage or current.stage,
+            failure_message=failure_message,
+            behavior=dict(behavior) if behavior is not None else current.behavior,
+            elapsed_s=elapsed_s if elapsed_s is not None else current.elapsed_s,
+        )
+        row = dict(zip(_PROGRAM_INSERT_COLUMNS, _program_row(updated), strict=True))
+        cols = [
+            "metrics",
+            "behavior",
+            "fitness",
+            *METRIC_COLUMNS.values(),
+            "status",
+            "failure_kind",
+            "failure_message",
+            "stage",
+            "elapsed_s",
+        ]
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE programs SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+                (*(row[c] for c in cols), program_id),
+            )
+        return updated
+
+    def top_k(self, experiment: str, k: int, metric: str = "fitness", *, active_only: bool = False) -> list[Program]:
+        """Best `ok` programs by `metric` (column or contract name; MaxDD/AnnVol ascending).
+
+        Pruned programs are included unless `active_only`: the best ever found stays reportable.
+        """
+        col = _metric_column(metric)
+        direction = "ASC" if col in LOWER_IS_BETTER else "DESC"
+        where = _ELIGIBLE if active_only else "status = 'ok'"
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT * FROM programs WHERE experiment = ? AND {where} AND {col} IS NOT NULL"
+                f" ORDER BY {col} {direction}, id ASC LIMIT ?",
+                (experiment, max(0, int(k))),
+            )
+            .fetchall()
+        )
+        return [_program_from_row(r) for r in rows]
+
+    def lineage(self, program_id: int) -> list[Program]:
+        """The program, its parent, … up to the root (seed), via a recursive CTE."""
+        rows = (
+            self._conn()
+            .execute(
+                """WITH RECURSIVE chain(id, depth) AS (
+                   SELECT id, 0 FROM programs WHERE id = ?
+                   UNION ALL
+                   SELECT p.parent_id, c.depth + 1 FROM programs p JOIN chain c ON p.id = c.id
+                   WHERE p.parent_id IS NOT NULL AND c.depth < 100000
+               )
+               SELECT p.* FROM chain c JOIN programs p ON p.id = c.id ORDER BY c.depth""",
+                (program_id,),
+            )
+            .fetchall()
+        )
+        return [_program_from_row(r) for r in rows]
+
+    def count(self, experiment: str, status: str | None = None, *, active_only: bool = False) -> int:
+        sql = "SELECT COUNT(*) FROM programs WHERE experiment = ?"
+        params: list[Any] = [experiment]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if active_only:
+            sql += " AND pruned = 0"
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    def count_by_status(self, experiment: str) -> dict[str, int]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT status, COUNT(*) FROM programs WHERE experiment = ? GROUP BY status ORDER BY status",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def completed_iterations(self, experiment: str) -> list[int]:
+        """Sorted iteration numbers already recorded (non-seed): resume runs exactly the missing ones."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT iteration FROM programs WHERE experiment = ? AND is_seed = 0 AND iteration IS NOT NULL"
+                " ORDER BY iteration",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        return [int(r[0]) for r in rows]
+
+    def max_iteration(self, experiment: str) -> int | None:
+        row = (
+            self._conn()
+            .execute("SELECT MAX(iteration) FROM programs WHERE experiment = ? AND is_seed = 0", (experiment,))
+            .fetchone()
+        )
+        return None if row[0] is None else int(row[0])
+
+    def prune(self, experiment: str, population_size: int, archive_size: int) -> int:
+        """Mark programs inactive so at most `population_size` `ok` programs stay parents; return how many.
+
+        Kept: the seed(s), the archive (best `archive_size` by fitness, flagged `archived`), then the most
+        recent programs up to `population_size` — recency rather than fitness for the rest, otherwise the
+        archive would be the whole population and diversity would collapse onto one lineage.
+        """
+        if archive_size < 0 or population_size < 1 or archive_size >= population_size:
+            raise ValueError(
+                f"prune needs 0 <= archive_size < population_size, got archive_size={archive_size}, "
+                f"population_size={population_size}"
+            )
+        with self._write() as conn:
+            archive = [r[0] for r in conn.execute(
+                f"SELECT id FROM programs WHERE experiment = ? AND {_ELIGIBLE}"
+                " ORDER BY fitness DESC, id ASC LIMIT ?", (experiment, archive_size))]  # fmt: skip
+            seeds = [r[0] for r in conn.execute(
+                "SELECT id FROM programs WHERE experiment = ? AND is_seed = 1", (experiment,))]  # fmt: skip
+            keep = set(archive) | set(seeds)
+            slots = max(0, population_size - len(keep))
+            recent = [r[0] for r in conn.execute(
+                f"SELECT id FROM programs WHERE experiment = ? AND {_ELIGIBLE}"
+                " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id DESC LIMIT ?",
+                (experiment, orjson.dumps(sorted(keep)).decode(), slots))]  # fmt: skip
+            keep.update(recent)
+            keep_json = orjson.dumps(sorted(keep)).decode()
+            conn.execute("UPDATE programs SET archived = 0 WHERE experiment = ? AND archived = 1", (experiment,))
+            conn.execute(
+                "UPDATE programs SET archived = 1 WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(archive).decode(),),
+            )
+            cur = conn.execute(
+                f"UPDATE programs SET pruned = 1 WHERE experiment = ? AND {_ELIGIBLE} AND is_seed = 0"
+                " AND id NOT IN (SELECT value FROM json_each(?))",
+                (experiment, keep_json),
+            )
+            pruned = int(cur.rowcount)
+        if pruned:
+            log.debug("pruned %d programs of %s", pruned, experiment)
+        return pruned
+
+    # ------------------------------------------------------------------ SQL primitives for selection
+
+    def eligible_count(self, experiment: str) -> int:
+        """Programs that may be parents (ok, not pruned)."""
+        return int(self._conn().execute(
+            f"SELECT COUNT(*) FROM programs WHERE experiment = ? AND {_ELIGIBLE}", (experiment,)
+        ).fetchone()[0])  # fmt: skip
+
+    def eligible_id_at_rank(self, experiment: str, rank: int) -> int | None:
+        """Id of the eligible program at 0-based fitness rank (best first, ties by id)."""
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT id FROM programs WHERE experiment = ? AND {_ELIGIBLE}"
+                " ORDER BY fitness DESC, id ASC LIMIT 1 OFFSET ?",
+                (experiment, int(rank)),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def parent_candidates(
+        self, experiment: str, limit: int, *, with_behavior: bool = False
+    ) -> list[tuple[int, float, dict[str, Any] | None]]:
+        """(id, fitness, behavior) of the best `limit` eligible programs, best first, from the index."""
+        cols = "id, fitness, behavior" if with_behavior else "id, fitness, NULL"
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {cols} FROM programs WHERE experiment = ? AND {_ELIGIBLE}"
+                " ORDER BY fitness DESC, id ASC LIMIT ?",
+                (experiment, int(limit)),
+            )
+            .fetchall()
+        )
+        return [(int(r[0]), float(r[1]), None if r[2] is None else orjson.loads(r[2])) for r in rows]
+
+    def random_eligible_id(self, experiment: str, rng: random.Random, attempts: int = 64) -> int | None:
+        """A uniformly random eligible id without scanning the table.
+
+        Rejection sampling over the [min, max] id range of eligible programs (point lookups on the primary
+        key); if the range is too sparse, fall back to an exact uniform rank via OFFSET. Either branch is
+        uniform, so the mixture is uniform.
+        """
+        conn = self._conn()
+        lo, hi = conn.execute(
+            f"SELECT MIN(id), MAX(id) FROM programs WHERE experiment = ? AND {_ELIGIBLE}", (experiment,)
+        ).fetchone()
+        if lo is None:
+            return None
+        for _ in range(attempts):
+            cand = rng.randint(int(lo), int(hi))
+            hit = conn.execute(
+                f"SELECT 1 FROM programs WHERE id = ? AND experiment = ? AND {_ELIGIBLE}", (cand, experiment)
+            ).fetchone()
+            if hit is not None:
+                return cand
+        n = self.eligible_count(experiment)
+        if n == 0:
+            return None
+        row = conn.execute(
+            f"SELECT id FROM programs WHERE experiment = ? AND {_ELIGIBLE} ORDER BY id LIMIT 1 OFFSET ?",
+            (experiment, rng.randrange(n)),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def sample(self, experiment: str, mode: str, rng: random.Random, *, novelty_boost_w: float = 0.0) -> Program:
+        """One parent drawn by `mode` ("elite" | "exploit" | "explore"); see alpha_evolve.selection."""
+        from alpha_evolve.selection import sample_parent  # selection builds on this module
+
+        return sample_parent(self, experiment, mode, rng, novelty_boost_w=novelty_boost_w)
+
+
+def _check_experiment_status(status: str) -> None:
+    if status not in EXPERIMENT_STATUSES:
+        raise ValueError(f"experiment status {status!r} is invalid: expected {', '.join(sorted(EXPERIMENT_STATUSES))}")
