@@ -1,0 +1,97 @@
+"""From a run config to a ready evaluator: data loading, train/validation/holdout splits, venue settings.
+
+The CLI's ``backtest``, the controller and the pipeline all need the same wiring, and the honesty rules live
+in it: evolution gets an evaluator that holds **no holdout bars at all** (not merely one that promises not to
+use them), and only the ``holdout`` command builds one that does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alpha_evolve.backtest import BacktestSettings
+from alpha_evolve.config import PipelineOptions, RunConfig
+from alpha_evolve.data import Dataset, DataSplits, load_dataset, periods_per_year, split_bars
+from alpha_evolve.evaluator import StrategyEvaluator
+
+logger = logging.getLogger("alpha_evolve.evaluation_setup")
+
+EVOLUTION_SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A loaded dataset and its per-instrument splits, plus the description runs record."""
+
+    dataset: Dataset
+    splits: dict[str, DataSplits]
+
+    def describe(self) -> dict[str, Any]:
+        info = self.dataset.describe()
+        info["splits"] = {symbol: s.describe() for symbol, s in self.splits.items()}
+        return info
+
+
+def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> RunData:
+    """Load ``[backtest] data`` (or the synthetic default) and split every instrument chronologically."""
+    bt = config.backtest
+    opts = options or config.pipeline
+    cache = None if opts.disable_align_cache else Path(opts.align_cache_dir)
+    dataset = load_dataset(
+        bt.data or None,
+        symbols=bt.symbols,
+        fmt=bt.data_format,
+        use_adjusted=bt.use_adjusted,
+        synthetic_bars=bt.synthetic_bars,
+        synthetic_seed=bt.synthetic_seed,
+        synthetic_freq=bt.synthetic_freq,
+        cache_dir=cache,
+    )
+    if dataset.synthetic:
+        logger.info("no [backtest] data given: using %s", dataset.source)
+    splits = {
+        symbol: split_bars(
+            bars,
+            train=bt.train_fraction,
+            validation=bt.validation_fraction,
+            train_end=bt.train_end or None,
+            validation_end=bt.validation_end or None,
+        )
+        for symbol, bars in dataset.instruments.items()
+    }
+    return RunData(dataset, splits)
+
+
+def backtest_settings(config: RunConfig, **overrides: Any) -> BacktestSettings:
+    return BacktestSettings.from_config(config.backtest, **overrides)
+
+
+def build_evaluator(
+    config: RunConfig,
+    *,
+    data: RunData | None = None,
+    include: Iterable[str] = EVOLUTION_SPLITS,
+    max_concurrent: int | None = None,
+    settings: BacktestSettings | None = None,
+) -> StrategyEvaluator:
+    """An evaluator holding only the ``include`` splits; evolution never gets the holdout."""
+    run_data = data or load_run_data(config)
+    wanted = set(include)
+    frames: dict[str, Mapping[str, pd.DataFrame]] = {
+        symbol: {name: getattr(s, name) for name in ("train", "validation", "holdout") if name in wanted}
+        for symbol, s in run_data.splits.items()
+    }
+    # Annualise every split with the frequency of the whole series, so a short holdout is not mis-scaled.
+    ppy = {symbol: periods_per_year(pd.DatetimeIndex(bars.index)) for symbol, bars in run_data.dataset.instruments.items()}
+    return StrategyEvaluator(
+        frames,
+        settings or backtest_settings(config),
+        max_concurrent=max_concurrent or config.evolution.max_concurrent,
+        periods_per_year=ppy,
+    )
