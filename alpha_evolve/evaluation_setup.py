@@ -88,7 +88,8 @@ def build_evaluator(
         for symbol, s in run_data.splits.items()
     }
     # Annualise every split with the frequency of the whole series, so a short holdout is not mis-scaled.
-    ppy = {symbol: periods_per_year(pd.DatetimeIndex(bars.index)) for symbol, bars in run_data.dataset.instruments.items()}
+    instruments = run_data.dataset.instruments
+    ppy = {symbol: periods_per_year(pd.DatetimeIndex(bars.index)) for symbol, bars in instruments.items()}
     return StrategyEvaluator(
         frames,
         settings or backtest_settings(config),
