@@ -14,6 +14,11 @@ SEEDS: dict[str, str] = {
     "breakout": "breakout.py",
 }
 
+REFERENCES: dict[str, str] = {
+    "buy_and_hold": "buy_and_hold.py",
+}
+"""Benchmarks drawn beside evolved programs; they have no EVOLVE-BLOCKs and are never evolved."""
+
 
 def list_seeds() -> list[str]:
     """Names of the seed strategies, sorted."""
@@ -22,7 +27,7 @@ def list_seeds() -> list[str]:
 
 def seed_source(name: str) -> str:
     """Source text of the seed ``name``; an unknown name raises ``ValueError`` listing the valid ones."""
-    filename = SEEDS.get(name)
+    filename = SEEDS.get(name) or REFERENCES.get(name)
     if filename is None:
         raise ValueError(f"unknown seed strategy {name!r}; expected one of: {', '.join(list_seeds())}")
     return resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")

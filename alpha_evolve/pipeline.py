@@ -1,0 +1,470 @@
+"""One pipeline run: evolve on train, re-test the top programs on validation, write the run directory.
+
+The run directory is the contract with the outer self-evolution loop and with people: ``SUMMARY.json``
+(validated against ``schemas/summary.schema.json``) always exists when ``run_pipeline`` returns — with
+``status: "failed"`` and a one-line reason when something went wrong — so a caller records the failure and
+moves on instead of losing the step. The holdout period is never loaded here; ``holdout.open_holdout`` is the
+only way to look at it, and every look is written to a ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alpha_evolve import __version__
+from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
+from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
+from alpha_evolve.metrics import deflated_sharpe, probabilistic_sharpe
+
+logger = logging.getLogger("alpha_evolve.pipeline")
+
+SCHEMA_VERSION = 1
+DEFAULT_BASE = "pipeline_runs_cs"
+SUMMARY_NAME = "SUMMARY.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+ProgressCallback = Callable[[Mapping[str, Any]], None]
+
+
+class PipelineError(Exception):
+    """A reason to stop a run early; its message becomes SUMMARY.json's one-line ``reason``."""
+
+
+def resolve_base_dir(options: PipelineOptions | None, output_dir: str | Path | None = None) -> Path:
+    """``--output-dir``, else ``options.output_dir``, else ``$AE_PIPELINE_DIR``, else ``pipeline_runs_cs/``."""
+    for candidate in (output_dir, options.output_dir if options else None, os.environ.get("AE_PIPELINE_DIR")):
+        if candidate:
+            return Path(candidate)
+    return Path(DEFAULT_BASE)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="seconds")
+
+
+def new_run_dir(base: Path, experiment: str) -> Path:
+    """``run_<experiment>_<YYYYmmdd_HHMMSS>``, with a numeric suffix if two runs start in the same second."""
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = _now().strftime("%Y%m%d_%H%M%S")
+    for n in range(1000):
+        name = f"run_{experiment}_{stamp}" + (f"_{n}" if n else "")
+        try:
+            (base / name).mkdir()
+        except FileExistsError:
+            continue
+        return base / name
+    raise PipelineError(f"{base}: cannot create a new run directory for {experiment!r}")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    from alpha_evolve.files import read_json
+
+    data = read_json(Path(run_dir) / SUMMARY_NAME)
+    if not isinstance(data, dict):
+        raise PipelineError(f"{Path(run_dir) / SUMMARY_NAME}: expected a JSON object")
+    return data
+
+
+def latest_run(base: str | Path) -> Path | None:
+    """The run the ``LATEST`` file of a base folder points at, if it still exists."""
+    marker = Path(base) / "LATEST"
+    if not marker.is_file():
+        return None
+    run = Path(base) / marker.read_text(encoding="utf-8").strip()
+    return run if run.is_dir() else None
+
+
+@contextlib.contextmanager
+def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
+    """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
+    root = logging.getLogger("alpha_evolve")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")]
+    if options.log_file:
+        Path(options.log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(options.log_file, encoding="utf-8"))
+    previous = root.level
+    level = logging.getLevelName(options.log_level)
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.setLevel(level)
+        root.addHandler(h)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+        root.setLevel(previous)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    try:
+        nt = version("nautilus_trader")
+    except Exception:  # pragma: no cover - nautilus is a hard dependency
+        nt = "unknown"
+    return {"alpha_evolve": __version__, "nautilus_trader": nt, "python": platform.python_version()}
+
+
+def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {name: float(metrics.get(name, 0.0) or 0.0) for name in METRIC_NAMES}
+
+
+def _code_key(code: str) -> str:
+    """Programs that differ only in whitespace or comments are the same program for ``bt_top``."""
+    import ast
+
+    try:
+        normal = ast.dump(ast.parse(code))
+    except SyntaxError:
+        normal = code
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def _equity_series(points: Sequence[tuple[str, float]] | Sequence[Sequence[Any]]) -> pd.Series:
+    if not points:
+        return pd.Series(dtype=float)
+    index = pd.to_datetime([p[0] for p in points], utc=True)
+    return pd.Series([float(p[1]) for p in points], index=index)
+
+
+def _period_returns(points: Sequence[Any]) -> np.ndarray:
+    values = np.asarray([float(p[1]) for p in points], dtype=float)
+    if values.size < 2:
+        return np.zeros(0)
+    return values[1:] / values[:-1] - 1.0
+
+
+@dataclass
+class RankedProgram:
+    """A top program with its train and validation figures, in the order the objective ranks them."""
+
+    program: Any
+    train: dict[str, float]
+    validation: dict[str, float]
+    equity: list[tuple[str, float]] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+
+
+def _objective_key(metric: str) -> Callable[[RankedProgram], float]:
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+
+    def key(r: RankedProgram) -> float:
+        if r.status != "ok":
+            return float("-inf")
+        return sign * float(r.validation.get(metric, 0.0))
+
+    return key
+
+
+def _failed_summary(run_dir: Path, experiment: str, started: datetime, reason: str,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    finished = _now()
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "failed",
+        "reason": " ".join(reason.split()),
+        "run_dir": str(run_dir),
+        "experiment": experiment,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "elapsed_seconds": round((finished - started).total_seconds(), 3),
+        "versions": _versions(),
+        "best_metrics": {},
+        "train_metrics": {},
+        "counts": {"iterations": 0, "mutations": 0, "evaluations": 0, "failures": {}},
+        "holdout": {"sealed": True, "openings": 0},
+    }
+    summary.update(extra or {})
+    summary["status"] = "failed"
+    return summary
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    problems = schema_errors("summary", summary)
+    if problems:  # a bug on our side; keep the run's record anyway, and say so loudly
+        logger.error("SUMMARY.json does not match its schema: %s", "; ".join(problems[:3]))
+    atomic_write_json(run_dir / SUMMARY_NAME, summary)
+
+
+def _mark_latest(base: Path, run_dir: Path) -> None:
+    atomic_write_text(base / "LATEST", run_dir.name + "\n")
+
+
+def run_pipeline(
+    config: RunConfig,
+    options: PipelineOptions | None = None,
+    *,
+    experiment: str | None = None,
+    output_dir: str | Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Path:
+    """Run evolution + validation and write a complete run directory; returns it even when the run failed."""
+    options = options or config.pipeline
+    experiment = experiment or config.evolution.seed_strategy
+    if not _NAME_RE.match(experiment):
+        raise ValueError(f"experiment name {experiment!r}: expected 1-64 letters, digits, '-' or '_'")
+    base = resolve_base_dir(options, output_dir)
+    run_dir = new_run_dir(base, experiment)
+    started = _now()
+    with _run_logging(run_dir, options):
+        logger.info("pipeline run %s started", run_dir)
+        try:
+            summary = _run(config, options, experiment, run_dir, started, on_progress)
+        except Exception as exc:  # every failure must still leave a SUMMARY.json for the outer loop
+            reason = str(exc).strip() or type(exc).__name__
+            if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):
+                logger.exception("pipeline run failed unexpectedly")
+                reason = f"{type(exc).__name__}: {reason}"
+            else:
+                logger.error("pipeline run failed: %s", reason)
+            summary = _failed_summary(run_dir, experiment, started, reason, {"config": config.to_dict()})
+        _write_summary(run_dir, summary)
+        _mark_latest(base, run_dir)
+        logger.info("pipeline run %s finished with status %s", run_dir, summary["status"])
+    return run_dir
+
+
+def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
+         on_progress: ProgressCallback | None) -> dict[str, Any]:
+    from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.mutators import make_mutator
+    from alpha_evolve.store import ProgramStore
+    from alpha_evolve.strategies import seed_source
+
+    cleanup_stale_temp_files(run_dir)
+    write_toml_snapshot(config, run_dir / "config.toml", header=f"config used by {run_dir.name}")
+    seed_code = seed_source(config.evolution.seed_strategy)
+    data = load_run_data(config, options)
+    data_info = data.describe()
+    t0 = time.perf_counter()
+    store = ProgramStore(run_dir / "programs.sqlite")
+    evaluator = build_evaluator(config, data=data)
+    try:
+        mutator = make_mutator(config, run_dir=run_dir)
+        controller = EvolutionController(config, store, evaluator, mutator)
+        result = asyncio.run(
+            controller.run(config.evolution.seed_strategy, experiment, config.evolution.generations,
+                           on_progress=on_progress)
+        )
+        evolve_seconds = time.perf_counter() - t0
+        ranked, seed_val, bh_val, n_val = _validate_top(config, store, evaluator, experiment, seed_code)
+    finally:
+        evaluator.close()
+    if not ranked or ranked[0].status != "ok":
+        errors = "; ".join(f"#{r.program.id}: {r.error}" for r in ranked[:3] if r.error)
+        raise PipelineError("no valid program survived validation" + (f" ({errors})" if errors else ""))
+    counts = _counts(store, experiment, result, n_val)
+    store.close()
+    best = ranked[0]
+    artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info)
+    overfit = _overfitting(best, ranked, counts)
+    finished = _now()
+    objective = config.backtest.objective
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "reason": None,
+        "run_dir": str(run_dir),
+        "experiment": experiment,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "elapsed_seconds": round((finished - started).total_seconds(), 3),
+        "timings": {"evolution_seconds": round(evolve_seconds, 3)},
+        "versions": _versions(),
+        "config": config.to_dict(),
+        "config_file": "config.toml",
+        "data": data_info,
+        "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
+        "counts": counts,
+        "stop_reason": getattr(result, "stop_reason", None),
+        "best_program": {
+            "id": int(best.program.id),
+            "iteration": int(best.program.iteration or 0),
+            "generation": int(best.program.generation or 0),
+            "parent_id": best.program.parent_id,
+            "code_path": "best_strategy.py",
+            "mutator": best.program.mutator,
+        },
+        "best_metrics": _metrics_only(best.validation),
+        "train_metrics": _metrics_only(best.train),
+        "seed_metrics": {"train": _metrics_only(seed_val.train), "validation": _metrics_only(seed_val.validation)},
+        "buy_and_hold_metrics": _metrics_only(bh_val.validation),
+        "overfitting": overfit,
+        "top_programs": "top_programs.json",
+        "artifacts": artifacts,
+        "holdout": {"sealed": True, "openings": 0},
+    }
+
+
+def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str
+                  ) -> tuple[list[RankedProgram], RankedProgram, RankedProgram, int]:
+    """Re-test the ``bt_top`` best distinct train programs (plus seed and buy-and-hold) on validation."""
+    from alpha_evolve.strategies import seed_source
+
+    k = config.backtest.bt_top
+    distinct: list[Any] = []
+    seen: set[str] = set()
+    for program in store.top_k(experiment, max(k * 4, k + 10)):
+        if program.status != "ok" or program.fitness is None:
+            continue
+        key = _code_key(program.code)
+        if key in seen:
+            continue
+        seen.add(key)
+        distinct.append(program)
+        if len(distinct) == k:
+            break
+    seed_program = store.seed(experiment)
+    bh_code = seed_source("buy_and_hold")
+    codes = [p.code for p in distinct] + [seed_code, bh_code]
+    logger.info("validating %d distinct top programs on the validation period", len(distinct))
+    results = evaluator.evaluate_many(codes, split="validation", stage="full")
+    ranked = [
+        RankedProgram(p, dict(p.metrics), dict(r.metrics), list(r.equity), r.status, r.error)
+        for p, r in zip(distinct, results[: len(distinct)], strict=True)
+    ]
+    ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
+    seed_res, bh_res = results[-2], results[-1]
+    seed_train = dict(seed_program.metrics) if seed_program is not None else {}
+    seed_val = RankedProgram(seed_program, seed_train, dict(seed_res.metrics), list(seed_res.equity),
+                             seed_res.status, seed_res.error)
+    bh_val = RankedProgram(None, {}, dict(bh_res.metrics), list(bh_res.equity), bh_res.status, bh_res.error)
+    return ranked, seed_val, bh_val, len(codes)
+
+
+def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
+    by_status: dict[str, int] = store.count_by_status(experiment)
+    failures = {k: v for k, v in by_status.items() if k not in ("ok", "screened")}
+    programs = store.top_k(experiment, 10**9)
+    return {
+        "iterations": int(getattr(result, "iterations_completed", 0)),
+        "mutations": int(getattr(result, "total_mutations", 0)),
+        "successful_mutations": int(getattr(result, "successful_mutations", 0)),
+        "evaluations": int(getattr(result, "total_evaluations", 0)),
+        "successful_evaluations": int(getattr(result, "successful_evaluations", 0)),
+        "validation_evaluations": n_validation,
+        "screened_out": int(by_status.get("screened", 0)),
+        "failures": failures,
+        "input_tokens": int(sum(p.input_tokens or 0 for p in programs)),
+        "output_tokens": int(sum(p.output_tokens or 0 for p in programs)),
+        "cost_usd": round(float(sum(p.cost_usd or 0.0 for p in programs)), 6),
+        "_train_sharpes": [float(p.metrics.get("Sharpe", 0.0)) for p in programs if p.status == "ok"],
+    }
+
+
+def _overfitting(best: RankedProgram, ranked: Sequence[RankedProgram], counts: dict[str, Any]) -> dict[str, Any]:
+    """PSR and DSR of the best program's validation returns given how many candidates were tried.
+
+    DSR deflates by the Sharpe the best of ``n_trials`` unskilled strategies would reach by luck; the trials'
+    Sharpe variance comes from the train Sharpes of every successful candidate (converted to per period).
+    """
+    sharpes = np.asarray(counts.pop("_train_sharpes"), dtype=float)
+    returns = _period_returns(best.equity)
+    n_trials = int(max(counts.get("successful_evaluations", 0), len(sharpes), 1))
+    ppy = max(len(returns), 1) / max(1e-9, _span_years(best.equity))
+    sr_var = float(np.var(sharpes / np.sqrt(ppy), ddof=1)) if sharpes.size > 1 else 0.0
+    tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
+    return {
+        "n_trials": n_trials,
+        "probabilistic_sharpe": round(probabilistic_sharpe(returns), 6),
+        "deflated_sharpe": round(deflated_sharpe(returns, n_trials, sr_var), 6),
+        "sharpe_train": tr,
+        "sharpe_validation": va,
+        "sharpe_gap": tr - va,
+        "note": "PSR/DSR from the validation equity curve; a DSR below 0.95 means the edge may be luck",
+    }
+
+
+def _span_years(points: Sequence[Any]) -> float:
+    if len(points) < 2:
+        return 1.0
+    t0, t1 = pd.Timestamp(points[0][0]), pd.Timestamp(points[-1][0])
+    return max((t1 - t0).total_seconds() / (365.25 * 86400.0), 1e-9)
+
+
+def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedProgram], seed: RankedProgram,
+                     bh: RankedProgram, data_info: Mapping[str, Any]) -> dict[str, str]:
+    from alpha_evolve.report import render_report
+
+    best = ranked[0]
+    header = (
+        f"# Best strategy of {run_dir.name} (program #{best.program.id}, iteration {best.program.iteration}).\n"
+        f"# Validation {config.backtest.objective}: {best.validation.get(config.backtest.objective, 0.0):.4f}; "
+        f"train fitness {best.program.fitness}.\n"
+        "# Backtest it with: alpha-evolve backtest --strategy-file best_strategy.py --split validation\n"
+    )
+    atomic_write_text(run_dir / "best_strategy.py", header + best.program.code)
+
+    rows = []
+    for rank, r in enumerate(ranked, start=1):
+        p = r.program
+        row: dict[str, Any] = {"rank": rank, "program_id": p.id, "iteration": p.iteration,
+                               "generation": p.generation, "parent_id": p.parent_id, "mutator": p.mutator,
+                               "fitness": p.fitness, "validation_status": r.status, "validation_error": r.error}
+        row.update({f"train_{m}": r.train.get(m) for m in METRIC_NAMES})
+        row.update({f"validation_{m}": r.validation.get(m) for m in METRIC_NAMES})
+        rows.append(row)
+    atomic_write_json(run_dir / "top_programs.json", rows)
+    with open(run_dir / "top_programs.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    curves: dict[str, pd.Series] = {}
+    labels: dict[str, str] = {}
+    obj = config.backtest.objective
+    for rank, r in enumerate(ranked, start=1):
+        if r.status == "ok" and r.equity:
+            key = f"rank{rank}_program{r.program.id}"
+            curves[key] = _equity_series(r.equity)
+            labels[key] = f"#{rank} program {r.program.id} ({obj} {r.validation.get(obj, 0.0):.2f})"
+    for key, ref, text in (("seed", seed, "seed"), ("buy_and_hold", bh, "buy & hold")):
+        if ref.status == "ok" and ref.equity:
+            curves[key] = _equity_series(ref.equity)
+            labels[key] = f"{text} ({obj} {ref.validation.get(obj, 0.0):.2f})"
+    frame = pd.DataFrame(curves)
+    frame.index.name = "timestamp"
+    frame.to_csv(run_dir / "equity_curves.csv")
+    symbols = ", ".join(data_info.get("symbols", []))
+    render_report(
+        curves, run_dir / "report.png", labels=labels,
+        title=f"{run_dir.name}: validation period, top {len(ranked)} programs vs seed and buy & hold",
+        subtitle=f"{data_info.get('source', '')} [{symbols}] — costs included; the holdout is sealed",
+    )
+    return {
+        "best_strategy": "best_strategy.py",
+        "top_programs_json": "top_programs.json",
+        "top_programs_csv": "top_programs.csv",
+        "equity_curves": "equity_curves.csv",
+        "report": "report.png",
+        "config": "config.toml",
+        "programs_db": "programs.sqlite",
+        "log": "pipeline.log",
+    }
