@@ -9,7 +9,7 @@ from rich.console import Console
 from alpha_evolve.config import FIELD_SPECS, load_config, render_toml
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check or show a run config", description="Check or show a run config.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = csub.add_parser("check", help="validate a TOML config (exit 2 with one line on a problem)")

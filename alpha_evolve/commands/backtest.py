@@ -1,0 +1,115 @@
+"""``alpha-evolve backtest``: score one strategy on one period, for people and for scripts (``--json``).
+
+With ``--json`` stdout carries exactly one JSON object, whatever happens (a bad strategy is a result with a
+failure ``status``, not a crash); input errors (missing file, bad config or data) exit non-zero with one line
+on stderr. The holdout is used only when ``--split holdout`` is asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from alpha_evolve.cli import UserError
+from alpha_evolve.config import METRIC_NAMES, RunConfig, load_config
+
+SPLITS = ("train", "validation", "holdout", "all")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backtest", help="backtest one strategy on NautilusTrader's engine",
+        description="Backtest a seed strategy or a strategy file on the configured data (or the embedded "
+        "synthetic series). --split all covers train and validation as one period; the holdout is only used "
+        "with --split holdout.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--strategy", default=None, help="seed strategy name (default: momentum)")
+    src.add_argument("--strategy-file", help="path to a strategy file (e.g. a run's best_strategy.py)")
+    p.add_argument("--data", help="CSV/Parquet file, folder of per-symbol files, or catalog (overrides the config)")
+    p.add_argument("--config", help="TOML run config (default: built-in defaults)")
+    p.add_argument("--split", choices=SPLITS, default="train", help="period to test (default: train)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.set_defaults(func=_backtest)
+
+
+def _strategy_code(args: argparse.Namespace) -> tuple[str, str]:
+    from alpha_evolve.strategies import seed_source
+
+    if args.strategy_file:
+        path = Path(args.strategy_file)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except FileNotFoundError:
+            raise UserError(f"{path}: strategy file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot read strategy file ({exc})") from None
+    name = args.strategy or "momentum"
+    return seed_source(name), name
+
+
+def run_backtest_command(config: RunConfig, code: str, split: str) -> dict[str, Any]:
+    """Evaluate ``code`` on ``split`` and return the JSON-ready result (also used by tests and the dashboard)."""
+    import pandas as pd
+
+    from alpha_evolve.data import DataSplits
+    from alpha_evolve.evaluation_setup import backtest_settings, build_evaluator, load_run_data
+
+    data = load_run_data(config)
+    if split == "all":
+        # One contiguous period from the first train bar to the last validation bar; never the holdout.
+        merged = {
+            s: DataSplits(train=pd.concat([d.train, d.validation]), validation=d.validation, holdout=d.holdout)
+            for s, d in data.splits.items()
+        }
+        data = type(data)(data.dataset, merged)
+    eval_split = "train" if split == "all" else split
+    settings = backtest_settings(config, screen_fraction=0.0)
+    with build_evaluator(config, data=data, include=(eval_split,), max_concurrent=1, settings=settings) as ev:
+        result = ev.evaluate(code, split=eval_split, stage="full")
+    info = data.describe()
+    return {
+        "status": result.status,
+        "error": result.error,
+        "stage": result.stage,
+        "split": split,
+        "bars": result.bars,
+        "metrics": {m: result.metrics.get(m) for m in METRIC_NAMES} if result.ok else {},
+        "worst_metrics": {k: v for k, v in result.metrics.items() if k.startswith("worst_")} if result.ok else {},
+        "per_instrument": result.per_instrument,
+        "elapsed_seconds": round(result.elapsed, 4),
+        "data": {k: info[k] for k in ("source", "synthetic", "symbols", "start", "end", "interval", "hash")},
+        "periods": {s: (d["train"] if split == "all" else d.get(eval_split)) for s, d in info["splits"].items()},
+    }
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.data:
+        if not Path(args.data).exists():
+            raise UserError(f"{args.data}: data file or folder not found")
+        config = config.with_updates({"backtest.data": args.data}, source=args.config or "--data")
+    code, label = _strategy_code(args)
+    out = run_backtest_command(config, code, args.split)
+    out["strategy"] = label
+    if args.json:
+        print(json.dumps(out))
+        return 0 if out["status"] == "ok" else 1
+    console = Console()
+    if out["status"] != "ok":
+        from alpha_evolve.cli import fail
+
+        return fail(f"{label}: {out['status']} failure at the {out['stage']} stage: {out['error']}", 1)
+    table = Table(title=f"{label} on {out['split']} ({out['bars']} bars, {out['data']['source']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in out["metrics"].items():
+        pct = name in ("MaxDD", "CAGR", "TotalReturn", "AnnVol", "WinRate", "Exposure")
+        table.add_row(name, f"{value:.2%}" if pct else f"{value:.3f}" if name != "Trades" else f"{value:.0f}")
+    console.print(table)
+    return 0
