@@ -125,6 +125,8 @@ _PROGRAM_INSERT_COLUMNS: tuple[str, ...] = (
     "status", "failure_kind", "failure_message", "stage", "mutator", "model", "input_tokens", "output_tokens",
     "cost_usd", "elapsed_s", "created_at", "is_seed", "archived", "pruned",
 )  # fmt: skip
+_CREATED_AT_INDEX = _PROGRAM_INSERT_COLUMNS.index("created_at")
+_FAILURE_KIND_INDEX = _PROGRAM_INSERT_COLUMNS.index("failure_kind")
 _INSERT_SQL = (
     f"INSERT INTO programs ({', '.join(_PROGRAM_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _PROGRAM_INSERT_COLUMNS)})"
@@ -588,7 +590,10 @@ class ProgramStore:
             raise StoreError(f"store {self.path} refused program: {msg}") from None
         pid = cur.lastrowid
         assert pid is not None
+        # The caller's object now mirrors the stored row.
         program.id = pid
+        program.created_at = row[_CREATED_AT_INDEX]
+        program.failure_kind = row[_FAILURE_KIND_INDEX]
         return pid
 
     def record_iteration(self, program: Program, experiment_update: Mapping[str, Any] | None = None) -> int:
