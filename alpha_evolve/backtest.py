@@ -175,6 +175,29 @@ def infer_periods_per_year(index: pd.Index) -> float:
         return 252.0 if step >= 86_400 else 252.0 * 6.5 * 3600.0 / step
 
 
+def _equity(instrument_id: InstrumentId, precision: int, settings: BacktestSettings) -> Equity:
+    return Equity(
+        instrument_id=instrument_id,
+        raw_symbol=instrument_id.symbol,
+        currency=USD,
+        price_precision=precision,
+        price_increment=Price(10.0**-precision, precision),
+        lot_size=Quantity.from_int(1),
+        ts_event=0,
+        ts_init=0,
+        maker_fee=Decimal(str(settings.maker_fee)),
+        taker_fee=Decimal(str(settings.taker_fee)),
+    )
+
+
+def _instrument_for(prepared: PreparedBars, settings: BacktestSettings) -> Equity:
+    """The prepared instrument, or a twin with the run's fees (fees live on the instrument in NautilusTrader)."""
+    inst = prepared.instrument
+    if float(inst.maker_fee) == settings.maker_fee and float(inst.taker_fee) == settings.taker_fee:
+        return inst
+    return _equity(inst.id, inst.price_precision, settings)
+
+
 def prepare_bars(
     symbol: str,
     frame: pd.DataFrame,
@@ -199,18 +222,7 @@ def prepare_bars(
     precision = 2 if min_close >= 1.0 else 4
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in symbol) or "X"
     instrument_id = InstrumentId(Symbol(safe), Venue(VENUE))
-    instrument = Equity(
-        instrument_id=instrument_id,
-        raw_symbol=Symbol(safe),
-        currency=USD,
-        price_precision=precision,
-        price_increment=Price(10.0**-precision, precision),
-        lot_size=Quantity.from_int(1),
-        ts_event=0,
-        ts_init=0,
-        maker_fee=Decimal(str(settings.maker_fee)),
-        taker_fee=Decimal(str(settings.taker_fee)),
-    )
+    instrument = _equity(instrument_id, precision, settings)
     bar_type = BarType.from_str(f"{instrument_id}-{_bar_spec(frame.index)}-LAST-EXTERNAL")
     bars = BarDataWrangler(bar_type, instrument).process(frame)
     ppy = float(periods_per_year) if periods_per_year else infer_periods_per_year(frame.index)
@@ -318,7 +330,7 @@ def _engine(settings: BacktestSettings, prepared: PreparedBars) -> BacktestEngin
         default_leverage=Decimal(1) if margin else None,
         fee_model=MakerTakerFeeModel(),
     )
-    engine.add_instrument(prepared.instrument)
+    engine.add_instrument(_instrument_for(prepared, settings))
     engine.add_data(prepared.bars, sort=False)
     return engine
 
