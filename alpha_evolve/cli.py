@@ -91,5 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc) or type(exc).__name__, 2)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - use ``python -m alpha_evolve`` (one copy of this module)
+    from alpha_evolve.cli import main as _main
+
+    sys.exit(_main())
