@@ -1,44 +1,48 @@
-# alpha-evolve: every target bootstraps uv and the project's virtualenv itself,
-# so a fresh machine needs only python3, pip and make.
+# alpha-evolve. Every target sets itself up (uv via pip if missing, then `uv sync` into .venv), so a fresh
+# machine needs only python3, pip and make.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+UV = $(shell ./scripts/ensure_uv.sh)
+RUN = $(UV) run --no-sync
 PYTEST_ARGS ?=
 AUTO_APPROVE ?=
 ITERATIONS ?= 3
 SESSION_ARGS ?=
 
-.PHONY: setup test lint session backtest bench clean help
+.PHONY: help setup test lint session pipeline backtest bench clean
 
 help:
-	@echo "make session   start a self-evolution session (AUTO_APPROVE=1 for unattended)"
+	@echo "make session   start a self-evolution session under sessions/ (AUTO_APPROVE=1 runs unattended)"
 	@echo "make test      run the test suite"
 	@echo "make lint      ruff + mypy"
-	@echo "make bench     run the benchmarks (see BENCHMARKS.md)"
+	@echo "make pipeline  one pipeline run on configs/default.toml"
+	@echo "make bench     run the benchmarks (figures go in BENCHMARKS.md)"
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
-
-.venv/.synced: pyproject.toml | $(UV)
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN sync --quiet && touch $@
+.venv/.synced: pyproject.toml
+	@$(UV) sync --quiet
+	@touch $@
 
 setup: .venv/.synced
 
 test: setup
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN run --no-sync pytest -n 2 $(PYTEST_ARGS)
+	$(RUN) pytest -n 2 $(PYTEST_ARGS)
 
 lint: setup
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN run --no-sync ruff check alpha_evolve tests bench scripts && $$UV_BIN run --no-sync mypy alpha_evolve
+	$(RUN) ruff check alpha_evolve tests bench scripts
+	$(RUN) mypy alpha_evolve
 
 session: setup
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN run --no-sync alpha-evolve self-evolve --mode legacy \
+	$(RUN) alpha-evolve self-evolve --mode legacy \
 		--config configs/default.toml --search-space configs/self_evolution/default.json \
 		--session-root sessions --iterations $(ITERATIONS) $(if $(AUTO_APPROVE),--auto-approve,) $(SESSION_ARGS)
 
+pipeline: setup
+	$(RUN) alpha-evolve pipeline --config configs/default.toml
+
 backtest: setup
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN run --no-sync alpha-evolve backtest --strategy momentum
+	$(RUN) alpha-evolve backtest --strategy momentum
 
 bench: setup
-	@UV_BIN=$$(command -v uv || echo "$(HOME)/.local/bin/uv"); $$UV_BIN run --no-sync python -m bench.run_all
+	$(RUN) python -m bench.run_all
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
