@@ -808,8 +808,9 @@ def _catalog_instruments(root: Path, symbols: Sequence[str], cache_dir: Path | N
 # --------------------------------------------------------------------------------------------- frequency
 
 
-def bar_interval(index: pd.DatetimeIndex) -> pd.Timedelta:
+def bar_interval(index: pd.Index) -> pd.Timedelta:
     """Typical spacing of bars: the median gap, which ignores weekends, holidays and session breaks."""
+    index = pd.DatetimeIndex(index)
     if len(index) < 2:
         raise DataError(f"cannot infer the bar interval from {len(index)} bar(s); need at least 2")
     return pd.Timedelta(int(np.median(np.diff(_ns(index)))), unit="ns")
@@ -819,7 +820,7 @@ _YEAR_NS = 365.25 * 86_400 * 1e9
 _MIN_SPAN_DAYS = 90.0
 
 
-def periods_per_year(index: pd.DatetimeIndex) -> float:
+def periods_per_year(index: pd.Index) -> float:
     """Bars per year for annualising metrics, as observed in the data.
 
     Over a span of at least 90 days: (bars - 1) / span in years of 365.25 days, so daily equities give ~252,
@@ -827,6 +828,7 @@ def periods_per_year(index: pd.DatetimeIndex) -> float:
     is too noisy (one overnight gap dominates), so: median bars per active calendar day × 252 active days a
     year if no bar falls on a weekend, else × 365.25.
     """
+    index = pd.DatetimeIndex(index)
     if len(index) < 2:
         raise DataError(f"cannot infer bars per year from {len(index)} bar(s); need at least 2")
     ns = _ns(index)

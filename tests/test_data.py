@@ -116,7 +116,7 @@ def test_month_day_year_dates(tmp_path):
 def test_unnamed_index_column_from_pandas_to_csv(tmp_path):
     bars = synthetic_bars(n_bars=50, seed=3)
     frame = bars.copy()
-    frame.index = frame.index.tz_localize(None)
+    frame.index = pd.DatetimeIndex(frame.index).tz_localize(None)
     frame.index.name = None
     path = tmp_path / "dump.csv"
     frame.to_csv(path)
@@ -169,7 +169,7 @@ def test_newest_first_is_reversed(tmp_path):
 def test_parquet_with_datetime_index_and_with_column(tmp_path):
     bars = synthetic_bars(n_bars=40, seed=1)
     frame = bars.rename(columns=str.capitalize)
-    frame.index = frame.index.tz_convert("America/New_York")
+    frame.index = pd.DatetimeIndex(frame.index).tz_convert("America/New_York")
     frame.to_parquet(tmp_path / "a.parquet")
     df = load_bars(tmp_path / "a.parquet")
     _standard(df)
@@ -239,7 +239,7 @@ def test_line_numbers_count_blank_and_leading_lines(tmp_path):
 
 def test_parquet_errors_name_row(tmp_path):
     bars = synthetic_bars(n_bars=10, seed=2)
-    bars.iloc[4, bars.columns.get_loc("close")] = np.nan
+    bars.loc[bars.index[4], "close"] = np.nan
     bars.to_parquet(tmp_path / "p.parquet")
     with pytest.raises(DataError, match=r"p\.parquet: row 5: missing or non-finite value in column 'close'"):
         load_bars(tmp_path / "p.parquet")
@@ -353,12 +353,12 @@ def test_periods_per_year():
     assert periods_per_year(calendar) == pytest.approx(365.25, rel=1e-3)
     # US-equity minute bars: 390 a session, Monday to Friday, over a year.
     sessions = pd.bdate_range("2021-01-04", periods=260, tz="UTC")
-    minutes = pd.DatetimeIndex(
-        np.concatenate(
-            [(d + pd.Timedelta(hours=14, minutes=30) + pd.to_timedelta(np.arange(390), "min")).asi8 for d in sessions]
-        ),
-        tz="UTC",
+    minutes = (
+        sessions.repeat(390)
+        + pd.to_timedelta(np.tile(np.arange(390), len(sessions)), unit="min")
+        + pd.Timedelta(hours=14, minutes=30)
     )
+    assert minutes.is_unique and len(minutes) == 390 * 260
     assert periods_per_year(minutes) == pytest.approx(390 * 260 * 365.25 / (sessions[-1] - sessions[0]).days, rel=0.01)
     # Short span fallback: one week of the same minute bars, two days of 24/7 hourly bars.
     assert periods_per_year(minutes[: 390 * 5]) == pytest.approx(390 * 252)
@@ -549,7 +549,7 @@ def test_catalog_round_trip(tmp_path):
     root = tmp_path / "catalog"
     aapl = synthetic_bars(n_bars=120, seed=1).round(2)
     msft = synthetic_bars(n_bars=80, seed=2).round(2)
-    aapl_type, msft_type = _write_catalog(root, {"AAPL": aapl, "MSFT": msft})
+    aapl_type, _msft_type = _write_catalog(root, {"AAPL": aapl, "MSFT": msft})
 
     got = load_catalog_bars(root, bar_type=aapl_type)
     _standard(got)
