@@ -1,0 +1,980 @@
+"""The inner evolution loop: select a parent, mutate it, validate, evaluate on train, record, prune, repeat.
+
+Why it is shaped like this:
+
+- **Exact resume.** An iteration counts only once its program row is committed (``ProgramStore.record_iteration``
+  inserts the row and bumps the experiment's counter in one transaction; ``(experiment, iteration)`` is unique).
+  Resume asks the store which iteration numbers exist and runs exactly the missing ones of ``1..target``, so a
+  ``kill -9`` at any point loses the iterations in flight (they are redone) and never records one twice. The seed
+  is iteration 0, stored with ``is_seed`` and evaluated only if the store has no seed for the experiment.
+- **Concurrency without changing what is recorded.** Up to ``max_concurrent`` iterations are in flight; an
+  iteration number is assigned when a slot is taken and the result is recorded under that number whatever the
+  completion order. Parent selection uses ``random.Random(f"{random_seed}:{iteration}")`` and the offline mutator
+  derives its stream from the request id, so neither depends on timing. What *can* depend on timing with
+  ``max_concurrent > 1`` is which programs already exist when a slot selects its parent (a faster sibling may or
+  may not be recorded yet); the set of recorded iteration numbers of a run that reaches its target is
+  ``1..target`` regardless.
+- **Stops.** ``stop()`` (and a stop request written to the store by another process, see ``request_stop``)
+  lets in-flight iterations finish, ``stop(force=True)`` cancels them (they are simply not recorded); either way
+  the experiment is persisted as ``paused``. Early-stop conditions (target fitness, wall clock, patience, budget)
+  take no new slots, let in-flight iterations finish, and end the run ``completed`` with ``stop_reason`` naming the
+  condition. Store corruption ends it ``failed`` with a one-line ``RuntimeError``.
+- **Fitness** is the train metric named by ``fitness_metric`` from the *full* stage (sign flipped for metrics
+  where lower is better); screened-out and failed programs get none and are never parents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import itertools
+import logging
+import math
+import random
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import filelock
+
+from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
+from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
+from alpha_evolve.selection import select_parent
+from alpha_evolve.store import (
+    FAILURE_KINDS,
+    DuplicateIterationError,
+    Program,
+    ProgramStore,
+    StoreError,
+    validate_experiment_name,
+)
+
+if TYPE_CHECKING:
+    from alpha_evolve.evaluator import EvalResult, StrategyEvaluator
+
+logger = logging.getLogger("alpha_evolve.controller")
+
+STOP_REQUESTED = "stop_requested"
+"""Marker written to the experiment row's ``stop_reason`` (status still ``running``) by ``request_stop``."""
+
+BEHAVIOR_POINTS = 32
+"""Length of the downsampled return vector kept as a behaviour descriptor for novelty."""
+
+_POLL_SECONDS = 0.5
+_IMPROVEMENT_EPS = 1e-12
+
+
+class EvolutionStatus(enum.StrEnum):
+    """Experiment status as persisted in the store."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StopReason(enum.StrEnum):
+    """Why a run ended; the value is what ``EvolutionResult.stop_reason`` and the store hold."""
+
+    ITERATIONS = "iterations"
+    TARGET_FITNESS = "target_fitness"
+    WALL_CLOCK = "max_wall_seconds"
+    PATIENCE = "patience"
+    BUDGET = "budget"
+    STOPPED = "stopped"
+    MUTATOR = "mutator"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class StopCondition:
+    """Early-termination conditions; ``None``/0 disables one. Built from the config unless given to ``run``."""
+
+    target_fitness: float | None = None
+    max_wall_seconds: float | None = None
+    patience: int = 0
+    budget_tokens: int = 0
+    budget_usd: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: EvolutionConfig) -> StopCondition:
+        def opt(value: float) -> float | None:
+            return None if value is None or math.isnan(value) else float(value)
+
+        return cls(
+            target_fitness=opt(config.target_fitness),
+            max_wall_seconds=opt(config.max_wall_seconds),
+            patience=int(config.patience),
+            budget_tokens=int(config.budget_tokens),
+            budget_usd=float(config.budget_usd),
+        )
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Emitted after the seed and after every recorded iteration."""
+
+    experiment: str
+    kind: str  # "seed" | "iteration"
+    iteration: int
+    iterations_completed: int
+    target_iterations: int
+    program_id: int | None
+    parent_id: int | None
+    selection_mode: str | None
+    status: str
+    fitness: float | None
+    best_fitness: float | None
+    new_best: bool
+    elapsed_seconds: float
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EvolutionProgress:
+    """A snapshot of an experiment, read from the store (valid from any process)."""
+
+    experiment: str
+    status: str
+    iterations_completed: int
+    target_iterations: int
+    best_fitness: float | None
+    best_program_id: int | None
+    fitness_metric: str | None
+    population_size: int
+    total_programs: int
+    total_mutations: int
+    successful_mutations: int
+    total_evaluations: int
+    successful_evaluations: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    stop_reason: str | None
+    elapsed_seconds: float | None = None
+    stop_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvolutionResult:
+    """Final result from an evolution run (or resume)."""
+
+    experiment: str
+    status: EvolutionStatus
+    iterations_completed: int
+    best_strategy: Program | None
+    final_population_size: int
+    elapsed_seconds: float
+
+    total_mutations: int
+    successful_mutations: int
+    total_evaluations: int
+    successful_evaluations: int
+
+    stop_reason: str | None = None
+    target_iterations: int = 0
+    best_fitness: float | None = None
+    iterations_run: int = 0  # recorded by this call (run or resume)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["status"] = self.status.value
+        best = self.best_strategy
+        out["best_strategy"] = None if best is None else {
+            "id": best.id, "iteration": best.iteration, "generation": best.generation, "fitness": best.fitness,
+            "metrics": dict(best.metrics), "is_seed": best.is_seed,
+        }
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def fitness_from_metrics(metrics: Mapping[str, Any], metric: str) -> float | None:
+    """The fitness of a full-stage train result; ``None`` when the metric is missing or not finite."""
+    value = metrics.get(metric)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(f):
+        return None
+    return -f if metric in LOWER_IS_BETTER else f
+
+
+def behavior_descriptor(result: EvalResult, points: int = BEHAVIOR_POINTS) -> dict[str, Any]:
+    """Trade count, exposure and a short return vector (equity sampled at ``points + 1`` evenly spaced bars)."""
+    metrics = result.metrics
+    out: dict[str, Any] = {
+        "trades": float(metrics.get("Trades", 0.0) or 0.0),
+        "exposure": float(metrics.get("Exposure", 0.0) or 0.0),
+        "returns": [],
+    }
+    values = [float(v) for _, v in result.equity]
+    if len(values) >= 3:
+        n = min(points, len(values) - 1)
+        idx = [round(i * (len(values) - 1) / n) for i in range(n + 1)]
+        sampled = [values[i] for i in idx]
+        rets = [(b / a - 1.0) if a else 0.0 for a, b in itertools.pairwise(sampled)]
+        out["returns"] = [round(r, 8) if math.isfinite(r) else 0.0 for r in rets]
+    return out
+
+
+def load_seed(seed_strategy: str) -> tuple[str, str]:
+    """(label, source) for a seed name or a path to a strategy file; ValueError if invalid or missing blocks."""
+    from alpha_evolve.strategies import seed_source
+
+    path = Path(seed_strategy)
+    if seed_strategy.endswith(".py") and path.is_file():
+        try:
+            code = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read seed strategy ({exc})") from None
+        label = str(path)
+    else:
+        code = seed_source(seed_strategy)  # ValueError listing the valid names
+        label = seed_strategy
+    try:
+        blocks = extract_blocks(code)
+    except CandidateError as exc:
+        raise ValueError(f"seed strategy {label!r}: {exc}") from None
+    if not blocks:
+        raise ValueError(f"seed strategy {label!r} has no EVOLVE-BLOCK to mutate")
+    try:
+        validate_candidate(code, code)
+    except CandidateError as exc:
+        raise ValueError(f"seed strategy {label!r}: {exc}") from None
+    return label, code
+
+
+def _lock_path(store: ProgramStore, experiment: str) -> Path:
+    return store.path.with_name(f"{store.path.name}.{experiment}.lock")
+
+
+def experiment_is_live(store: ProgramStore, experiment: str) -> bool:
+    """True when some process holds the experiment's run lock (a controller is running it right now)."""
+    lock = filelock.FileLock(_lock_path(store, experiment), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def request_stop(store: ProgramStore, experiment: str) -> str:
+    """Ask the controller running ``experiment`` (maybe in another process) to stop gracefully.
+
+    The request is ``stop_reason = "stop_requested"`` on the experiment row while its status stays ``running``;
+    the controller polls it every ~0.5 s and between iterations, finishes the iterations in flight and marks the
+    experiment ``paused``. If no process holds the experiment's run lock (the run was killed), the experiment is
+    marked ``paused`` at once. Returns "requested", "paused" (no live run) or raises ValueError.
+    """
+    exp = store.get_experiment(experiment)
+    if exp is None:
+        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
+    if exp.status != EvolutionStatus.RUNNING.value:
+        raise ValueError(f"experiment {experiment!r} is not running (status {exp.status})")
+    if not experiment_is_live(store, experiment):
+        store.update_experiment(experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value)
+        return "paused"
+    store.set_stop_reason(experiment, STOP_REQUESTED)
+    return "requested"
+
+
+def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | float]:
+    """Counters derived from the store, so they survive crashes and agree between processes.
+
+    A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
+    evaluated (the seed included).
+    """
+    with store.snapshot() as conn:
+        row = conn.execute(
+            "SELECT COUNT(*),"
+            " COALESCE(SUM(is_seed = 0), 0),"
+            " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
+            " COALESCE(SUM(stage IS NOT NULL), 0),"
+            " COALESCE(SUM(status = 'ok'), 0),"
+            " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
+            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0)"
+            " FROM programs WHERE experiment = ?",
+            (experiment,),
+        ).fetchone()
+    keys = ("total_programs", "total_mutations", "successful_mutations", "total_evaluations",
+            "successful_evaluations", "population_size", "input_tokens", "output_tokens", "cost_usd")
+    return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(keys, row, strict=True)}
+
+
+def progress_from_store(store: ProgramStore, experiment: str, elapsed: float | None = None) -> EvolutionProgress:
+    exp = store.get_experiment(experiment)
+    if exp is None:
+        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
+    stats = experiment_stats(store, experiment)
+    best = store.top_k(experiment, 1)
+    metric = _metric_from_toml(exp.config_toml)
+    return EvolutionProgress(
+        experiment=experiment,
+        status=exp.status,
+        iterations_completed=exp.completed_iterations,
+        target_iterations=exp.target_iterations,
+        best_fitness=best[0].fitness if best else None,
+        best_program_id=best[0].id if best else None,
+        fitness_metric=metric,
+        population_size=int(stats["population_size"]),
+        total_programs=int(stats["total_programs"]),
+        total_mutations=int(stats["total_mutations"]),
+        successful_mutations=int(stats["successful_mutations"]),
+        total_evaluations=int(stats["total_evaluations"]),
+        successful_evaluations=int(stats["successful_evaluations"]),
+        input_tokens=int(stats["input_tokens"]),
+        output_tokens=int(stats["output_tokens"]),
+        cost_usd=float(stats["cost_usd"]),
+        stop_reason=None if exp.stop_reason in ("", STOP_REQUESTED) else exp.stop_reason,
+        elapsed_seconds=elapsed,
+        stop_requested=exp.stop_reason == STOP_REQUESTED and exp.status == EvolutionStatus.RUNNING.value,
+    )
+
+
+def config_from_experiment(store: ProgramStore, experiment: str) -> RunConfig:
+    """The RunConfig an experiment was started with (stored as TOML in its row); defaults if none was stored."""
+    import tomlkit
+
+    from alpha_evolve.config import from_mapping
+
+    exp = store.get_experiment(experiment)
+    if exp is None:
+        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
+    if not exp.config_toml.strip():
+        return RunConfig()
+    return from_mapping(tomlkit.parse(exp.config_toml).unwrap(), source=f"{store.path}:{experiment}")
+
+
+def _metric_from_toml(text: str) -> str | None:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("fitness_metric"):
+            _, _, value = stripped.partition("=")
+            name = value.split("#")[0].strip().strip("\"'")
+            return name if name in METRIC_NAMES else None
+    return None
+
+
+def _one_line(exc: BaseException | str) -> str:
+    text = " ".join(str(exc).split())
+    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
+
+
+_MUTATION_TO_STORE_KIND = {"syntax": "syntax", "policy": "policy", "timeout": "timeout"}
+
+
+@dataclass
+class _Outcome:
+    program: Program
+    mode: str
+    recorded: bool
+
+
+@dataclass
+class _Session:
+    experiment: str
+    target: int
+    started: float
+    stop: StopCondition
+    on_progress: Callable[[ProgressEvent], None] | None
+    random_seed: int
+    best: float | None = None
+    since_best: int = 0
+    recorded: int = 0
+    halt_reason: StopReason | None = None
+    tokens: int = 0  # spent by mutations that were not recorded (discarded or budget-interrupted)
+    usd: float = 0.0
+    last_poll: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _FatalMutator(Exception):
+    def __init__(self, response: MutationResponse) -> None:
+        super().__init__(response.error or response.failure_kind or "mutator failed")
+        self.response = response
+
+
+# --------------------------------------------------------------------------------------------- controller
+
+
+class EvolutionController:
+    """Runs and resumes evolution experiments in one store. Not thread-safe (``stop`` excepted)."""
+
+    def __init__(
+        self,
+        config: EvolutionConfig | RunConfig,
+        store: ProgramStore,
+        evaluator: StrategyEvaluator,
+        mutator: Mutator | None = None,
+    ) -> None:
+        if isinstance(config, RunConfig):
+            self.run_config: RunConfig = config
+            ev = config.evolution
+        elif isinstance(config, EvolutionConfig):
+            self.run_config = RunConfig(evolution=config)
+            ev = config
+        else:
+            raise ValueError(f"config must be an EvolutionConfig or RunConfig, got {type(config).__name__}")
+        ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
+        if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+            raise ValueError(f"elite/exploit/explore ratios must be >= 0 and sum to 1, got {ratios}")
+        if ev.population_size < 2 or ev.max_concurrent < 1 or ev.max_retries < 1:
+            raise ValueError("population_size must be >= 2, max_concurrent >= 1 and max_retries >= 1")
+        if ev.fitness_metric not in METRIC_NAMES:
+            raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(METRIC_NAMES)}")
+        self.config = ev
+        self.store = store
+        self.evaluator = evaluator
+        self.mutator = mutator
+        self.data_hash: str | None = None  # recorded in the experiment row when set (the CLI sets it)
+        self._session: _Session | None = None
+        self._last_experiment: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested = False
+        self._force = False
+        self._inflight: dict[asyncio.Task[_Outcome | None], int] = {}
+
+    # ------------------------------------------------------------------------------------- public API
+
+    async def run(
+        self,
+        seed_strategy: str,
+        experiment: str,
+        iterations: int,
+        stop_condition: StopCondition | None = None,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> EvolutionResult:
+        """Create ``experiment``, evaluate the seed (iteration 0), then run iterations ``1..iterations``."""
+        validate_experiment_name(experiment)
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        label, seed_code = load_seed(seed_strategy)
+        if self.store.get_experiment(experiment) is not None:
+            raise ValueError(f"experiment {experiment!r} already exists in store {self.store.path}; resume it or "
+                             "choose another name")
+        cfg = self.run_config
+        updates: dict[str, Any] = {"evolution.generations": max(1, iterations)}
+        if not label.endswith(".py"):
+            updates["evolution.seed_strategy"] = label
+        with contextlib.suppress(ValueError):
+            cfg = cfg.with_updates(updates)
+        self.store.create_experiment(
+            experiment,
+            config_toml=render_toml(cfg),
+            target_iterations=iterations,
+            random_seed=self.config.random_seed,
+            data_hash=self.data_hash,
+            nautilus_version=_version("nautilus_trader"),
+            toolkit_version=_version("alpha-evolve"),
+            status=EvolutionStatus.RUNNING.value,
+        )
+        logger.info("experiment %s: starting from seed %s, %d iterations, mutator %s, fitness %s", experiment,
+                    label, iterations, getattr(self.mutator, "name", self.config.mutator), self.config.fitness_metric)
+        return await self._run_session(experiment, list(range(1, iterations + 1)), iterations, seed_code,
+                                       stop_condition, on_progress, self.config.random_seed)
+
+    async def resume(
+        self,
+        experiment: str,
+        additional_iterations: int = 0,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        stop_condition: StopCondition | None = None,
+    ) -> EvolutionResult:
+        """Run exactly the iteration numbers of ``1..target + additional`` that the store does not hold."""
+        validate_experiment_name(experiment)
+        exp = self.store.get_experiment(experiment)
+        if exp is None:
+            raise ValueError(f"experiment {experiment!r} not found in store {self.store.path}")
+        if isinstance(additional_iterations, bool) or not isinstance(additional_iterations, int) \
+                or additional_iterations < 0:
+            raise ValueError(f"additional_iterations must be an integer >= 0, got {additional_iterations!r}")
+        if exp.status == EvolutionStatus.RUNNING.value and experiment_is_live(self.store, experiment):
+            raise ValueError(f"experiment {experiment!r} is running in another process; stop it first")
+        target = exp.target_iterations + additional_iterations
+        done = set(self.store.completed_iterations(experiment))
+        missing = [i for i in range(1, target + 1) if i not in done]
+        seed = self.store.seed(experiment)
+        if not missing and seed is not None:
+            raise ValueError(f"experiment {experiment!r} has recorded all {target} iterations; pass "
+                             "additional iterations to continue it")
+        seed_code: str | None = None
+        if seed is None:  # killed before the seed was recorded
+            stored = config_from_experiment(self.store, experiment)
+            _, seed_code = load_seed(stored.evolution.seed_strategy)
+        if additional_iterations:
+            self.store.update_experiment(experiment, target_iterations=target)
+        random_seed = exp.random_seed if exp.random_seed is not None else self.config.random_seed
+        if random_seed != self.config.random_seed:
+            logger.warning("experiment %s was started with random_seed %d; using it (config says %d)", experiment,
+                           random_seed, self.config.random_seed)
+        logger.info("experiment %s: resuming (%s), %d of %d iterations recorded, running %d more", experiment,
+                    exp.status, len(done), target, len(missing))
+        return await self._run_session(experiment, missing, target, seed_code, stop_condition, on_progress,
+                                       random_seed)
+
+    def stop(self, force: bool = False) -> None:
+        """Finish in-flight iterations (or, with ``force``, cancel them unrecorded), then persist ``paused``.
+
+        Safe to call from a signal handler or another thread.
+        """
+        self._stop_requested = True
+        self._force = self._force or force
+        loop, session = self._loop, self._session
+        if loop is not None and session is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(session.wake.set)
+
+    def get_progress(self, experiment: str | None = None) -> EvolutionProgress:
+        name = experiment or (self._session.experiment if self._session else self._last_experiment)
+        if name is None:
+            raise ValueError("no active experiment: name one")
+        elapsed = None
+        if self._session is not None and self._session.experiment == name:
+            elapsed = time.monotonic() - self._session.started
+        return progress_from_store(self.store, name, elapsed)
+
+    # ------------------------------------------------------------------------------------- the session
+
+    async def _run_session(
+        self,
+        experiment: str,
+        pending: list[int],
+        target: int,
+        seed_code: str | None,
+        stop_condition: StopCondition | None,
+        on_progress: Callable[[ProgressEvent], None] | None,
+        random_seed: int,
+    ) -> EvolutionResult:
+        lock = filelock.FileLock(_lock_path(self.store, experiment), timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise ValueError(f"experiment {experiment!r} is running in another process") from None
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = False
+        self._force = False
+        session = _Session(experiment, target, time.monotonic(), stop_condition or StopCondition.from_config(
+            self.config), on_progress, random_seed)
+        self._session = session
+        self._last_experiment = experiment
+        try:
+            return await self._drive(session, pending, seed_code)
+        finally:
+            self._session = None
+            self._inflight.clear()
+            lock.release()
+
+    async def _drive(self, s: _Session, pending: list[int], seed_code: str | None) -> EvolutionResult:
+        if self.mutator is None:
+            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / s.experiment)
+        try:
+            # Clear a stale stop request and mark the experiment running again.
+            self.store.update_experiment(s.experiment, status=EvolutionStatus.RUNNING.value, stop_reason="")
+            if seed_code is not None and self.store.seed(s.experiment) is None:
+                await self._evaluate_seed(s, seed_code)
+            best = self.store.top_k(s.experiment, 1)
+            s.best = best[0].fitness if best else None
+            if self.store.eligible_count(s.experiment) == 0 and pending:
+                raise ValueError(f"experiment {s.experiment!r} has no program that can be a parent "
+                                 "(the seed failed evaluation)")
+            iterations_before = len(self.store.completed_iterations(s.experiment))
+            await self._loop_iterations(s, deque(pending))
+            reason = s.halt_reason
+            if reason is None:
+                remaining = set(range(1, s.target + 1)) - set(self.store.completed_iterations(s.experiment))
+                reason = StopReason.ITERATIONS if not remaining else StopReason.STOPPED
+            status = EvolutionStatus.PAUSED if reason is StopReason.STOPPED else EvolutionStatus.COMPLETED
+            if reason is StopReason.MUTATOR:
+                status = EvolutionStatus.FAILED
+            self.store.update_experiment(s.experiment, status=status.value, stop_reason=reason.value)
+            s.recorded = len(self.store.completed_iterations(s.experiment)) - iterations_before
+            logger.info("experiment %s: %s (%s) after %d new iterations, best fitness %s", s.experiment,
+                        status.value, reason.value, s.recorded, _fmt(s.best))
+            return self._result(s, status, reason.value)
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            await self._cancel_inflight()
+            message = _one_line(exc)
+            logger.error("experiment %s failed: %s", s.experiment, message)
+            with contextlib.suppress(Exception):
+                self.store.update_experiment(s.experiment, status=EvolutionStatus.FAILED.value,
+                                             stop_reason=StopReason.ERROR.value)
+            raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
+        except BaseException:
+            # ValueError (bad seed), cancellation, KeyboardInterrupt: nothing in flight survives; leave the
+            # experiment resumable.
+            await self._cancel_inflight()
+            with contextlib.suppress(Exception):
+                exp = self.store.get_experiment(s.experiment)
+                if exp is not None and exp.status == EvolutionStatus.RUNNING.value:
+                    self.store.update_experiment(s.experiment, status=EvolutionStatus.PAUSED.value,
+                                                 stop_reason=StopReason.STOPPED.value)
+            raise
+
+    async def _evaluate_seed(self, s: _Session, code: str) -> None:
+        """Score the seed on the whole train split (never screened out: it is the reference parent)."""
+        result = await self._evaluate(code, parent_code=None, screen=False)
+        program = Program(experiment=s.experiment, code=code, blocks=extract_blocks(code), iteration=0,
+                          generation=0, is_seed=True, stage=result.stage, elapsed_s=result.elapsed)
+        self._apply_result(program, result)
+        self.store.insert(program)
+        if program.status != "ok":
+            logger.error("experiment %s: the seed failed evaluation (%s): %s", s.experiment, program.status,
+                         program.failure_message)
+            self.store.update_experiment(s.experiment, status=EvolutionStatus.FAILED.value,
+                                         stop_reason=StopReason.ERROR.value)
+            raise ValueError(f"the seed strategy failed evaluation on the train split ({program.status}): "
+                             f"{program.failure_message}")
+        logger.info("experiment %s: seed %s = %s", s.experiment, self.config.fitness_metric, _fmt(program.fitness))
+        self._emit(s, ProgressEvent(
+            s.experiment, "seed", 0, 0, s.target, program.id, None, None, program.status, program.fitness,
+            program.fitness, True, time.monotonic() - s.started))
+
+    async def _loop_iterations(self, s: _Session, pending: deque[int]) -> None:
+        inflight = self._inflight
+        while True:
+            self._check_external(s)
+            while not self._halting(s) and pending and len(inflight) < self.config.max_concurrent:
+                iteration = pending.popleft()
+                task = asyncio.create_task(self._iteration(s, iteration), name=f"iteration-{iteration}")
+                inflight[task] = iteration
+            if not inflight:
+                return
+            if self._force:
+                await self._cancel_inflight()
+                return
+            s.wake.clear()
+            waker: asyncio.Task[Any] = asyncio.create_task(s.wake.wait())
+            waiting: list[asyncio.Task[Any]] = [*inflight, waker]
+            done, _ = await asyncio.wait(waiting, timeout=_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+            for finished in done:
+                if finished is waker or finished not in inflight:
+                    continue
+                task: asyncio.Task[_Outcome | None] = finished
+                iteration = inflight.pop(task)
+                try:
+                    outcome = task.result()
+                except asyncio.CancelledError:
+                    continue
+                except BudgetExceeded as exc:
+                    if exc.response is not None:
+                        s.tokens += _tokens(exc.response)
+                        s.usd += float(exc.response.cost_usd)
+                    logger.info("experiment %s: %s", s.experiment, _one_line(exc))
+                    s.halt_reason = s.halt_reason or StopReason.BUDGET
+                    continue
+                except _FatalMutator as exc:
+                    logger.error("experiment %s: the mutator cannot continue (%s): %s", s.experiment,
+                                 exc.response.failure_kind, _one_line(exc))
+                    s.halt_reason = s.halt_reason or StopReason.MUTATOR
+                    continue
+                if outcome is not None and outcome.recorded:
+                    self._after_record(s, iteration, outcome)
+
+    def _halting(self, s: _Session) -> bool:
+        if self._stop_requested and s.halt_reason is None:
+            s.halt_reason = StopReason.STOPPED
+            logger.info("experiment %s: stop requested; finishing %d iteration(s) in flight", s.experiment,
+                        len(self._inflight))
+        if s.halt_reason is None and s.stop.max_wall_seconds is not None \
+                and time.monotonic() - s.started >= s.stop.max_wall_seconds:
+            s.halt_reason = StopReason.WALL_CLOCK
+            logger.info("experiment %s: wall-clock limit of %gs reached", s.experiment, s.stop.max_wall_seconds)
+        return s.halt_reason is not None
+
+    def _check_external(self, s: _Session) -> None:
+        now = time.monotonic()
+        if now - s.last_poll < _POLL_SECONDS:
+            return
+        s.last_poll = now
+        exp = self.store.get_experiment(s.experiment)
+        if exp is not None and exp.stop_reason == STOP_REQUESTED and not self._stop_requested:
+            logger.info("experiment %s: stop requested from another process", s.experiment)
+            self._stop_requested = True
+
+    def _after_record(self, s: _Session, iteration: int, outcome: _Outcome) -> None:
+        program = outcome.program
+        fitness = program.fitness if program.status == "ok" else None
+        new_best = False
+        if fitness is not None and (s.best is None or fitness > s.best + _IMPROVEMENT_EPS):
+            improvement = "" if s.best is None else f" (was {_fmt(s.best)})"
+            s.best = fitness
+            s.since_best = 0
+            new_best = True
+            logger.info("experiment %s: new best %s %s at iteration %d, program %s%s", s.experiment,
+                        self.config.fitness_metric, _fmt(fitness), iteration, program.id, improvement)
+        else:
+            s.since_best += 1
+        exp = self.store.get_experiment(s.experiment)
+        completed = exp.completed_iterations if exp is not None else 0
+        self._emit(s, ProgressEvent(
+            s.experiment, "iteration", iteration, completed, s.target, program.id, program.parent_id, outcome.mode,
+            program.status, fitness, s.best, new_best, time.monotonic() - s.started,
+            program.failure_message))
+        if s.halt_reason is not None:
+            return
+        st = s.stop
+        if st.target_fitness is not None and s.best is not None and s.best >= st.target_fitness:
+            s.halt_reason = StopReason.TARGET_FITNESS
+            logger.info("experiment %s: target fitness %g reached", s.experiment, st.target_fitness)
+        elif st.patience and s.since_best >= st.patience:
+            s.halt_reason = StopReason.PATIENCE
+            logger.info("experiment %s: no improvement for %d iterations", s.experiment, s.since_best)
+        elif st.budget_tokens or st.budget_usd:
+            stats = experiment_stats(self.store, s.experiment)
+            tokens = int(stats["input_tokens"]) + int(stats["output_tokens"]) + s.tokens
+            usd = float(stats["cost_usd"]) + s.usd
+            if (st.budget_tokens and tokens >= st.budget_tokens) or (st.budget_usd and usd >= st.budget_usd):
+                s.halt_reason = StopReason.BUDGET
+                logger.info("experiment %s: budget exhausted (%d tokens, $%.4f)", s.experiment, tokens, usd)
+
+    def _emit(self, s: _Session, event: ProgressEvent) -> None:
+        logger.debug("progress %s", event)
+        if s.on_progress is None:
+            return
+        try:
+            s.on_progress(event)
+        except Exception:
+            logger.warning("progress callback failed", exc_info=True)
+
+    async def _cancel_inflight(self) -> None:
+        tasks = list(self._inflight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            logger.info("cancelled %d unrecorded iteration(s)", len(tasks))
+        self._inflight.clear()
+
+    # ------------------------------------------------------------------------------------- one iteration
+
+    async def _iteration(self, s: _Session, iteration: int) -> _Outcome | None:
+        started = time.monotonic()
+        rng = random.Random(f"{s.random_seed}:{iteration}")
+        ev = self.config
+        parent, mode = select_parent(self.store, s.experiment, rng, (ev.elite_ratio, ev.exploit_ratio,
+                                     ev.explore_ratio), ev.novelty_boost_w)
+        logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
+        parent_blocks = parent.blocks or extract_blocks(parent.code)
+        request = MutationRequest(
+            request_id=f"{s.experiment}-{iteration}",
+            experiment=s.experiment,
+            iteration=iteration,
+            parent_id=str(parent.id),
+            parent_code=parent.code,
+            parent_blocks=parent_blocks,
+            parent_metrics=parent.metrics,
+            guidance=ev.guidance,
+            inspirations=self._inspirations(s.experiment, parent),
+        )
+        code, response, tokens, usd, error, kind = await self._mutate(request, parent)
+        program = Program(
+            experiment=s.experiment, code=code or parent.code, parent_id=parent.id,
+            generation=parent.generation + 1, iteration=iteration,
+            mutator=response.mutator if response else getattr(self.mutator, "name", None),
+            model=response.model if response else None,
+            input_tokens=tokens[0], output_tokens=tokens[1], cost_usd=usd,
+        )
+        if code is None:
+            program.status = _MUTATION_TO_STORE_KIND.get(kind or "", "syntax")
+            program.blocks = dict(response.blocks) if response else {}
+            program.failure_message = f"mutation failed ({kind}): {error}"
+            program.stage = None
+        else:
+            program.blocks = extract_blocks(code)
+            result = await self._evaluate(code, parent_code=parent.code)
+            self._apply_result(program, result)
+            if result.status == "timeout":
+                logger.warning("iteration %d: evaluation timed out: %s", iteration, result.error)
+        program.elapsed_s = time.monotonic() - started
+        logger.debug("iteration %d: %s fitness %s (%s)", iteration, program.status, _fmt(program.fitness),
+                     program.failure_message or "")
+        try:
+            self.store.record_iteration(program)
+        except DuplicateIterationError as exc:
+            logger.warning("iteration %d already recorded; skipped (%s)", iteration, _one_line(exc))
+            return _Outcome(program, mode, recorded=False)
+        archive = min(ev.archive_size, ev.population_size - 1)
+        self.store.prune(s.experiment, ev.population_size, archive)
+        return _Outcome(program, mode, recorded=True)
+
+    def _inspirations(self, experiment: str, parent: Program) -> tuple[Inspiration, ...]:
+        n = self.config.inspirations
+        if n <= 0:
+            return ()
+        top = [p for p in self.store.top_k(experiment, n + 1, active_only=True) if p.id != parent.id][:n]
+        return tuple(Inspiration(blocks=p.blocks or extract_blocks(p.code), metrics=p.metrics,
+                                 program_id=str(p.id)) for p in top)
+
+    async def _mutate(
+        self, request: MutationRequest, parent: Program
+    ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None]:
+        """Up to ``max_retries`` attempts, each told the previous attempt's validation error."""
+        assert self.mutator is not None
+        error: str | None = None
+        kind: str | None = None
+        response: MutationResponse | None = None
+        tin = tout = 0
+        usd = 0.0
+        for attempt in range(1, self.config.max_retries + 1):
+            try:
+                response = await self.mutator.mutate(request.with_error(error, attempt))
+            except BudgetExceeded as exc:
+                if exc.response is not None:
+                    tin += exc.response.input_tokens
+                    tout += exc.response.output_tokens
+                    usd += exc.response.cost_usd
+                raise BudgetExceeded(str(exc), dataclasses.replace(
+                    exc.response or MutationResponse(request.request_id, "?"),
+                    input_tokens=tin, output_tokens=tout, cost_usd=usd)) from None
+            tin += response.input_tokens + response.cache_read_tokens + response.cache_creation_tokens
+            tout += response.output_tokens
+            usd += response.cost_usd
+            if response.fatal:
+                raise _FatalMutator(response)
+            if response.ok and response.code is not None:
+                try:
+                    validate_candidate(parent.code, response.code)
+                except CandidateError as exc:
+                    error, kind = _one_line(exc), exc.kind
+                else:
+                    return response.code, response, (tin, tout), usd, None, None
+            else:
+                error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
+            if attempt < self.config.max_retries:
+                logger.warning("iteration %d: mutation attempt %d failed (%s): %s; retrying", request.iteration,
+                               attempt, kind, error)
+            elif kind == "timeout":
+                logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
+        return None, response, (tin, tout), usd, error, kind
+
+    async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
+        ev = self.evaluator
+        if screen or getattr(ev.settings, "screen_fraction", 0.0) == 0.0:
+            return await ev.aevaluate(code, "train", "full", parent_code=parent_code)
+        # The seed is scored on the full train split: swap the screen off while nothing else is in flight
+        # (the evaluator reads screen_fraction in this process, when a task is dispatched).
+        saved = ev.settings
+        ev.settings = dataclasses.replace(saved, screen_fraction=0.0)
+        try:
+            return await ev.aevaluate(code, "train", "full", parent_code=parent_code)
+        finally:
+            ev.settings = saved
+
+    def _apply_result(self, program: Program, result: EvalResult) -> None:
+        program.stage = result.stage
+        program.metrics = dict(result.metrics)
+        if result.status != "ok":
+            program.status = result.status if result.status in FAILURE_KINDS else "crash"
+            program.failure_message = result.error or result.status
+            program.metrics = {}
+            return
+        program.behavior = behavior_descriptor(result)
+        if not result.passed:
+            program.status = "screened"
+            program.failure_message = result.reason or "screened out"
+            return
+        fitness = fitness_from_metrics(result.metrics, self.config.fitness_metric)
+        if fitness is None:
+            program.status = "screened"
+            program.failure_message = f"train {self.config.fitness_metric} is not a finite number"
+            return
+        program.status = "ok"
+        program.fitness = fitness
+
+    # ------------------------------------------------------------------------------------- result
+
+    def _result(self, s: _Session, status: EvolutionStatus, reason: str | None) -> EvolutionResult:
+        exp = self.store.require_experiment(s.experiment)
+        stats = experiment_stats(self.store, s.experiment)
+        best = self.store.top_k(s.experiment, 1)
+        return EvolutionResult(
+            experiment=s.experiment,
+            status=status,
+            iterations_completed=exp.completed_iterations,
+            best_strategy=best[0] if best else None,
+            final_population_size=int(stats["population_size"]),
+            elapsed_seconds=time.monotonic() - s.started,
+            total_mutations=int(stats["total_mutations"]),
+            successful_mutations=int(stats["successful_mutations"]),
+            total_evaluations=int(stats["total_evaluations"]),
+            successful_evaluations=int(stats["successful_evaluations"]),
+            stop_reason=reason,
+            target_iterations=exp.target_iterations,
+            best_fitness=best[0].fitness if best else None,
+            iterations_run=s.recorded,
+        )
+
+
+def _tokens(response: MutationResponse) -> int:
+    return int(response.input_tokens + response.output_tokens + response.cache_read_tokens
+               + response.cache_creation_tokens)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _default_mutator(config: RunConfig, run_dir: Path) -> Mutator:
+    return mutator_from_config(config, run_dir=run_dir)
+
+
+def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind: str | None = None) -> Mutator:
+    """The configured mutator, through ``mutators.make_mutator`` (one place decides what "auto" means).
+
+    The LLM mutator gets ``max_retries=1``: the controller makes the ``max_retries`` attempts itself, each told
+    the previous validation error, so the total number of attempts is the configured one, not its square.
+    """
+    from alpha_evolve.mutators import Budget, make_mutator
+
+    ev = config.evolution
+    return make_mutator(
+        kind or ev.mutator,
+        model=config.model,
+        max_tokens=ev.max_tokens,
+        temperature=ev.temperature,
+        max_retries=1,
+        budget=Budget(ev.budget_tokens or None, ev.budget_usd or None),
+        seed=ev.random_seed,
+        max_inspirations=ev.inspirations,
+        run_dir=run_dir,
+        timeout=ev.agent_timeout_seconds,
+    )
+
+
+def build_evaluator(config: RunConfig, **kwargs: Any) -> StrategyEvaluator:
+    """The evaluator for an evolution run: train/validation splits of the configured data, never the holdout.
+
+    A thin alias of ``evaluation_setup.build_evaluator`` so that the pipeline and the CLI share one wiring.
+    """
+    from alpha_evolve.evaluation_setup import build_evaluator as _build
+
+    return _build(config, **kwargs)
