@@ -174,7 +174,8 @@ def validate_candidate(
                 "blocks", f"text outside the EVOLVE-BLOCKs was changed: expected {want.strip()!r}", line
             )
     if len(candidate_skeleton) > len(parent_skeleton):
-        line, extra = candidate_skeleton[len(parent_skeleton)]
+        extras = candidate_skeleton[len(parent_skeleton) :]
+        line, extra = next(((n, text) for n, text in extras if text.strip()), extras[0])
         raise CandidateError("blocks", f"text added outside the EVOLVE-BLOCKs: {extra.strip()!r}", line)
     if len(candidate_skeleton) < len(parent_skeleton):
         _, missing = parent_skeleton[len(candidate_skeleton)]
