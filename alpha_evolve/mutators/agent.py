@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ class _Handler(FileSystemEventHandler):
             self._loop.call_soon_threadsafe(self._callback, os.fsdecode(path), event.event_type)
         except Exception:  # loop closed, or anything else: dropping one event beats losing the observer
             pass
+
+
+def _stop_quietly(observer: BaseObserver) -> None:
+    with contextlib.suppress(Exception):
+        observer.stop()
+        observer.join(5.0)
 
 
 class AgentMutator:
@@ -143,8 +150,10 @@ class AgentMutator:
             for handle in pending.values():
                 handle.cancel()
             if observer is not None:
-                observer.stop()
-                await asyncio.to_thread(observer.join, 2.0)
+                # Stopping an inotify observer blocks ~0.5 s (its move-pairing delay): do it off the loop and
+                # do not wait for it, the answer is already in hand.
+                threading.Thread(target=_stop_quietly, args=(observer,), name="ae-observer-stop",
+                                 daemon=True).start()
 
     def _request_document(self, request: MutationRequest) -> dict[str, Any]:
         doc = request.to_dict()
