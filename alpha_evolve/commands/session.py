@@ -1,0 +1,334 @@
+"""``alpha-evolve self-evolve | approve | reject | stop | validate``: drive and answer self-evolution sessions.
+
+``scripts/self_evolve.py`` calls the same ``add_self_evolve_arguments`` and ``run_self_evolve``, so the two entry
+points cannot disagree. Every mistake a user can make ends as one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from alpha_evolve.config import LOG_LEVELS, LOWER_IS_BETTER, METRIC_NAMES, ConfigError
+from alpha_evolve.session import SessionError, SessionSettings
+
+DEFAULT_SESSION_ROOT = "pipeline_runs_cs/self_evolution"
+EXIT_CODES = {"session_complete": 0, "stopped": 0, "timed_out": 3, "failed": 1}
+
+console = Console(highlight=False)
+
+
+def _registry_available() -> bool:
+    return importlib.util.find_spec("alpha_evolve.registry") is not None
+
+
+def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a session; defaults are None where ``--resume`` must tell "given" from "default"."""
+    p.add_argument(
+        "--mode",
+        choices=["tracked", "legacy"],
+        default=None,
+        help="tracked (SQLite registry; default once it exists) or legacy (session directory files)",
+    )
+    p.add_argument("--config", default=None, help="base TOML config (default: built-in defaults)")
+    p.add_argument("--search-space", default=None, help="JSON/TOML search space (see configs/self_evolution/)")
+    p.add_argument("--iterations", type=int, default=None, help="proposals to evaluate after the baseline (5)")
+    p.add_argument(
+        "--objective",
+        default=None,
+        choices=METRIC_NAMES,
+        help="metric from SUMMARY.json best_metrics to optimise (Sharpe)",
+    )
+    p.add_argument(
+        "--minimize",
+        action="store_const",
+        const=True,
+        default=None,
+        help="minimise the objective instead of maximising it",
+    )
+    p.add_argument(
+        "--exploration-prob",
+        type=float,
+        default=None,
+        help="probability of exploring around the base rather than the best (0.2)",
+    )
+    p.add_argument("--sampler", choices=["random", "optuna"], default=None, help="proposal sampler (random)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (0)")
+    p.add_argument("--session-root", default=None, help=f"where sessions are created ({DEFAULT_SESSION_ROOT}/)")
+    p.add_argument("--registry-db", default=None, help="SQLite registry for tracked mode")
+    p.add_argument(
+        "--pipeline-output-dir", default=None, help="base folder for inner runs (default: SESSION/pipeline_runs)"
+    )
+    p.add_argument(
+        "--auto-approve",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run every proposal without waiting for a decision",
+    )
+    p.add_argument(
+        "--approval-poll-interval",
+        type=float,
+        default=None,
+        help="seconds between re-reads of pending_action.json (the only mechanism without inotify; 1)",
+    )
+    p.add_argument(
+        "--approval-timeout",
+        type=float,
+        default=None,
+        help="end the session as timed_out after this many seconds without a decision",
+    )
+    p.add_argument("--pipeline-log-level", choices=LOG_LEVELS, default=None, help="log level of inner runs")
+    p.add_argument("--pipeline-log-file", default=None, help="also log inner runs to this file")
+    p.add_argument(
+        "--disable-align-cache",
+        action="store_const",
+        const=True,
+        default=None,
+        help="do not cache prepared data on disk",
+    )
+    p.add_argument("--align-cache-dir", default=None, help="where prepared data is cached")
+    p.add_argument(
+        "--no-persist-configs",
+        dest="persist_configs",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not write generated_configs/ TOML snapshots",
+    )
+    p.add_argument("--resume", metavar="SESSION_DIR", default=None, help="continue an interrupted session")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "self-evolve",
+        help="tune pipeline settings in an outer loop, with approvals",
+        description="Tune pipeline settings in an outer loop; see docs/self-evolution.md.",
+    )
+    add_self_evolve_arguments(p)
+    p.set_defaults(func=_self_evolve_handler, default_log_level="WARNING")
+    for status, verb, text in (
+        ("approved", "approve", "run the proposed candidate"),
+        ("rejected", "reject", "discard the candidate; the loop proposes another"),
+        ("stop", "stop", "end the session (resumable with --resume)"),
+    ):
+        q = sub.add_parser(verb, help=f"answer a session's pending action: {text}")
+        q.add_argument("session_dir", metavar="SESSION_DIR")
+        q.add_argument("--notes", default=None, help="rationale recorded with the decision")
+        q.set_defaults(func=_decision_handler(status))
+    v = sub.add_parser("validate", help="check a self-evolution session's files against their JSON schemas")
+    v.add_argument("session_dir", metavar="SESSION_DIR")
+    v.set_defaults(func=_validate_handler)
+
+
+# ------------------------------------------------------------------------------------------- self-evolve
+
+
+_ARG_TO_SETTING = {
+    "mode": "mode",
+    "config": "config_path",
+    "search_space": "search_space_path",
+    "iterations": "iterations",
+    "objective": "objective",
+    "exploration_prob": "exploration_prob",
+    "sampler": "sampler",
+    "seed": "seed",
+    "pipeline_output_dir": "pipeline_output_dir",
+    "auto_approve": "auto_approve",
+    "approval_poll_interval": "approval_poll_interval",
+    "approval_timeout": "approval_timeout",
+    "pipeline_log_level": "pipeline_log_level",
+    "pipeline_log_file": "pipeline_log_file",
+    "disable_align_cache": "disable_align_cache",
+    "align_cache_dir": "align_cache_dir",
+    "persist_configs": "persist_configs",
+}
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    out = {
+        setting: getattr(args, arg) for arg, setting in _ARG_TO_SETTING.items() if getattr(args, arg, None) is not None
+    }
+    if getattr(args, "minimize", None):
+        out["maximize"] = False
+    return out
+
+
+def _check_settings(s: SessionSettings) -> None:
+    if s.iterations < 0:
+        raise SessionError(f"--iterations {s.iterations}: expected 0 or more")
+    if not 0.0 <= s.exploration_prob <= 1.0:
+        raise SessionError(f"--exploration-prob {s.exploration_prob:g}: expected a probability in [0, 1]")
+    if not s.approval_poll_interval > 0:
+        raise SessionError(f"--approval-poll-interval {s.approval_poll_interval:g}: expected seconds > 0")
+    if s.approval_timeout is not None and not s.approval_timeout > 0:
+        raise SessionError(f"--approval-timeout {s.approval_timeout:g}: expected seconds > 0")
+    if s.objective not in METRIC_NAMES:
+        raise SessionError(f"--objective {s.objective!r}: expected one of {', '.join(METRIC_NAMES)}")
+
+
+def _default_search_space() -> str | None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "self_evolution"
+    for name in ("default.json", "default.toml"):
+        if (root / name).is_file():
+            return str(root / name)
+    return None
+
+
+def _resolve(args: argparse.Namespace) -> tuple[SessionSettings, Path, dict[str, Any] | None]:
+    """Settings and session directory for a new session or a resumed one (stored settings + allowed overrides)."""
+    from alpha_evolve.files import FileFormatError, read_json
+    from alpha_evolve.session_files import SUMMARY, new_session_dir
+
+    given = _given(args)
+    if args.resume:
+        session_dir = Path(args.resume)
+        path = session_dir / SUMMARY
+        if not path.is_file():
+            raise SessionError(f"{session_dir}: not a self-evolution session (no {SUMMARY})")
+        try:
+            summary = read_json(path)
+        except FileFormatError as exc:
+            raise SessionError(str(exc)) from None
+        stored = SessionSettings.from_dict(summary.get("settings") or {})
+        for key in SessionSettings.FIXED_ON_RESUME:
+            if key in given and given[key] != getattr(stored, key):
+                raise SessionError(
+                    f"--resume: {key.replace('_', '-')} cannot change within a session (it is {getattr(stored, key)!r})"
+                )
+        settings = dataclasses.replace(stored, **given)
+        _check_settings(settings)
+        return settings, session_dir, summary
+    given.setdefault("mode", "tracked" if _registry_available() else "legacy")
+    if given.get("search_space_path") is None:
+        default = _default_search_space()
+        if default is None:
+            raise SessionError("--search-space is required (a JSON or TOML file; see configs/self_evolution/)")
+        given["search_space_path"] = default
+    settings = SessionSettings(**given)
+    _check_settings(settings)
+    if settings.mode == "tracked":
+        raise SessionError(
+            "--mode tracked needs the experiment registry, which this install does not have yet; use --mode legacy"
+        )
+    if settings.objective in LOWER_IS_BETTER and settings.maximize:
+        console.print(f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?")
+    return settings, new_session_dir(args.session_root or DEFAULT_SESSION_ROOT), None
+
+
+def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., Path] | None = None) -> int:
+    """The whole of ``self-evolve``: one-line errors for bad input, exit code from the session's end status."""
+    from alpha_evolve.cli import fail
+
+    try:
+        return _run(args, pipeline_runner)
+    except (SessionError, ConfigError) as exc:
+        return fail(str(exc), 2)
+    except ValueError as exc:  # SearchSpaceError and other one-line input errors of the modules we call
+        return fail(str(exc), 2)
+
+
+def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) -> int:
+    from alpha_evolve.cli import fail
+    from alpha_evolve.samplers import make_sampler
+    from alpha_evolve.search_space import load_search_space
+    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
+    from alpha_evolve.session_files import FileStateBackend
+
+    settings, session_dir, summary = _resolve(args)
+    if settings.mode != "legacy":
+        raise SessionError(f"{session_dir}: a {settings.mode} session cannot be resumed by this install")
+    base_config = load_base_config(summary, settings.config_path)
+    if not settings.search_space_path:
+        raise SessionError(f"{session_dir}: the session records no search space")
+    space = load_search_space(settings.search_space_path)
+    sampler = make_sampler(
+        settings.sampler,
+        space,
+        seed=settings.seed,
+        exploration_prob=settings.exploration_prob,
+        maximize=settings.maximize,
+        state_dir=session_dir,
+    )
+
+    def report(line: str) -> None:
+        console.print(f"[yellow]{line}[/yellow]", markup=True, soft_wrap=True)
+
+    backend = FileStateBackend(
+        session_dir, poll_interval=settings.approval_poll_interval, force_polling=settings.force_polling, report=report
+    )
+    loop = SelfEvolutionLoop(
+        backend,
+        settings,
+        base_config=base_config,
+        space=space,
+        sampler=sampler,
+        pipeline_runner=pipeline_runner,
+        out=lambda line: console.print(line, markup=False, soft_wrap=True),
+    )
+    verb = "resuming" if summary else "starting"
+    console.print(
+        f"{verb} self-evolution session [bold]{session_dir}[/bold] (objective {settings.objective}, "
+        f"{'maximise' if settings.maximize else 'minimise'}, {settings.iterations} iterations after the "
+        f"baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})"
+    )
+    result = loop.run()
+    best = result.summary.get("best")
+    table = Table(title=f"session {result.status}", show_header=False)
+    table.add_row("session", str(session_dir))
+    table.add_row("iterations", f"{result.summary.get('iterations_completed', 0)} / {settings.iterations}")
+    if best:
+        table.add_row(
+            "best",
+            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} {best['config_updates']}",
+        )
+    console.print(table)
+    if result.status in ("stopped", "timed_out"):
+        console.print(f"resume with: alpha-evolve self-evolve --resume {session_dir}", markup=False)
+    if result.status == "failed":
+        return fail(f"session failed: {result.summary.get('failure_reason')}", 1)
+    return 130 if result.interrupted else EXIT_CODES.get(result.status, 1)
+
+
+def _self_evolve_handler(args: argparse.Namespace) -> int:
+    return run_self_evolve(args)
+
+
+# ------------------------------------------------------------------------------------ approve/reject/stop
+
+
+def _decision_handler(status: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from alpha_evolve.cli import fail
+        from alpha_evolve.session_files import write_decision
+
+        try:
+            data = write_decision(args.session_dir, status, args.notes)
+        except SessionError as exc:
+            return fail(str(exc), 1)
+        console.print(f"{status}: action {data['action_id']} (iteration {data.get('next_iteration')})", markup=False)
+        return 0
+
+    return handler
+
+
+def _validate_handler(args: argparse.Namespace) -> int:
+    from alpha_evolve.cli import fail
+    from alpha_evolve.session_files import validate_session
+
+    rows, problems = validate_session(args.session_dir)
+    if rows:
+        table = Table("file", "records", "problems", title=f"session {args.session_dir}")
+        for name, count, n in rows:
+            table.add_row(name, str(count), "[green]0[/green]" if n == 0 else f"[red]{n}[/red]")
+        console.print(table)
+    for line in problems:
+        fail(line, 1)
+    return 1 if problems else 0
