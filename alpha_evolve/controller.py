@@ -193,10 +193,18 @@ class EvolutionResult:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["status"] = self.status.value
         best = self.best_strategy
-        out["best_strategy"] = None if best is None else {
-            "id": best.id, "iteration": best.iteration, "generation": best.generation, "fitness": best.fitness,
-            "metrics": dict(best.metrics), "is_seed": best.is_seed,
-        }
+        out["best_strategy"] = (
+            None
+            if best is None
+            else {
+                "id": best.id,
+                "iteration": best.iteration,
+                "generation": best.generation,
+                "fitness": best.fitness,
+                "metrics": dict(best.metrics),
+                "is_seed": best.is_seed,
+            }
+        )
         return out
 
 
@@ -315,8 +323,17 @@ def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | fl
             " FROM programs WHERE experiment = ?",
             (experiment,),
         ).fetchone()
-    keys = ("total_programs", "total_mutations", "successful_mutations", "total_evaluations",
-            "successful_evaluations", "population_size", "input_tokens", "output_tokens", "cost_usd")
+    keys = (
+        "total_programs",
+        "total_mutations",
+        "successful_mutations",
+        "total_evaluations",
+        "successful_evaluations",
+        "population_size",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+    )
     return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(keys, row, strict=True)}
 
 
@@ -469,8 +486,9 @@ class EvolutionController:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
         label, seed_code = load_seed(seed_strategy)
         if self.store.get_experiment(experiment) is not None:
-            raise ValueError(f"experiment {experiment!r} already exists in store {self.store.path}; resume it or "
-                             "choose another name")
+            raise ValueError(
+                f"experiment {experiment!r} already exists in store {self.store.path}; resume it or choose another name"
+            )
         cfg = self.run_config
         updates: dict[str, Any] = {"evolution.generations": max(1, iterations)}
         if not label.endswith(".py"):
@@ -487,10 +505,23 @@ class EvolutionController:
             toolkit_version=_version("alpha-evolve"),
             status=EvolutionStatus.RUNNING.value,
         )
-        logger.info("experiment %s: starting from seed %s, %d iterations, mutator %s, fitness %s", experiment,
-                    label, iterations, getattr(self.mutator, "name", self.config.mutator), self.config.fitness_metric)
-        return await self._run_session(experiment, list(range(1, iterations + 1)), iterations, seed_code,
-                                       stop_condition, on_progress, self.config.random_seed)
+        logger.info(
+            "experiment %s: starting from seed %s, %d iterations, mutator %s, fitness %s",
+            experiment,
+            label,
+            iterations,
+            getattr(self.mutator, "name", self.config.mutator),
+            self.config.fitness_metric,
+        )
+        return await self._run_session(
+            experiment,
+            list(range(1, iterations + 1)),
+            iterations,
+            seed_code,
+            stop_condition,
+            on_progress,
+            self.config.random_seed,
+        )
 
     async def resume(
         self,
@@ -504,8 +535,11 @@ class EvolutionController:
         exp = self.store.get_experiment(experiment)
         if exp is None:
             raise ValueError(f"experiment {experiment!r} not found in store {self.store.path}")
-        if isinstance(additional_iterations, bool) or not isinstance(additional_iterations, int) \
-                or additional_iterations < 0:
+        if (
+            isinstance(additional_iterations, bool)
+            or not isinstance(additional_iterations, int)
+            or additional_iterations < 0
+        ):
             raise ValueError(f"additional_iterations must be an integer >= 0, got {additional_iterations!r}")
         if exp.status == EvolutionStatus.RUNNING.value and experiment_is_live(self.store, experiment):
             raise ValueError(f"experiment {experiment!r} is running in another process; stop it first")
@@ -514,8 +548,10 @@ class EvolutionController:
         missing = [i for i in range(1, target + 1) if i not in done]
         seed = self.store.seed(experiment)
         if not missing and seed is not None:
-            raise ValueError(f"experiment {experiment!r} has recorded all {target} iterations; pass "
-                             "additional iterations to continue it")
+            raise ValueError(
+                f"experiment {experiment!r} has recorded all {target} iterations; pass "
+                "additional iterations to continue it"
+            )
         seed_code: str | None = None
         if seed is None:  # killed before the seed was recorded
             stored = config_from_experiment(self.store, experiment)
@@ -524,12 +560,21 @@ class EvolutionController:
             self.store.update_experiment(experiment, target_iterations=target)
         random_seed = exp.random_seed if exp.random_seed is not None else self.config.random_seed
         if random_seed != self.config.random_seed:
-            logger.warning("experiment %s was started with random_seed %d; using it (config says %d)", experiment,
-                           random_seed, self.config.random_seed)
-        logger.info("experiment %s: resuming (%s), %d of %d iterations recorded, running %d more", experiment,
-                    exp.status, len(done), target, len(missing))
-        return await self._run_session(experiment, missing, target, seed_code, stop_condition, on_progress,
-                                       random_seed)
+            logger.warning(
+                "experiment %s was started with random_seed %d; using it (config says %d)",
+                experiment,
+                random_seed,
+                self.config.random_seed,
+            )
+        logger.info(
+            "experiment %s: resuming (%s), %d of %d iterations recorded, running %d more",
+            experiment,
+            exp.status,
+            len(done),
+            target,
+            len(missing),
+        )
+        return await self._run_session(experiment, missing, target, seed_code, stop_condition, on_progress, random_seed)
 
     def stop(self, force: bool = False) -> None:
         """Finish in-flight iterations (or, with ``force``, cancel them unrecorded), then persist ``paused``.
@@ -572,8 +617,14 @@ class EvolutionController:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = False
         self._force = False
-        session = _Session(experiment, target, time.monotonic(), stop_condition or StopCondition.from_config(
-            self.config), on_progress, random_seed)
+        session = _Session(
+            experiment,
+            target,
+            time.monotonic(),
+            stop_condition or StopCondition.from_config(self.config),
+            on_progress,
+            random_seed,
+        )
         self._session = session
         self._last_experiment = experiment
         try:
@@ -594,8 +645,9 @@ class EvolutionController:
             best = self.store.top_k(s.experiment, 1)
             s.best = best[0].fitness if best else None
             if self.store.eligible_count(s.experiment) == 0 and pending:
-                raise ValueError(f"experiment {s.experiment!r} has no program that can be a parent "
-                                 "(the seed failed evaluation)")
+                raise ValueError(
+                    f"experiment {s.experiment!r} has no program that can be a parent (the seed failed evaluation)"
+                )
             iterations_before = len(self.store.completed_iterations(s.experiment))
             await self._loop_iterations(s, deque(pending))
             reason = s.halt_reason
@@ -607,16 +659,23 @@ class EvolutionController:
                 status = EvolutionStatus.FAILED
             self.store.update_experiment(s.experiment, status=status.value, stop_reason=reason.value)
             s.recorded = len(self.store.completed_iterations(s.experiment)) - iterations_before
-            logger.info("experiment %s: %s (%s) after %d new iterations, best fitness %s", s.experiment,
-                        status.value, reason.value, s.recorded, _fmt(s.best))
+            logger.info(
+                "experiment %s: %s (%s) after %d new iterations, best fitness %s",
+                s.experiment,
+                status.value,
+                reason.value,
+                s.recorded,
+                _fmt(s.best),
+            )
             return self._result(s, status, reason.value)
         except (StoreError, sqlite3.DatabaseError) as exc:
             await self._cancel_inflight()
             message = _one_line(exc)
             logger.error("experiment %s failed: %s", s.experiment, message)
             with contextlib.suppress(Exception):
-                self.store.update_experiment(s.experiment, status=EvolutionStatus.FAILED.value,
-                                             stop_reason=StopReason.ERROR.value)
+                self.store.update_experiment(
+                    s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
+                )
             raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
         except BaseException:
             # ValueError (bad seed), cancellation, KeyboardInterrupt: nothing in flight survives; leave the
@@ -625,28 +684,58 @@ class EvolutionController:
             with contextlib.suppress(Exception):
                 exp = self.store.get_experiment(s.experiment)
                 if exp is not None and exp.status == EvolutionStatus.RUNNING.value:
-                    self.store.update_experiment(s.experiment, status=EvolutionStatus.PAUSED.value,
-                                                 stop_reason=StopReason.STOPPED.value)
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
+                    )
             raise
 
     async def _evaluate_seed(self, s: _Session, code: str) -> None:
         """Score the seed on the whole train split (never screened out: it is the reference parent)."""
         result = await self._evaluate(code, parent_code=None, screen=False)
-        program = Program(experiment=s.experiment, code=code, blocks=extract_blocks(code), iteration=0,
-                          generation=0, is_seed=True, stage=result.stage, elapsed_s=result.elapsed)
+        program = Program(
+            experiment=s.experiment,
+            code=code,
+            blocks=extract_blocks(code),
+            iteration=0,
+            generation=0,
+            is_seed=True,
+            stage=result.stage,
+            elapsed_s=result.elapsed,
+        )
         self._apply_result(program, result)
         self.store.insert(program)
         if program.status != "ok":
-            logger.error("experiment %s: the seed failed evaluation (%s): %s", s.experiment, program.status,
-                         program.failure_message)
-            self.store.update_experiment(s.experiment, status=EvolutionStatus.FAILED.value,
-                                         stop_reason=StopReason.ERROR.value)
-            raise ValueError(f"the seed strategy failed evaluation on the train split ({program.status}): "
-                             f"{program.failure_message}")
+            logger.error(
+                "experiment %s: the seed failed evaluation (%s): %s",
+                s.experiment,
+                program.status,
+                program.failure_message,
+            )
+            self.store.update_experiment(
+                s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
+            )
+            raise ValueError(
+                f"the seed strategy failed evaluation on the train split ({program.status}): {program.failure_message}"
+            )
         logger.info("experiment %s: seed %s = %s", s.experiment, self.config.fitness_metric, _fmt(program.fitness))
-        self._emit(s, ProgressEvent(
-            s.experiment, "seed", 0, 0, s.target, program.id, None, None, program.status, program.fitness,
-            program.fitness, True, time.monotonic() - s.started))
+        self._emit(
+            s,
+            ProgressEvent(
+                s.experiment,
+                "seed",
+                0,
+                0,
+                s.target,
+                program.id,
+                None,
+                None,
+                program.status,
+                program.fitness,
+                program.fitness,
+                True,
+                time.monotonic() - s.started,
+            ),
+        )
 
     async def _loop_iterations(self, s: _Session, pending: deque[int]) -> None:
         inflight = self._inflight
@@ -669,7 +758,7 @@ class EvolutionController:
             for finished in done:
                 if finished is waker or finished not in inflight:
                     continue
-                task: asyncio.Task[_Outcome | None] = finished
+                task = finished
                 iteration = inflight.pop(task)
                 try:
                     outcome = task.result()
@@ -683,8 +772,12 @@ class EvolutionController:
                     s.halt_reason = s.halt_reason or StopReason.BUDGET
                     continue
                 except _FatalMutator as exc:
-                    logger.error("experiment %s: the mutator cannot continue (%s): %s", s.experiment,
-                                 exc.response.failure_kind, _one_line(exc))
+                    logger.error(
+                        "experiment %s: the mutator cannot continue (%s): %s",
+                        s.experiment,
+                        exc.response.failure_kind,
+                        _one_line(exc),
+                    )
                     s.halt_reason = s.halt_reason or StopReason.MUTATOR
                     continue
                 if outcome is not None and outcome.recorded:
@@ -693,10 +786,14 @@ class EvolutionController:
     def _halting(self, s: _Session) -> bool:
         if self._stop_requested and s.halt_reason is None:
             s.halt_reason = StopReason.STOPPED
-            logger.info("experiment %s: stop requested; finishing %d iteration(s) in flight", s.experiment,
-                        len(self._inflight))
-        if s.halt_reason is None and s.stop.max_wall_seconds is not None \
-                and time.monotonic() - s.started >= s.stop.max_wall_seconds:
+            logger.info(
+                "experiment %s: stop requested; finishing %d iteration(s) in flight", s.experiment, len(self._inflight)
+            )
+        if (
+            s.halt_reason is None
+            and s.stop.max_wall_seconds is not None
+            and time.monotonic() - s.started >= s.stop.max_wall_seconds
+        ):
             s.halt_reason = StopReason.WALL_CLOCK
             logger.info("experiment %s: wall-clock limit of %gs reached", s.experiment, s.stop.max_wall_seconds)
         return s.halt_reason is not None
@@ -720,16 +817,38 @@ class EvolutionController:
             s.best = fitness
             s.since_best = 0
             new_best = True
-            logger.info("experiment %s: new best %s %s at iteration %d, program %s%s", s.experiment,
-                        self.config.fitness_metric, _fmt(fitness), iteration, program.id, improvement)
+            logger.info(
+                "experiment %s: new best %s %s at iteration %d, program %s%s",
+                s.experiment,
+                self.config.fitness_metric,
+                _fmt(fitness),
+                iteration,
+                program.id,
+                improvement,
+            )
         else:
             s.since_best += 1
         exp = self.store.get_experiment(s.experiment)
         completed = exp.completed_iterations if exp is not None else 0
-        self._emit(s, ProgressEvent(
-            s.experiment, "iteration", iteration, completed, s.target, program.id, program.parent_id, outcome.mode,
-            program.status, fitness, s.best, new_best, time.monotonic() - s.started,
-            program.failure_message))
+        self._emit(
+            s,
+            ProgressEvent(
+                s.experiment,
+                "iteration",
+                iteration,
+                completed,
+                s.target,
+                program.id,
+                program.parent_id,
+                outcome.mode,
+                program.status,
+                fitness,
+                s.best,
+                new_best,
+                time.monotonic() - s.started,
+                program.failure_message,
+            ),
+        )
         if s.halt_reason is not None:
             return
         st = s.stop
@@ -771,8 +890,9 @@ class EvolutionController:
         started = time.monotonic()
         rng = random.Random(f"{s.random_seed}:{iteration}")
         ev = self.config
-        parent, mode = select_parent(self.store, s.experiment, rng, (ev.elite_ratio, ev.exploit_ratio,
-                                     ev.explore_ratio), ev.novelty_boost_w)
+        parent, mode = select_parent(
+            self.store, s.experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
+        )
         logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
         parent_blocks = parent.blocks or extract_blocks(parent.code)
         request = MutationRequest(
@@ -788,11 +908,16 @@ class EvolutionController:
         )
         code, response, tokens, usd, error, kind = await self._mutate(request, parent)
         program = Program(
-            experiment=s.experiment, code=code or parent.code, parent_id=parent.id,
-            generation=parent.generation + 1, iteration=iteration,
+            experiment=s.experiment,
+            code=code or parent.code,
+            parent_id=parent.id,
+            generation=parent.generation + 1,
+            iteration=iteration,
             mutator=response.mutator if response else getattr(self.mutator, "name", None),
             model=response.model if response else None,
-            input_tokens=tokens[0], output_tokens=tokens[1], cost_usd=usd,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            cost_usd=usd,
         )
         if code is None:
             program.status = _MUTATION_TO_STORE_KIND.get(kind or "", "syntax")
@@ -806,8 +931,13 @@ class EvolutionController:
             if result.status == "timeout":
                 logger.warning("iteration %d: evaluation timed out: %s", iteration, result.error)
         program.elapsed_s = time.monotonic() - started
-        logger.debug("iteration %d: %s fitness %s (%s)", iteration, program.status, _fmt(program.fitness),
-                     program.failure_message or "")
+        logger.debug(
+            "iteration %d: %s fitness %s (%s)",
+            iteration,
+            program.status,
+            _fmt(program.fitness),
+            program.failure_message or "",
+        )
         try:
             self.store.record_iteration(program)
         except DuplicateIterationError as exc:
@@ -822,8 +952,9 @@ class EvolutionController:
         if n <= 0:
             return ()
         top = [p for p in self.store.top_k(experiment, n + 1, active_only=True) if p.id != parent.id][:n]
-        return tuple(Inspiration(blocks=p.blocks or extract_blocks(p.code), metrics=p.metrics,
-                                 program_id=str(p.id)) for p in top)
+        return tuple(
+            Inspiration(blocks=p.blocks or extract_blocks(p.code), metrics=p.metrics, program_id=str(p.id)) for p in top
+        )
 
     async def _mutate(
         self, request: MutationRequest, parent: Program
@@ -843,9 +974,15 @@ class EvolutionController:
                     tin += exc.response.input_tokens
                     tout += exc.response.output_tokens
                     usd += exc.response.cost_usd
-                raise BudgetExceeded(str(exc), dataclasses.replace(
-                    exc.response or MutationResponse(request.request_id, "?"),
-                    input_tokens=tin, output_tokens=tout, cost_usd=usd)) from None
+                raise BudgetExceeded(
+                    str(exc),
+                    dataclasses.replace(
+                        exc.response or MutationResponse(request.request_id, "?"),
+                        input_tokens=tin,
+                        output_tokens=tout,
+                        cost_usd=usd,
+                    ),
+                ) from None
             tin += response.input_tokens + response.cache_read_tokens + response.cache_creation_tokens
             tout += response.output_tokens
             usd += response.cost_usd
@@ -861,8 +998,13 @@ class EvolutionController:
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
             if attempt < self.config.max_retries:
-                logger.warning("iteration %d: mutation attempt %d failed (%s): %s; retrying", request.iteration,
-                               attempt, kind, error)
+                logger.warning(
+                    "iteration %d: mutation attempt %d failed (%s): %s; retrying",
+                    request.iteration,
+                    attempt,
+                    kind,
+                    error,
+                )
             elif kind == "timeout":
                 logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
         return None, response, (tin, tout), usd, error, kind
@@ -926,8 +1068,9 @@ class EvolutionController:
 
 
 def _tokens(response: MutationResponse) -> int:
-    return int(response.input_tokens + response.output_tokens + response.cache_read_tokens
-               + response.cache_creation_tokens)
+    return int(
+        response.input_tokens + response.output_tokens + response.cache_read_tokens + response.cache_creation_tokens
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -958,7 +1101,7 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
     ev = config.evolution
     return make_mutator(
         kind or ev.mutator,
-        model=config.model,
+        model=ev.model or None,  # not config.model: resolving the default imports the Anthropic SDK (seconds)
         max_tokens=ev.max_tokens,
         temperature=ev.temperature,
         max_retries=1,
