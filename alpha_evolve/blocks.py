@@ -33,6 +33,10 @@ class CandidateError(ValueError):
         where = f"line {line}: " if line is not None else ""
         super().__init__(f"[{kind}] {where}{message}")
 
+    def __reduce__(self) -> tuple[type[CandidateError], tuple[str, str, int | None]]:
+        # Workers send these across process boundaries; the default pickling would call __init__ with one arg.
+        return (CandidateError, (self.kind, self.message, self.line))
+
 
 class MissingBlockError(CandidateError):
     """A required EVOLVE-BLOCK is absent (a ``ValueError`` like every ``CandidateError``)."""
@@ -40,6 +44,9 @@ class MissingBlockError(CandidateError):
     def __init__(self, name: str, line: int | None = None) -> None:
         self.block = name
         super().__init__("blocks", f"required EVOLVE-BLOCK {name!r} is missing", line)
+
+    def __reduce__(self) -> tuple[type[MissingBlockError], tuple[str, int | None]]:  # type: ignore[override]
+        return (MissingBlockError, (self.block, self.line))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Rules (``PolicyViolation.rule``):
   dunder              a ``__dunder__``/``__private`` name, attribute, function name or string constant
   private-attribute   ``x._name``: base-class and engine internals are off limits
   forbidden-attribute an attribute reaching files/processes/network/clocks (``.os``, ``.system``, ``.now``, ...)
-  direct-order        order management outside go_long/go_short/go_flat (``submit_order``, ``order_factory``...)
+  direct-order        order management or engine control outside go_long/go_short/go_flat (``submit_order``,
+                      ``order_factory``, ``msgbus``, cache mutators, ``stop()``...)
   protected-attribute assigning to a trusted member of the base (``self.on_stop = ...``, ``self.trade_fraction``)
   global-statement    ``global``/``nonlocal``
   async               ``async def``/``await``/``async for``/``async with``
@@ -78,7 +79,8 @@ ORDER_API: frozenset[str] = frozenset(
     {
         "submit_order", "submit_order_list", "order_factory", "modify_order", "cancel_order", "cancel_orders",
         "cancel_all_orders", "cancel_gtd_expiry", "close_position", "close_all_positions", "query_order",
-        "query_account",
+        "query_account", "msgbus", "add_order", "add_position", "update_order", "update_position",
+        "update_account", "add_account", "stop", "dispose", "fault", "degrade", "register", "deregister",
     }
 )  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from alpha_evolve.blocks import (
@@ -154,3 +156,12 @@ def test_unbalanced_end_without_start() -> None:
     with pytest.raises(CandidateError) as info:
         find_blocks("x = 1\n# === END EVOLVE-BLOCK ===\n")
     assert (info.value.kind, info.value.line) == ("blocks", 2)
+
+
+def test_candidate_errors_survive_pickling() -> None:
+    for error in (CandidateError("policy", "[forbidden-call] open() is not allowed", 12), MissingBlockError("risk")):
+        clone = pickle.loads(pickle.dumps(error))
+        assert type(clone) is type(error)
+        assert (clone.kind, clone.message, clone.line, str(clone)) == (
+            error.kind, error.message, error.line, str(error)
+        )

@@ -47,6 +47,8 @@ MALICIOUS = [
     ("self.submit_order(order)\n", "direct-order", 1),
     ("o = self.order_factory.market()\n", "direct-order", 1),
     ("self.on_stop = lambda: None\n", "protected-attribute", 1),
+    ("self.msgbus.send('x', None)\n", "direct-order", 1),
+    ("self.stop()\n", "direct-order", 1),
     ("self.trade_fraction = 5.0\n", "protected-attribute", 1),
     ("self._last_close = 1e9\n", "private-attribute", 1),
     ("class A:\n    def __init__(self):\n        pass\n", "dunder", 2),

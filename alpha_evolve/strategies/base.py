@@ -7,7 +7,6 @@ the reach of mutations, so a candidate's figures are comparable with its parent'
 
 from __future__ import annotations
 
-import logging
 import math
 from decimal import Decimal
 
@@ -18,8 +17,6 @@ from nautilus_trader.model.enums import AccountType, OrderSide, TimeInForce
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
-
-_LOG = logging.getLogger("alpha_evolve.strategies.base")
 
 # Head-room kept back on a CASH account so that commissions and the one-tick-worse fill of the part of an
 # order above the simulated book's volume never push the balance below zero (which stops the engine early).
