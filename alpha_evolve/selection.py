@@ -127,16 +127,34 @@ def _sample_id(
         return None
     if mode == "elite":
         return store.eligible_id_at_rank(experiment, rng.randrange(_elite_size(n)))
-    cands = store.parent_candidates(experiment, candidate_limit, with_behavior=w > 0)
+    if w == 0:
+        # Same distribution as the weighted path below, but the rank is drawn analytically and fetched with
+        # one indexed OFFSET: no candidate rows are read.
+        return store.eligible_id_at_rank(experiment, linear_rank(rng, min(n, candidate_limit)))
+    cands = store.parent_candidates(experiment, candidate_limit, with_behavior=True)
     m = len(cands)
-    weights = [float(m - r) for r in range(m)]
-    if w > 0:
-        n_ref = min(_elite_size(n), m, ELITE_REFERENCE_LIMIT)
-        novelty = novelty_scores([c[2] for c in cands], [c[2] for c in cands[:n_ref]])
-        weights = [b * (1.0 + w * nv) for b, nv in zip(weights, novelty, strict=True)]
+    n_ref = min(_elite_size(n), m, ELITE_REFERENCE_LIMIT)
+    novelty = novelty_scores([c[2] for c in cands], [c[2] for c in cands[:n_ref]])
+    weights = [(m - r) * (1.0 + w * nv) for r, nv in enumerate(novelty)]
     cum = list(itertools.accumulate(weights))
     idx = bisect.bisect_right(cum, rng.random() * cum[-1])
     return cands[min(idx, m - 1)][0]
+
+
+def linear_rank(rng: random.Random, m: int) -> int:
+    """Rank r in [0, m) with P(r) ∝ m − r, by inverting the cumulative weight C(r) = (r+1)m − r(r+1)/2."""
+    u = rng.random() * m * (m + 1) / 2
+
+    def cum(r: int) -> float:
+        return (r + 1) * m - r * (r + 1) / 2
+
+    # Smallest r with C(r) > u: from the quadratic, then nudged to absorb rounding.
+    r = max(0, min(m - 1, math.ceil((2 * m + 1 - math.sqrt((2 * m + 1) ** 2 - 8 * u)) / 2) - 1))
+    while r > 0 and cum(r - 1) > u:
+        r -= 1
+    while r < m - 1 and cum(r) <= u:
+        r += 1
+    return r
 
 
 def _raw_returns(b: dict[str, Any] | None) -> list[Any] | None:

@@ -211,10 +211,14 @@ def test_failure_programs_validated(store: ProgramStore) -> None:
 def test_update_metrics(store: ProgramStore) -> None:
     store.create_experiment("exp")
     pid = store.insert(_prog(status="screened", fitness=None, stage="screen"))
+    assert store.eligible_count("exp") == 0
     updated = store.update_metrics(pid, {"Sharpe": 2.0}, 1.7, status="ok", stage="full")
     got = store.get(pid)
     assert got == updated and got.fitness == 1.7 and got.status == "ok" and got.metrics == {"Sharpe": 2.0}
     assert [p.id for p in store.top_k("exp", 5, metric="Sharpe")] == [pid]
+    assert store.eligible_count("exp") == 1
+    store.update_metrics(pid, {}, None, status="crash")
+    assert store.eligible_count("exp") == 0
 
 
 def test_top_k_orders_by_metric(store: ProgramStore) -> None:
@@ -305,6 +309,9 @@ def test_prune_keeps_archive_seed_and_bound(store: ProgramStore) -> None:
     assert pruned == 61 - 20
     active = [p for p in (store.get(i) for i in [seed, *ids]) if p is not None and not p.pruned]
     assert len(active) == 20 == store.eligible_count("exp")
+    # The trigger-maintained counter agrees with a real count.
+    real = store._conn().execute("SELECT COUNT(*) FROM programs WHERE status='ok' AND pruned=0").fetchone()[0]
+    assert store.require_experiment("exp").eligible_count == real == 20
     best5 = sorted(zip(fits, ids, strict=True), key=lambda t: (-t[0], t[1]))[:5]
     archived = {p.id for p in active if p.archived}
     assert archived == {i for _, i in best5}
