@@ -112,7 +112,7 @@ class Parameter:
         assert self.min is not None and self.max is not None
         v = min(max(float(value), self.min), self.max)
         if self.has_grid:
-            k = round((v - self.min) / self.grid_step())
+            k = math.floor((v - self.min) / self.grid_step() + 0.5)  # half-up: 2.5 steps -> 3, as people round
             k = min(max(k, 0), self.grid_size() - 1)
             return self.grid_value(k)
         return self._finish(v)
@@ -436,7 +436,7 @@ def _check_composite(keys: Sequence[str], values: Sequence[tuple[Any, ...]], fai
         try:
             RunConfig().with_updates(dict(zip(keys, v, strict=True)), source="")
         except ConfigError as exc:
-            raise fail(f"choice value {_show(v)} is refused by the config: {_strip_file(str(exc), '')}") from None
+            raise fail(f"choice value {_show(v)} is refused by the config: {_strip_source(str(exc))}") from None
 
 
 def _strip_file(message: str, source: str) -> str:
