@@ -1,0 +1,322 @@
+"""EvolutionController on the real parts: SQLite store, forked NautilusTrader evaluator, offline mutator.
+
+Data is 400 synthetic daily bars (train = 240) so one evaluation takes ~0.1 s; one evaluator is shared by the
+module (its start-up imports NautilusTrader and forks the workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alpha_evolve.blocks import extract_blocks, splice_blocks
+from alpha_evolve.config import RunConfig
+from alpha_evolve.controller import (
+    EvolutionController,
+    EvolutionStatus,
+    ProgressEvent,
+    StopCondition,
+    build_evaluator,
+    fitness_from_metrics,
+    request_stop,
+)
+from alpha_evolve.mutators.base import MutationRequest, MutationResponse
+from alpha_evolve.mutators.offline import OfflineMutator
+from alpha_evolve.store import ProgramStore, StoreError
+from alpha_evolve.strategies import seed_source
+
+pytestmark = pytest.mark.timeout(120)
+
+BASE = RunConfig().with_updates({"backtest.synthetic_bars": 400, "evolution.mutator": "offline",
+                                 "evolution.max_concurrent": 2})
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Iterator[Any]:
+    ev = build_evaluator(BASE, include=("train",))
+    yield ev
+    ev.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProgramStore]:
+    s = ProgramStore(tmp_path / "programs.sqlite")
+    yield s
+    s.close()
+
+
+def make(store: ProgramStore, evaluator: Any, mutator: Any = None, **updates: Any) -> EvolutionController:
+    cfg = BASE.with_updates(updates) if updates else BASE
+    return EvolutionController(cfg, store, evaluator, mutator or OfflineMutator(seed=cfg.evolution.random_seed))
+
+
+def iterations(store: ProgramStore, experiment: str) -> list[int]:
+    return store.completed_iterations(experiment)
+
+
+def seeds(store: ProgramStore, experiment: str) -> int:
+    with store.snapshot() as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM programs WHERE experiment = ? AND is_seed = 1",
+                                (experiment,)).fetchone()[0])
+
+
+# ---------------------------------------------------------------------------------------------- stubs
+
+
+def _with_body(request: MutationRequest, body: str) -> str:
+    return splice_blocks(request.parent_code, {"decision_logic": body})
+
+
+class ScriptedMutator:
+    """Returns scripted candidates per iteration (else delegates to the offline mutator); records calls."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[int, str]) -> None:
+        self.script = script
+        self.calls: list[MutationRequest] = []
+        self.inner = OfflineMutator(seed=1)
+
+    async def mutate(self, request: MutationRequest) -> MutationResponse:
+        self.calls.append(request)
+        kind = self.script.get(request.iteration)
+        if kind is None:
+            return await self.inner.mutate(request)
+        if kind == "syntax":  # a reply the controller's validation rejects (bypasses the mutator's own checks)
+            code = request.parent_code.replace("def decide(self, bar: Bar) -> None:", "def decide(self, bar: Bar)")
+            return MutationResponse(request.request_id, self.name, code=code)
+        if kind == "runtime":
+            return MutationResponse(request.request_id, self.name,
+                                    code=_with_body(request, "x = 1 / 0\nself.go_long()"))
+        if kind == "flat":  # never trades: screened out
+            return MutationResponse(request.request_id, self.name, code=_with_body(request, "self.go_flat()"))
+        raise AssertionError(kind)
+
+
+class PricedMutator:
+    """Offline mutations with a fake price tag: only for the budget accounting test."""
+
+    name = "priced"
+
+    def __init__(self, tokens: int, usd: float) -> None:
+        self.inner = OfflineMutator(seed=3)
+        self.tokens, self.usd = tokens, usd
+
+    async def mutate(self, request: MutationRequest) -> MutationResponse:
+        response = await self.inner.mutate(request)
+        return dataclasses.replace(response, input_tokens=self.tokens, output_tokens=0, cost_usd=self.usd)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+async def test_ten_iterations_record_exactly_ten_plus_seed(store: ProgramStore, evaluator: Any) -> None:
+    events: list[ProgressEvent] = []
+    result = await make(store, evaluator).run("momentum", "ten", 10, on_progress=events.append)
+    assert result.status is EvolutionStatus.COMPLETED
+    assert result.stop_reason == "iterations"
+    assert iterations(store, "ten") == list(range(1, 11))
+    assert seeds(store, "ten") == 1
+    assert store.count("ten") == 11
+    assert result.iterations_completed == 10 and result.total_mutations == 10
+    assert result.total_evaluations == result.successful_mutations + 1
+    assert result.best_strategy is not None and result.best_fitness == result.best_strategy.fitness
+    seed = store.seed("ten")
+    assert seed is not None and seed.iteration == 0 and seed.is_seed
+    assert seed.fitness == pytest.approx(fitness_from_metrics(seed.metrics, "Sharpe"))
+    assert [e.kind for e in events] == ["seed"] + ["iteration"] * 10
+    ok = [p for p in store.top_k("ten", 100)]
+    assert all(p.behavior and len(p.behavior["returns"]) == 32 for p in ok)
+    exp = store.require_experiment("ten")
+    assert exp.status == "completed" and exp.completed_iterations == 10
+
+
+async def test_fitness_sign_for_lower_is_better(store: ProgramStore, evaluator: Any) -> None:
+    result = await make(store, evaluator, fitness_metric="MaxDD").run("momentum", "dd", 2)
+    for p in store.top_k("dd", 10):
+        assert p.fitness == pytest.approx(-p.metrics["MaxDD"])
+    assert result.best_fitness is not None and result.best_fitness <= 0
+
+
+async def test_concurrency_records_same_iterations(tmp_path: Path, evaluator: Any) -> None:
+    recorded = {}
+    codes = {}
+    for conc in (1, 2, 1):
+        with ProgramStore(tmp_path / f"c{conc}-{len(recorded)}.sqlite") as s:
+            await make(s, evaluator, max_concurrent=conc).run("momentum", "conc", 6)
+            recorded[(conc, len(recorded))] = iterations(s, "conc")
+            codes[(conc, len(codes))] = [p.code for p in sorted(s.top_k("conc", 100), key=lambda p: p.id or 0)]
+    assert all(v == list(range(1, 7)) for v in recorded.values())
+    # With one slot the run is fully deterministic: same parents, same mutations, same programs.
+    assert codes[(1, 0)] == codes[(1, 2)]
+
+
+async def test_target_fitness_stop(store: ProgramStore, evaluator: Any) -> None:
+    ctl = make(store, evaluator, max_concurrent=1)
+    result = await ctl.run("momentum", "tgt", 50, stop_condition=StopCondition(target_fitness=-100.0))
+    assert result.stop_reason == "target_fitness"
+    assert result.status is EvolutionStatus.COMPLETED
+    assert iterations(store, "tgt") == [1]
+
+
+async def test_patience_stop(store: ProgramStore, evaluator: Any) -> None:
+    result = await make(store, evaluator, max_concurrent=1, patience=3).run("momentum", "pat", 300)
+    assert result.stop_reason == "patience"
+    rows = sorted((p for p in _all(store, "pat")), key=lambda p: p.iteration or 0)
+    assert len(rows) - 1 < 300
+    best = -math.inf
+    since = 0
+    for p in rows:
+        if p.fitness is not None and p.fitness > best + 1e-12:
+            best, since = p.fitness, 0
+        elif not p.is_seed:
+            since += 1
+    assert since == 3
+
+
+async def test_wall_clock_stop(store: ProgramStore, evaluator: Any) -> None:
+    result = await make(store, evaluator).run("momentum", "wall", 100_000,
+                                              stop_condition=StopCondition(max_wall_seconds=1.5))
+    assert result.stop_reason == "max_wall_seconds"
+    assert 0 < result.iterations_completed < 100_000
+    assert result.elapsed_seconds >= 1.5
+
+
+async def test_budget_stop(store: ProgramStore, evaluator: Any) -> None:
+    ctl = make(store, evaluator, PricedMutator(tokens=100, usd=0.01), max_concurrent=1, budget_tokens=350)
+    result = await ctl.run("momentum", "bud", 50)
+    assert result.stop_reason == "budget"
+    assert iterations(store, "bud") == [1, 2, 3, 4]  # 400 tokens >= 350 after the fourth
+    assert sum(p.input_tokens for p in _all(store, "bud")) == 400
+    store2_result = await make(store, evaluator, PricedMutator(tokens=0, usd=0.3), max_concurrent=1,
+                               budget_usd=1.0).run("momentum", "usd", 50)
+    assert store2_result.stop_reason == "budget" and store2_result.iterations_completed == 4
+
+
+async def test_failures_recorded_never_parents(store: ProgramStore, evaluator: Any) -> None:
+    script = {2: "syntax", 3: "runtime", 4: "flat", 6: "runtime", 7: "flat"}
+    mutator = ScriptedMutator(script)
+    result = await make(store, evaluator, mutator, max_concurrent=1, max_retries=3).run("momentum", "fail", 12)
+    rows = {p.iteration: p for p in _all(store, "fail") if not p.is_seed}
+    assert sorted(rows) == list(range(1, 13))
+    assert rows[2].status == "syntax" and rows[2].stage is None and rows[2].fitness is None
+    assert rows[3].status == "runtime" and rows[3].fitness is None and "division" in (rows[3].failure_message or "")
+    assert rows[4].status == "screened" and rows[4].stage == "screen" and rows[4].fitness is None
+    # Retries carry the validation error: three attempts for iteration 2, the later ones told why.
+    attempts = [c for c in mutator.calls if c.iteration == 2]
+    assert [c.attempt for c in attempts] == [1, 2, 3]
+    assert attempts[0].previous_error is None and all(c.previous_error for c in attempts[1:])
+    failed_ids = {p.id for p in rows.values() if p.status != "ok"}
+    assert all(p.parent_id not in failed_ids for p in rows.values())
+    assert result.total_mutations == 12 and result.successful_mutations == 11
+    assert result.successful_evaluations == 1 + sum(p.status == "ok" for p in rows.values())
+
+
+async def test_stop_then_resume_completes_exactly(store: ProgramStore, evaluator: Any) -> None:
+    ctl = make(store, evaluator)
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.kind == "iteration" and event.iterations_completed >= 3:
+            ctl.stop()
+
+    result = await ctl.run("momentum", "sr", 12, on_progress=on_progress)
+    assert result.status is EvolutionStatus.PAUSED and result.stop_reason == "stopped"
+    assert store.require_experiment("sr").status == "paused"
+    done = iterations(store, "sr")
+    assert 3 <= len(done) < 12
+    resumed = await make(store, evaluator).resume("sr", additional_iterations=3)
+    assert resumed.status is EvolutionStatus.COMPLETED and resumed.stop_reason == "iterations"
+    assert iterations(store, "sr") == list(range(1, 16))
+    assert seeds(store, "sr") == 1
+    assert resumed.iterations_run == 15 - len(done)
+    with pytest.raises(ValueError, match="recorded all 15"):
+        await make(store, evaluator).resume("sr")
+
+
+async def test_force_stop_discards_in_flight(store: ProgramStore, evaluator: Any) -> None:
+    ctl = make(store, evaluator, max_concurrent=2)
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.kind == "iteration":
+            ctl.stop(force=True)
+
+    result = await ctl.run("momentum", "force", 20, on_progress=on_progress)
+    assert result.status is EvolutionStatus.PAUSED
+    done = iterations(store, "force")
+    assert 1 <= len(done) <= 2
+    await make(store, evaluator).resume("force")
+    assert iterations(store, "force") == list(range(1, 21))
+
+
+async def test_stop_request_from_another_connection(tmp_path: Path, store: ProgramStore, evaluator: Any) -> None:
+    other = ProgramStore(store.path)
+    requested: list[str] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.kind == "iteration" and not requested:
+            requested.append(request_stop(other, "ext"))
+
+    result = await make(store, evaluator).run("momentum", "ext", 500, on_progress=on_progress)
+    other.close()
+    assert requested == ["requested"]
+    assert result.status is EvolutionStatus.PAUSED and result.stop_reason == "stopped"
+    assert len(iterations(store, "ext")) < 500
+
+
+async def test_invalid_seed_and_missing_blocks(tmp_path: Path, store: ProgramStore, evaluator: Any) -> None:
+    with pytest.raises(ValueError, match="unknown seed strategy"):
+        await make(store, evaluator).run("no_such_seed", "bad", 3)
+    plain = tmp_path / "plain.py"
+    code = seed_source("momentum")
+    for line in [ln for ln in code.splitlines() if "EVOLVE-BLOCK" in ln]:
+        code = code.replace(line + "\n", "")
+    assert not extract_blocks(code)
+    plain.write_text(code)
+    with pytest.raises(ValueError, match="no EVOLVE-BLOCK"):
+        await make(store, evaluator).run(str(plain), "bad", 3)
+    assert store.get_experiment("bad") is None
+    with pytest.raises(ValueError, match="not found"):
+        await make(store, evaluator).resume("bad")
+
+
+class BrokenStore(ProgramStore):
+    """A store whose disk 'fails' on the third iteration write (stands in for corruption mid-run)."""
+
+    def record_iteration(self, program: Any, experiment_update: Any = None) -> int:
+        if (program.iteration or 0) >= 3:
+            raise StoreError(f"store {self.path} is corrupt: database disk image is malformed")
+        return super().record_iteration(program, experiment_update)
+
+
+async def test_store_failure_marks_failed(tmp_path: Path, evaluator: Any) -> None:
+    broken = BrokenStore(tmp_path / "broken.sqlite")
+    with pytest.raises(RuntimeError) as info:
+        await make(broken, evaluator, max_concurrent=1).run("momentum", "corrupt", 10)
+    assert "\n" not in str(info.value) and "malformed" in str(info.value)
+    assert broken.require_experiment("corrupt").status == "failed"
+    broken.close()
+
+
+def test_get_progress(store: ProgramStore, evaluator: Any) -> None:
+    ctl = make(store, evaluator)
+    with pytest.raises(ValueError):
+        ctl.get_progress()
+    asyncio.run(ctl.run("momentum", "prog", 2))
+    progress = ctl.get_progress()
+    assert progress.experiment == "prog" and progress.iterations_completed == 2
+    assert progress.total_mutations == 2 and progress.best_fitness is not None
+    with pytest.raises(ValueError):
+        ctl.get_progress("missing")
+
+
+def _all(store: ProgramStore, experiment: str) -> list[Any]:
+    with store.snapshot() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM programs WHERE experiment = ? ORDER BY id",
+                                          (experiment,))]
+    return store.get_many(ids)
