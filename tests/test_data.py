@@ -85,6 +85,14 @@ def test_epoch_ms_minute_bars_lowercase(tmp_path):
     assert bar_interval(df.index) == pd.Timedelta(minutes=1)
 
 
+def test_bad_epoch_row_is_the_one_reported(tmp_path):
+    rows = [f"{1_600_000_000 + i * 3600},1,2,0.5,1.5,3" for i in range(4)]
+    rows[2] = "16OOOO72OO,1,2,0.5,1.5,3"
+    path = _write(tmp_path / "e.csv", "time,open,high,low,close,volume\n" + "\n".join(rows))
+    with pytest.raises(DataError, match=r"e\.csv: line 4: unparseable date '16OOOO72OO' in column 'time'"):
+        load_bars(path)
+
+
 def test_epoch_seconds(tmp_path):
     rows = [f"{1_600_000_000 + i * 3600},1,2,0.5,1.5,3" for i in range(3)]
     df = load_bars(_write(tmp_path / "s.csv", "time,open,high,low,close,volume\n" + "\n".join(rows)))
@@ -216,6 +224,7 @@ BAD_CASES = [
     ([GOOD, "2020-01-03,1,2,1.2,1.5,10"], 3, "low 1.2 is above min(open, close) 1"),
     ([GOOD, "2020-13-45,1,2,0.5,1.5,10"], 3, "unparseable date '2020-13-45' in column 'Date'"),
     ([GOOD, "2020-01-03,1,2,0.5,1.5,-1"], 3, "negative volume -1"),
+    ([GOOD, "2020-01-03,1,2,0.5,1.5,1", "2020-01-06,1,2,1.2,1.5,1"], 4, "low 1.2 is above min(open, close) 1"),
     ([GOOD, "2020-01-03,1,2,0.5,1.5,10,99"], 3, "expected 6 fields, saw 7"),
 ]
 
