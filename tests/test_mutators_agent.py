@@ -105,8 +105,8 @@ async def test_agent_answer_becomes_a_valid_candidate_promptly(tmp_path, write):
         elapsed = time.monotonic() - t0
     assert not agent.errors
     assert resp.ok, resp.error
-    validate_candidate(MOMENTUM, resp.code)
-    assert "* 1.001" in resp.code and resp.notes == "tighter entry"
+    validate_candidate(MOMENTUM, str(resp.code))
+    assert "* 1.001" in str(resp.code) and resp.notes == "tighter entry"
     assert resp.blocks["indicators"] == extract_blocks(MOMENTUM)["indicators"]  # untouched block kept
     assert elapsed < 5, elapsed
     # the request the agent saw is schema-valid and carries train metrics only
@@ -132,7 +132,7 @@ async def test_timeout_then_late_answer_is_ignored_and_reported(tmp_path, caplog
     t0 = time.monotonic()
     resp = await m.mutate(_request("slowpoke"))
     assert time.monotonic() - t0 < 3
-    assert resp.failure_kind == "timeout" and "0.3s" in resp.error
+    assert resp.failure_kind == "timeout" and "0.3s" in str(resp.error)
     root = tmp_path / "mutations"
     assert not (root / "requests" / "slowpoke.json").exists()
     assert (root / "expired" / "slowpoke.json").exists()
@@ -153,25 +153,25 @@ async def test_invalid_code_in_answer_fails_with_validation_error(tmp_path):
     with FakeAgent(tmp_path, bad):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request())
     assert not resp.ok and resp.failure_kind == "policy"
-    assert "forbidden-import" in resp.error and "import os" in resp.blocks["decision_logic"]
+    assert "forbidden-import" in str(resp.error) and "import os" in resp.blocks["decision_logic"]
 
 
 async def test_malformed_and_error_answers(tmp_path):
     with FakeAgent(tmp_path, lambda d: {"request_id": d["request_id"], "blocks": {"decision_logic": 5}}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("a"))
-    assert resp.failure_kind == "response" and "a.json: $.blocks.decision_logic" in resp.error
+    assert resp.failure_kind == "response" and "a.json: $.blocks.decision_logic" in str(resp.error)
 
     with FakeAgent(tmp_path, lambda d: {"request_id": d["request_id"]}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("b"))
-    assert resp.failure_kind == "response" and "exactly one of 'blocks'" in resp.error
+    assert resp.failure_kind == "response" and "exactly one of 'blocks'" in str(resp.error)
 
     with FakeAgent(tmp_path, lambda d: {"request_id": d["request_id"], "error": "cannot improve this"}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("c"))
-    assert resp.failure_kind == "agent" and "cannot improve this" in resp.error
+    assert resp.failure_kind == "agent" and "cannot improve this" in str(resp.error)
 
     with FakeAgent(tmp_path, lambda d: {"request_id": "other", "blocks": {"decision_logic": NEW_LOGIC}}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("d"))
-    assert resp.failure_kind == "response" and "expected 'd'" in resp.error
+    assert resp.failure_kind == "response" and "expected 'd'" in str(resp.error)
 
 
 async def test_unchanged_answer(tmp_path):

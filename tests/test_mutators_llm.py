@@ -6,6 +6,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx2
@@ -45,7 +46,7 @@ if self.fast_ema.value > self.slow_ema.value:
 
 
 def _request(**kw) -> MutationRequest:
-    base = dict(
+    base: dict[str, Any] = dict(
         request_id="req-1", experiment="exp", iteration=3, parent_id="p1", parent_code=MOMENTUM,
         parent_blocks=extract_blocks(MOMENTUM),
         parent_metrics={"Calmar": 0.8125, "Sharpe": 1.234, "MaxDD": 0.21, "CAGR": 0.17, "WinRate": 0.45,
@@ -116,9 +117,9 @@ async def test_good_reply_gives_valid_candidate_tokens_and_cost():
         warnings.simplefilter("error", DeprecationWarning)
         resp = await mutator(script).mutate(_request())
     assert resp.ok, resp.error
-    validate_candidate(MOMENTUM, resp.code)
-    assert "ExponentialMovingAverage(40)" in resp.code and "1.002" in resp.code
-    assert extract_blocks(resp.code)["decision_logic"] == resp.blocks["decision_logic"]
+    validate_candidate(MOMENTUM, str(resp.code))
+    assert "ExponentialMovingAverage(40)" in str(resp.code) and "1.002" in str(resp.code)
+    assert extract_blocks(str(resp.code))["decision_logic"] == resp.blocks["decision_logic"]
     assert (resp.input_tokens, resp.output_tokens, resp.cache_read_tokens) == (1500, 300, 500)
     assert resp.cost_usd == pytest.approx(estimate_cost(DEFAULT_MODEL, 1500, 300, 500))
     assert resp.cost_usd == pytest.approx((1500 * 3 + 300 * 15 + 500 * 0.3) / 1e6)
@@ -163,7 +164,7 @@ async def test_transient_errors_give_up_after_api_retries():
     resp = await mutator(script, api_retries=2).mutate(_request())
     assert not resp.ok and resp.failure_kind == "api"
     assert len(script.bodies) == 3
-    assert "529" in resp.error and "gave up after 3 tries" in resp.error and "\n" not in resp.error
+    assert "529" in str(resp.error) and "gave up after 3 tries" in str(resp.error) and "\n" not in str(resp.error)
 
 
 async def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after():
@@ -193,8 +194,8 @@ async def test_three_invalid_replies_fail_with_the_last_error():
     resp = await mutator(script).mutate(_request())
     assert not resp.ok and resp.code is None
     assert resp.attempts == 3 and len(script.bodies) == 3
-    assert resp.failure_kind == "policy" and "open" in resp.error
-    assert "x = open('f')" in resp.raw_excerpt
+    assert resp.failure_kind == "policy" and "open" in str(resp.error)
+    assert "x = open('f')" in str(resp.raw_excerpt)
     assert "no code" in script.prompt(1) and "forbidden-import" in script.prompt(2)
 
 
@@ -235,7 +236,7 @@ async def test_budget_in_dollars_is_shared_between_mutators():
     with pytest.raises(BudgetExceeded, match="cost budget") as info:
         await mutator(script, budget=budget).mutate(_request())
     assert len(script.bodies) == 1  # the retry is not sent once the budget is spent
-    assert info.value.response.input_tokens == 2000
+    assert info.value.response is not None and info.value.response.input_tokens == 2000
     with pytest.raises(BudgetExceeded):
         await mutator(Script(ok(GOOD_REPLY)), budget=budget).mutate(_request())
 
@@ -252,7 +253,7 @@ async def test_bad_request_fails_at_once():
     script = Script(err(400, "invalid_request_error", "max_tokens: too large\nfor this model"))
     resp = await mutator(script).mutate(_request())
     assert len(script.bodies) == 1 and resp.failure_kind == "api" and not resp.fatal
-    assert "\n" not in resp.error and "400" in resp.error
+    assert "\n" not in str(resp.error) and "400" in str(resp.error)
 
 
 async def test_connection_errors_are_retried():
@@ -315,7 +316,7 @@ def test_extract_later_copy_wins_and_unclosed_block_is_an_error():
 async def test_only_allowed_blocks_may_change():
     script = Script(ok(GOOD_REPLY))
     resp = await mutator(script, max_retries=1).mutate(_request(allowed_blocks=("decision_logic",)))
-    assert resp.failure_kind == "blocks" and "'indicators' may not be changed" in resp.error
+    assert resp.failure_kind == "blocks" and "'indicators' may not be changed" in str(resp.error)
 
 
 def test_sdk_errors_are_the_ones_we_catch():

@@ -38,9 +38,9 @@ async def test_single_shot_validity_and_diversity(name):
         resp = await m.mutate(_request(code, i))
         if resp.ok:
             n_ok += 1
-            validate_candidate(code, resp.code)  # independent re-check
+            validate_candidate(code, str(resp.code))  # independent re-check
             assert resp.code != code
-            valid.add(resp.code)
+            valid.add(str(resp.code))
     assert n_ok >= 160, f"{name}: only {n_ok}/200 valid"
     assert len(valid) >= 60, f"{name}: only {len(valid)} distinct candidates"
 
@@ -85,7 +85,7 @@ async def test_indicator_switch_imports_the_new_class_when_needed():
     for i in range(400):
         resp = await OfflineMutator(seed=3).mutate(_request(code, i))
         if resp.ok and "ExponentialMovingAverage ->" in (resp.notes or ""):
-            new = resp.notes.split("ExponentialMovingAverage -> ")[1].split(";")[0].strip()
+            new = str(resp.notes).split("ExponentialMovingAverage -> ")[1].split(";")[0].strip()
             assert f"from nautilus_trader.indicators import {new}" in resp.blocks["indicators"]
             return
     pytest.fail("no indicator switch in 400 mutations")
@@ -97,7 +97,7 @@ async def test_allowed_blocks_are_respected():
     for i in range(50):
         resp = await OfflineMutator(seed=2).mutate(_request(code, i, allowed_blocks=("indicators",)))
         assert resp.ok
-        assert extract_blocks(resp.code)["decision_logic"] == parent["decision_logic"]
+        assert extract_blocks(str(resp.code))["decision_logic"] == parent["decision_logic"]
 
 
 async def test_nothing_to_mutate_is_a_failed_mutation():
@@ -130,3 +130,21 @@ def test_rng_is_independent_of_global_random_state():
     random.seed(2)
     b = asyncio.run(OfflineMutator(seed=4).mutate(req)).code
     assert a == b
+
+
+async def test_request_and_response_round_trip_through_json():
+    import json
+
+    from alpha_evolve.mutators.base import Inspiration, MutationResponse
+
+    code = _seed("momentum")
+    req = _request(code, 3, parent_metrics={"Calmar": 1.0, "holdout_Sharpe": 5.0, "Trades": 12},
+                   inspirations=[{"code": code, "metrics": {"Calmar": 2.0, "validation_Calmar": 9.0}}],
+                   allowed_blocks=["decision_logic"])
+    assert req.parent_metrics == {"Calmar": 1.0, "Trades": 12.0}
+    assert isinstance(req.inspirations[0], Inspiration)
+    assert req.inspirations[0].blocks == extract_blocks(code) and req.inspirations[0].metrics == {"Calmar": 2.0}
+    again = MutationRequest.from_dict(json.loads(json.dumps(req.to_dict())))
+    assert again == req
+    resp = await OfflineMutator(seed=1).mutate(req)
+    assert MutationResponse.from_dict(json.loads(json.dumps(resp.to_dict()))) == resp
