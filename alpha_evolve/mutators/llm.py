@@ -231,8 +231,8 @@ class LLMMutator:
             client = anthropic.AsyncAnthropic(**kwargs)
         self._client = client
         if temperature is not None:
-            logger.debug("temperature=%s ignored: API version %s rejects sampling parameters", temperature,
-                         getattr(anthropic, "__api_version__", "2026-10-21"))
+            logger.debug("temperature=%s not sent: API version 2026-10-21 rejects sampling parameters",
+                         temperature)
 
     async def aclose(self) -> None:
         await self._client.close()
