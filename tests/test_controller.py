@@ -145,8 +145,8 @@ async def test_fitness_sign_for_lower_is_better(store: ProgramStore, evaluator: 
 
 
 async def test_concurrency_records_same_iterations(tmp_path: Path, evaluator: Any) -> None:
-    recorded = {}
-    codes = {}
+    recorded: dict[tuple[int, int], list[int]] = {}
+    codes: dict[tuple[int, int], list[str]] = {}
     for conc in (1, 2, 1):
         with ProgramStore(tmp_path / f"c{conc}-{len(recorded)}.sqlite") as s:
             await make(s, evaluator, max_concurrent=conc).run("momentum", "conc", 6)
