@@ -24,31 +24,18 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
+from alpha_evolve.metrics import METRIC_NAMES
+
 logger = logging.getLogger("alpha_evolve.config")
 
-METRIC_NAMES: tuple[str, ...] = (
-    "Sharpe",
-    "Sortino",
-    "Calmar",
-    "MaxDD",
-    "CAGR",
-    "TotalReturn",
-    "AnnVol",
-    "WinRate",
-    "Trades",
-    "Exposure",
-)
-"""The metric names every module uses (CONTRACTS.md); objectives and fitness must be one of these."""
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"MaxDD", "AnnVol"})
 
 MUTATOR_KINDS = ("auto", "offline", "llm", "agent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
-
-DEFAULT_MODEL = "claude-sonnet-4-5"
-"""Fallback model id; the LLM mutator module owns the real default and config picks it up when importable."""
 
 
 class ConfigError(ValueError):
@@ -66,12 +53,9 @@ def _f(default: Any, doc: str, *, ge: float | None = None, le: float | None = No
 
 
 def _default_model() -> str:
-    try:  # the mutator module knows the SDK's list of current models
-        from alpha_evolve.mutators.llm import DEFAULT_MODEL as model
+    from alpha_evolve.mutators.llm import DEFAULT_MODEL  # it knows the SDK's list of current models
 
-        return str(model)
-    except Exception:  # pragma: no cover - only while the mutator module is absent
-        return DEFAULT_MODEL
+    return DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -94,7 +78,8 @@ class EvolutionConfig:
                       choices=MUTATOR_KINDS)
     model: str = _f("", "Anthropic model id for the llm mutator; empty = the toolkit's current default")
     max_tokens: int = _f(4096, "maximum output tokens per LLM reply", ge=256, le=64_000)
-    temperature: float = _f(0.8, "LLM sampling temperature", ge=0.0, le=1.0)
+    effort: str = _f("", "LLM effort (low, medium, high, xhigh, max); empty = the model's default",
+                     choices=EFFORT_LEVELS)
     max_retries: int = _f(3, "attempts per mutation when a reply fails validation", ge=1, le=3)
     guidance: str = _f("", "free-text guidance added to every mutation prompt")
     inspirations: int = _f(3, "strong programs shown to the mutator as inspiration", ge=0, le=10)

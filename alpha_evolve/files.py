@@ -23,7 +23,10 @@ from jsonschema import Draft202012Validator
 
 logger = logging.getLogger("alpha_evolve.files")
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# A checkout keeps the schemas at the top level (where people look for them); a wheel carries them inside
+# the package (pyproject's force-include).
+_HERE = Path(__file__).resolve().parent
+SCHEMA_DIR = _HERE.parent / "schemas" if (_HERE.parent / "schemas").is_dir() else _HERE / "schemas"
 _TMP_PREFIX = ".tmp-ae-"
 
 
