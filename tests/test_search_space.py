@@ -193,10 +193,10 @@ def test_snap_to_step_and_round_to() -> None:
     space = parse_search_space({"parameters": [
         {"key": "generations", "type": "int_range", "min": 4, "max": 17, "step": 4},
         {"key": "novelty_boost_w", "type": "float_range", "min": 0.1, "max": 1.0, "step": 0.2},
-        {"key": "temperature", "type": "float_range", "min": 0.0, "max": 1.0, "round_to": 2},
+        {"key": "trade_fraction", "type": "float_range", "min": 0.1, "max": 1.0, "round_to": 2},
     ]})
     gen, nov, temp = space.parameters
     assert [gen.snap(v) for v in (0, 5, 6.1, 14, 17, 99)] == [4, 4, 8, 16, 16, 16]
     assert gen.grid_size() == 4
     assert [nov.snap(v) for v in (0.0, 0.25, 0.45, 0.95, 1.0)] == [0.1, 0.3, 0.5, 0.9, 0.9]
-    assert [temp.snap(v) for v in (0.123456, 0.987, -1, 2)] == [0.12, 0.99, 0.0, 1.0]
+    assert [temp.snap(v) for v in (0.123456, 0.987, -1, 2)] == [0.12, 0.99, 0.1, 1.0]
