@@ -243,9 +243,10 @@ class StrategyEvaluator:
         self.workers_started = 0
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="ae-eval")
+        # Kills whatever workers are alive if the evaluator is dropped without close() (holds the dict, not self).
+        self._finalizer = weakref.finalize(self, StrategyEvaluator._kill_all, self._workers)
         for _ in range(self.max_concurrent):
             self._idle.put(self._spawn())
-        self._finalizer = weakref.finalize(self, StrategyEvaluator._kill_all, list(self._workers.values()))
 
     # ------------------------------------------------------------------ worker lifecycle
 
@@ -258,19 +259,17 @@ class StrategyEvaluator:
             name="alpha-evolve-worker",
             daemon=True,
         )
-        with self._lock:
+        with self._lock:  # one fork at a time: a fork while another thread forks could copy a held lock
             process.start()
             self.workers_started += 1
-        child_conn.close()  # so the parent sees EOF as soon as the worker dies
-        worker = _Worker(process, parent_conn, workdir)
-        self._workers[worker.pid] = worker
-        if hasattr(self, "_finalizer"):
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, StrategyEvaluator._kill_all, list(self._workers.values()))
+            child_conn.close()  # so the parent sees EOF as soon as the worker dies
+            worker = _Worker(process, parent_conn, workdir)
+            self._workers[worker.pid] = worker
         return worker
 
     def _retire(self, worker: _Worker, graceful: bool = True) -> None:
-        self._workers.pop(worker.pid, None)
+        with self._lock:
+            self._workers.pop(worker.pid, None)
         if graceful and worker.process.is_alive():
             with contextlib.suppress(OSError, ValueError):
                 worker.conn.send(None)
@@ -284,8 +283,8 @@ class StrategyEvaluator:
         shutil.rmtree(worker.workdir, ignore_errors=True)
 
     @staticmethod
-    def _kill_all(workers: list[_Worker]) -> None:
-        for worker in workers:
+    def _kill_all(workers: dict[int, _Worker]) -> None:
+        for worker in list(workers.values()):
             with contextlib.suppress(Exception):
                 if worker.process.is_alive():
                     os.kill(worker.pid, signal.SIGKILL)
@@ -293,7 +292,8 @@ class StrategyEvaluator:
 
     @property
     def worker_pids(self) -> list[int]:
-        return sorted(self._workers)
+        with self._lock:
+            return sorted(self._workers)
 
     def close(self) -> None:
         """Stop every worker; safe to call twice."""
