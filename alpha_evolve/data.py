@@ -338,10 +338,11 @@ _DATE_FORMATS = (
     "%Y%m%d %H%M%S",
     "%Y%m%d %H:%M:%S",
     "%d-%b-%Y",
+    "%d-%b-%y",
     "%d %b %Y",
     "%b %d, %Y",
 )
-_EXPECTED_DATES = "expected ISO 8601, m/d/Y, d.m.Y, YYYYMMDD or epoch seconds/milliseconds"
+_EXPECTED_DATES = "expected ISO 8601, m/d/Y, d.m.Y, d-Mon-Y, YYYYMMDD or epoch seconds/milliseconds"
 
 
 def _ns(index: pd.DatetimeIndex) -> np.ndarray:

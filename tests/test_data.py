@@ -578,3 +578,15 @@ def test_catalog_round_trip(tmp_path):
     assert list(again.instruments) == ["AAPL"] and cache_stats.hits == hits + 1
     with pytest.raises(DataError, match="not a NautilusTrader ParquetDataCatalog"):
         load_dataset(tmp_path / "cache", fmt="catalog")
+
+
+def test_real_msft_file_shipped_by_matplotlib_loads() -> None:
+    """A real Yahoo export we did not write: newest first, 19-Sep-03 dates, an 'Adj. Close*' column."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "msft.csv"
+    bars = load_bars(path)
+    assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
+    assert bars.index.is_monotonic_increasing and len(bars) == 65
+    assert bars.index[-1] == pd.Timestamp("2003-09-19", tz="UTC")
+    assert bars["close"].iloc[-1] == pytest.approx(29.96)
