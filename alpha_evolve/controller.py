@@ -1103,7 +1103,7 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
         kind or ev.mutator,
         model=ev.model or None,  # not config.model: resolving the default imports the Anthropic SDK (seconds)
         max_tokens=ev.max_tokens,
-        temperature=ev.temperature,
+        effort=ev.effort or None,
         max_retries=1,
         budget=Budget(ev.budget_tokens or None, ev.budget_usd or None),
         seed=ev.random_seed,
