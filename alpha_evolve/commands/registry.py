@@ -1,0 +1,271 @@
+"""``alpha-evolve registry import|list``, and the tracked-mode halves of ``self-evolve`` and ``approve|reject|stop``.
+
+``commands/session.py`` hands a tracked session to ``run_tracked`` and a tracked decision to ``tracked_decision``,
+so the loop, the settings and the messages stay the ones of the legacy mode; only the backend differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from alpha_evolve.registry import (
+    DEFAULT_REGISTRY_DB,
+    ENV_REGISTRY_DB,
+    ExperimentRegistry,
+    RegistryError,
+    RegistryStateBackend,
+    default_registry_path,
+    import_session_dir,
+    registry_commands,
+    search_space_record,
+    session_checker,
+)
+from alpha_evolve.session import SessionError, SessionSettings
+
+console = Console(highlight=False)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("registry", help="the SQLite experiment registry of tracked sessions")
+    rsub = p.add_subparsers(dest="registry_command", metavar="COMMAND", required=True)
+    imp = rsub.add_parser("import", help="copy a legacy session directory into the registry (idempotent)")
+    imp.add_argument("session_dirs", metavar="SESSION_DIR", nargs="+")
+    imp.add_argument("--registry-db", default=None, help=f"registry file (${ENV_REGISTRY_DB}, {DEFAULT_REGISTRY_DB})")
+    imp.set_defaults(func=_import_handler)
+    ls = rsub.add_parser("list", help="the sessions in the registry, newest first")
+    ls.add_argument("--registry-db", default=None, help=f"registry file (${ENV_REGISTRY_DB}, {DEFAULT_REGISTRY_DB})")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_list_handler)
+
+
+def _open(db: str | None, *, create: bool = True) -> ExperimentRegistry:
+    return ExperimentRegistry(default_registry_path(db), create=create)
+
+
+def _import_handler(args: argparse.Namespace) -> int:
+    from alpha_evolve.cli import fail
+
+    try:
+        with _open(args.registry_db) as reg:
+            for d in args.session_dirs:
+                info = import_session_dir(reg, d)
+                console.print(
+                    f"imported {info['session_id']} ({info['status']}, {info['iterations']} iterations, "
+                    f"{info['proposals']} proposals) into {reg.path}",
+                    markup=False,
+                )
+    except SessionError as exc:
+        return fail(str(exc), 1)
+    return 0
+
+
+def _list_handler(args: argparse.Namespace) -> int:
+    from alpha_evolve.cli import fail
+
+    try:
+        with _open(args.registry_db, create=False) as reg:
+            rows = reg.list_sessions()
+    except SessionError as exc:
+        return fail(str(exc), 1)
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table("session", "mode", "status", "objective", "best", "iterations", "created")
+    for r in rows:
+        best = "—" if r["best_objective"] is None else f"{r['best_objective']:.4g} (it {r['best_iteration']})"
+        table.add_row(
+            r["id"],
+            r["mode"],
+            r["status"],
+            f"{r['objective']} ({'max' if r['direction'] == 'maximize' else 'min'})",
+            best,
+            f"{r['iterations_completed']} / {r['iterations_target']}",
+            str(r["created_at"]),
+        )
+    console.print(table)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- tracked
+
+
+def resolve_session_id(reg: ExperimentRegistry, target: str) -> str:
+    """A session id, or the path of a tracked session's artifact directory (its name is the id)."""
+    if reg.get_session(target) is not None:
+        return target
+    name = Path(target).name
+    if name and reg.get_session(name) is not None:
+        return name
+    raise RegistryError(f"registry {reg.path}: no session {target!r} (see: alpha-evolve registry list)")
+
+
+def tracked_decision(target: str, status: str, notes: str | None, registry_db: str | None) -> dict[str, Any]:
+    """``approve|reject|stop`` for a tracked session: one transaction on the registry, checked like the dashboard."""
+    with _open(registry_db, create=False) as reg:
+        session_id = resolve_session_id(reg, target)
+        if status == "stop":
+            reg.request_stop(session_id)
+            return {"session_id": session_id, "status": "stop_requested"}
+        session = reg.require_session(session_id)
+        if session["mode"] != "tracked":
+            raise RegistryError(
+                f"session {session_id} is a legacy session imported from {session['source_dir']}: decide there"
+            )
+        pending = reg.pending_proposal(session_id)
+        if pending is None:
+            raise RegistryError(f"session {session_id} has no pending proposal (it is {session['status']})")
+        row = reg.decide(
+            pending["action_id"],
+            status,
+            notes=notes,
+            decided_by=f"cli ({_user()})",
+            check=session_checker(session),
+        )
+        return {"session_id": session_id, "action_id": row["action_id"], "next_iteration": row["iteration"]}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None = None) -> int:
+    """``self-evolve --mode tracked``: the same loop and settings as legacy mode, state in the registry."""
+    from alpha_evolve.cli import fail
+    from alpha_evolve.commands.session import (
+        DEFAULT_SESSION_ROOT,
+        EXIT_CODES,
+        _check_settings,
+        _default_search_space,
+        _given,
+    )
+    from alpha_evolve.config import LOWER_IS_BETTER, load_config
+    from alpha_evolve.samplers import make_sampler
+    from alpha_evolve.search_space import load_search_space
+    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
+    from alpha_evolve.session_files import new_session_dir
+
+    given = _given(args)
+    given["mode"] = "tracked"
+    reg = _open(getattr(args, "registry_db", None))
+    try:
+        summary: dict[str, Any] | None = None
+        if args.resume:
+            session_id = resolve_session_id(reg, args.resume)
+            row = reg.require_session(session_id)
+            if row["mode"] != "tracked":
+                raise SessionError(
+                    f"session {session_id} is a legacy session: resume it with --resume {row['source_dir']}"
+                )
+            stored = SessionSettings.from_dict(row["settings"] or {})
+            for key in SessionSettings.FIXED_ON_RESUME:
+                if key in given and given[key] != getattr(stored, key):
+                    raise SessionError(
+                        f"--resume: {key.replace('_', '-')} cannot change within a session "
+                        f"(it is {getattr(stored, key)!r})"
+                    )
+            settings = dataclasses.replace(stored, **given)
+            _check_settings(settings)
+            artifact_dir = Path(row["artifact_dir"])
+            summary = row["summary"] or None
+        else:
+            if given.get("search_space_path") is None:
+                default = _default_search_space()
+                if default is None:
+                    raise SessionError("--search-space is required (a JSON or TOML file; see configs/self_evolution/)")
+                given["search_space_path"] = default
+            settings = SessionSettings(**given)
+            _check_settings(settings)
+            assert settings.search_space_path is not None
+            space_record = search_space_record(settings.search_space_path)
+            base = load_config(settings.config_path)
+            if settings.objective in LOWER_IS_BETTER and settings.maximize:
+                console.print(
+                    f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?"
+                )
+            artifact_dir = new_session_dir(args.session_root or DEFAULT_SESSION_ROOT)
+            session_id = artifact_dir.name
+            reg.create_session(
+                session_id,
+                objective=settings.objective,
+                maximize=settings.maximize,
+                settings=settings.to_dict(),
+                base_config=base.to_dict(),
+                search_space=space_record,
+                artifact_dir=str(artifact_dir.resolve()),
+            )
+        base_config = load_base_config(summary, settings.config_path)
+        if not settings.search_space_path:
+            raise SessionError(f"session {session_id} records no search space")
+        space = load_search_space(settings.search_space_path)
+        sampler = make_sampler(
+            settings.sampler,
+            space,
+            seed=settings.seed,
+            exploration_prob=settings.exploration_prob,
+            maximize=settings.maximize,
+            state_dir=artifact_dir,
+        )
+        stop_from_registry = []
+
+        def report(line: str) -> None:
+            console.print(f"[yellow]{line}[/yellow]", markup=True, soft_wrap=True)
+
+        backend = RegistryStateBackend(reg, session_id, artifact_dir, report=report)
+        loop = SelfEvolutionLoop(
+            backend,
+            settings,
+            base_config=base_config,
+            space=space,
+            sampler=sampler,
+            pipeline_runner=pipeline_runner,
+            out=lambda line: console.print(line, markup=False, soft_wrap=True),
+        )
+
+        def on_stop() -> None:
+            stop_from_registry.append(True)
+            loop.request_stop()
+
+        backend.on_stop_request = on_stop
+        verb = "resuming" if summary else "starting"
+        console.print(
+            f"{verb} tracked self-evolution session [bold]{session_id}[/bold] in {reg.path} (objective "
+            f"{settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
+            f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})"
+        )
+        console.print(f"  artefacts: {artifact_dir}", markup=False)
+        console.print(f"  dashboard: {registry_commands(reg.path, session_id)['dashboard']}", markup=False)
+        result = loop.run()
+    finally:
+        reg.close()
+    best = result.summary.get("best")
+    table = Table(title=f"session {result.status}", show_header=False)
+    table.add_row("session", f"{session_id} ({reg.path})")
+    table.add_row("iterations", f"{result.summary.get('iterations_completed', 0)} / {settings.iterations}")
+    if best:
+        table.add_row(
+            "best",
+            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} {best['config_updates']}",
+        )
+    console.print(table)
+    if result.status in ("stopped", "timed_out"):
+        console.print(
+            f"resume with: alpha-evolve self-evolve --mode tracked --registry-db {reg.path} --resume {session_id}",
+            markup=False,
+        )
+    if result.status == "failed":
+        return fail(f"session failed: {result.summary.get('failure_reason')}", 1)
+    if result.status == "stopped" and stop_from_registry:
+        return 0
+    return 130 if result.interrupted else EXIT_CODES.get(result.status, 1)
