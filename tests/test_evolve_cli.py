@@ -149,6 +149,9 @@ def test_kill_9_then_resume_records_each_iteration_once(tmp_path: Path, cfg: Pat
     assert proc.returncode == -signal.SIGKILL
     before = _completed(db, "crash")
     assert 6 <= before < 30
+    # The killed run left status "running"; stop notices nobody holds the run lock and marks it paused.
+    code, out, _ = run_cli(capsys, "evolve", "stop", "--experiment", "crash", "--db", str(db), "--json")
+    assert code == 0 and json.loads(out)["stop"] == "paused"
     code, out, err = run_cli(capsys, "evolve", "resume", "--experiment", "crash", "--db", str(db), "--json")
     assert code == 0, err
     result = json.loads(out)
