@@ -6,7 +6,7 @@ delete-and-recreate. FIELD_NOTES measured that inotify reports each of these wit
 watched, that early ``modified`` events show half a document, and that an exception in a handler silently kills
 the observer thread. Hence: watch the directory before the first read, keep the handler to one ``queue.put``,
 read at once on ``closed``/``moved`` and ~50 ms after ``created``/``modified``, and treat a parse failure as "wait"
-unless the content is final (after ``closed``/``moved``, or unchanged across two polls).
+until the same bytes have stayed put for a settle time (events can arrive late, so an event is no proof).
 
 Where inotify is not available (``Observer()`` raises EMFILE/ENOSPC/OSError) the waiter re-reads the file every
 ``poll_interval`` seconds instead; in both modes a periodic re-read guards against a lost event.
@@ -33,6 +33,9 @@ logger = logging.getLogger("alpha_evolve.approval")
 
 DEBOUNCE_SECONDS = 0.05
 """Delay after ``created``/``modified`` before reading: long enough for a writer to finish a small file."""
+
+SETTLE_SECONDS = 0.25
+"""Unparsable content is reported as a problem only after staying unchanged this long (a writer may be mid-way)."""
 
 _STOP_CHECK_SECONDS = 0.2
 """Longest stretch the waiter blocks without looking at the stop flag (signal handlers only set a flag)."""
@@ -180,37 +183,40 @@ def wait_for_answer(
 ) -> WaitOutcome:
     """Block until ``evaluate`` accepts the file's content, the timeout passes, or ``should_stop()`` is true.
 
-    ``on_problem`` is called once per distinct finished content that ``evaluate`` refuses (or that does not parse
-    once final); the file itself is never touched, so a person's broken edit is never lost.
+    ``on_problem`` is called once per distinct content that ``evaluate`` refuses; content that does not parse is
+    reported only once it has stayed the same for ``SETTLE_SECONDS`` (or two polls), because an event can be
+    delivered late and a ``moved``/``closed`` event alone does not prove the bytes read after it are final. The
+    file itself is never touched, so a person's broken edit is never lost.
     """
     path = watch.path
     deadline = None if timeout is None else time.monotonic() + timeout
     poll_interval = max(poll_interval, 0.01)
+    settle = SETTLE_SECONDS if watch.mode == "inotify" else max(SETTLE_SECONDS, poll_interval)
     next_rescan = 0.0  # read once at once: the answer may already be there
     read_at: float | None = None  # debounced read pending
+    confirm_at: float | None = None  # re-read of unparsable content, to report it if it did not change
     last_raw: bytes | None = None  # content last evaluated
     last_kind: str | None = None
     reported: bytes | None = None  # content last reported as a problem
 
-    def consider(final: bool) -> WaitOutcome | None:
-        nonlocal last_raw, last_kind, reported
+    def consider(confirming: bool = False) -> WaitOutcome | None:
+        nonlocal last_raw, last_kind, reported, confirm_at
         raw, mtime = _read(path)
         if raw is None:
             return None
-        if raw == last_raw and last_kind != "incomplete":
+        if raw == last_raw and not (confirming and last_kind == "incomplete"):
             return None
-        if raw == last_raw and last_kind == "incomplete" and watch.mode == "polling":
-            final = True  # unchanged across two polls: what is there is what the writer meant
         verdict = evaluate(raw)
         last_raw, last_kind = raw, verdict.kind
         if verdict.kind == "accept":
             return WaitOutcome("accepted", verdict.value, detected_at=time.time(), file_mtime=mtime)
-        if verdict.kind == "problem" or (verdict.kind == "incomplete" and final):
+        if verdict.kind == "problem" or (verdict.kind == "incomplete" and confirming):
             if reported != raw:
                 reported = raw
                 on_problem(verdict.message)
         elif verdict.kind == "incomplete":
             logger.debug("%s: incomplete content (%s); waiting for the writer to finish", path, verdict.message)
+            confirm_at = time.monotonic() + settle
         return None
 
     while True:
@@ -219,24 +225,27 @@ def wait_for_answer(
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return WaitOutcome("timed_out", detected_at=time.time())
+        outcome = None
         if now >= next_rescan:
             next_rescan = now + poll_interval
-            outcome = consider(final=False)
-            if outcome:
-                return outcome
-        if read_at is not None and now >= read_at:
+            outcome = consider()
+        elif read_at is not None and now >= read_at:
             read_at = None
-            outcome = consider(final=False)
-            if outcome:
-                return outcome
-        wake = min(x for x in (next_rescan, read_at, deadline, now + _STOP_CHECK_SECONDS) if x is not None)
+            outcome = consider()
+        elif confirm_at is not None and now >= confirm_at:
+            confirm_at = None
+            outcome = consider(confirming=True)
+        if outcome:
+            return outcome
+        wake = min(x for x in (next_rescan, read_at, confirm_at, deadline, now + _STOP_CHECK_SECONDS)
+                   if x is not None)
         try:
             signal = watch.events.get(timeout=max(wake - time.monotonic(), 0.0))
         except queue.Empty:
             continue
         if signal == _NOW:
             read_at = None
-            outcome = consider(final=True)
+            outcome = consider()
             if outcome:
                 return outcome
         else:

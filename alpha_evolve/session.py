@@ -371,8 +371,9 @@ class SelfEvolutionLoop:
         # the sampler only hands out candidates the config accepts (it redraws refused ones itself)
         proposal = self.sampler.propose(iteration, base_config=self.base_config, best=best, history=list(self.history))
         attempt = len(rejected) + 1
+        view = [{**r, "updates": r.get("config_updates") or {}} for r in self.history]  # briefing's field names
         briefing = build_briefing(
-            list(self.history),
+            view,
             objective=self.settings.objective,
             maximize=self.settings.maximize,
             space=self.space,
@@ -436,11 +437,11 @@ class SelfEvolutionLoop:
             self.backend.post_action(action)
             self._start_run(action, decision, state)
             return None
-        self.backend.post_action(action)
         self._set_status("awaiting_approval")
         self._out(f"iteration {iteration}: awaiting approval of {action['action_id']}")
         for line in self.backend.approval_hint(action):
             self._out("  " + line)
+        self.backend.post_action(action)
         posted = dict(action["proposal"]["candidate"])
         result = self.backend.wait_for_decision(
             action,
@@ -561,6 +562,7 @@ class SelfEvolutionLoop:
             "attempt": int(state.get("attempt", 1)),
             "action_id": (state.get("action") or {}).get("action_id"),
             "config_updates": dict(candidate),
+            "config_values": {**self.space.values_of(self.base_config), **candidate},
             "proposed_updates": dict((state.get("proposal") or {}).get("updates") or {}),
             "decision": state.get("decision"),
             "rejected_action_ids": list(state.get("rejected_action_ids", [])),
