@@ -67,6 +67,8 @@ def setup_logging(level: str | None) -> None:
     if any(isinstance(h, RichHandler) for h in root.handlers):
         return
     handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    # The console keeps its own level: a run may lower the logger's level to fill its log file.
+    handler.setLevel(level or "WARNING")
     root.addHandler(handler)
     root.setLevel(level or "WARNING")
 

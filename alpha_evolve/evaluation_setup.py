@@ -17,7 +17,7 @@ import pandas as pd
 
 from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.config import PipelineOptions, RunConfig
-from alpha_evolve.data import Dataset, DataSplits, load_dataset, periods_per_year, split_bars
+from alpha_evolve.data import DataError, Dataset, DataSplits, load_dataset, periods_per_year, split_bars
 from alpha_evolve.evaluator import StrategyEvaluator
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
@@ -55,16 +55,18 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
     )
     if dataset.synthetic:
         logger.info("no [backtest] data given: using %s", dataset.source)
-    splits = {
-        symbol: split_bars(
-            bars,
-            train=bt.train_fraction,
-            validation=bt.validation_fraction,
-            train_end=bt.train_end or None,
-            validation_end=bt.validation_end or None,
-        )
-        for symbol, bars in dataset.instruments.items()
-    }
+    splits: dict[str, DataSplits] = {}
+    for symbol, bars in dataset.instruments.items():
+        try:
+            splits[symbol] = split_bars(
+                bars,
+                train=bt.train_fraction,
+                validation=bt.validation_fraction,
+                train_end=bt.train_end or None,
+                validation_end=bt.validation_end or None,
+            )
+        except DataError as exc:  # name the data and symbol: the split rule alone does not say which file
+            raise DataError(f"{dataset.source} [{symbol}]: {exc}") from None
     return RunData(dataset, splits)
 
 

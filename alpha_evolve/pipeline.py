@@ -39,7 +39,7 @@ DEFAULT_BASE = "pipeline_runs_cs"
 SUMMARY_NAME = "SUMMARY.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-ProgressCallback = Callable[[Mapping[str, Any]], None]
+ProgressCallback = Callable[[Any], None]
 
 
 class PipelineError(Exception):
@@ -250,11 +250,23 @@ def run_pipeline(
     return run_dir
 
 
+def record_failed_run(reason: str, *, experiment: str | None = None, options: PipelineOptions | None = None,
+                      output_dir: str | Path | None = None, config: RunConfig | None = None) -> Path:
+    """Write a run directory holding only a failed SUMMARY.json, for failures before a run can start
+    (e.g. a config that does not load), so that an outer loop still finds a record of the attempt."""
+    name = experiment if experiment and _NAME_RE.match(experiment) else "pipeline"
+    base = resolve_base_dir(options, output_dir)
+    run_dir = new_run_dir(base, name)
+    summary = _failed_summary(run_dir, name, _now(), reason, {"config": config.to_dict()} if config else None)
+    _write_summary(run_dir, summary)
+    _mark_latest(base, run_dir)
+    return run_dir
+
+
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
-    from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.controller import EvolutionController, mutator_from_config
     from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
-    from alpha_evolve.mutators import make_mutator
     from alpha_evolve.store import ProgramStore
     from alpha_evolve.strategies import seed_source
 
@@ -267,8 +279,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     store = ProgramStore(run_dir / "programs.sqlite")
     evaluator = build_evaluator(config, data=data)
     try:
-        mutator = make_mutator(config, run_dir=run_dir)
+        mutator = mutator_from_config(config, run_dir=run_dir)
         controller = EvolutionController(config, store, evaluator, mutator)
+        controller.data_hash = data.dataset.content_hash
         result = asyncio.run(
             controller.run(config.evolution.seed_strategy, experiment, config.evolution.generations,
                            on_progress=on_progress)
@@ -342,6 +355,9 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
         if len(distinct) == k:
             break
     seed_program = store.seed(experiment)
+    if seed_program is not None and _code_key(seed_program.code) not in seen:
+        # The seed competes too: if evolution found nothing better on validation, the seed is the answer.
+        distinct.append(seed_program)
     bh_code = seed_source("buy_and_hold")
     codes = [p.code for p in distinct] + [seed_code, bh_code]
     logger.info("validating %d distinct top programs on the validation period", len(distinct))

@@ -77,9 +77,16 @@ def progress_reporter(total: int, label: str) -> Iterator[Callable[[Mapping[str,
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from alpha_evolve.pipeline import read_summary, run_pipeline
+    from alpha_evolve.cli import fail
+    from alpha_evolve.config import ConfigError, PipelineOptions
+    from alpha_evolve.pipeline import read_summary, record_failed_run, run_pipeline
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        run_dir = record_failed_run(str(exc), experiment=args.experiment, output_dir=args.output_dir,
+                                    options=pipeline_options_from_args(args, PipelineOptions()))
+        return fail(f"{exc} (recorded in {run_dir / 'SUMMARY.json'})", 2)
     options = pipeline_options_from_args(args, config.pipeline)
     with progress_reporter(config.evolution.generations, "evolving") as on_progress:
         run_dir = run_pipeline(config, options, experiment=args.experiment, output_dir=args.output_dir,
@@ -89,8 +96,6 @@ def _pipeline(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     console = Console(stderr=args.json)
     if summary["status"] != "ok":
-        from alpha_evolve.cli import fail
-
         return fail(f"pipeline run failed: {summary['reason']} (see {Path(run_dir) / 'SUMMARY.json'})", 1)
     m = summary["best_metrics"]
     console.print(f"[green]run complete[/green] {run_dir}")
