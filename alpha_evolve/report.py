@@ -14,9 +14,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import pandas as pd
 
 logger = logging.getLogger("alpha_evolve.report")
 
@@ -68,7 +68,7 @@ def render_report(
         style = _STYLES.get(key, {"color": next(colour), "linewidth": 1.4})
         growth = normalise(series)
         ax_eq.plot(growth.index, growth.values, label=labels.get(key, key), **style)
-        ax_dd.plot(growth.index, drawdown(growth).values * 100.0, **style)
+        ax_dd.plot(growth.index, drawdown(growth).to_numpy(dtype=float) * 100.0, **style)
     ax_eq.axhline(1.0, color="#bbbbbb", linewidth=0.8)
     ax_eq.set_ylabel("growth of 1 (after costs)")
     ax_eq.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11, loc="left")
