@@ -24,12 +24,12 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
-from alpha_evolve.metrics import METRIC_NAMES
+from alpha_evolve.metric_names import LOWER_IS_BETTER as LOWER_IS_BETTER
+from alpha_evolve.metric_names import METRIC_NAMES
 
 logger = logging.getLogger("alpha_evolve.config")
 
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"MaxDD", "AnnVol"})
 
 MUTATOR_KINDS = ("auto", "offline", "llm", "agent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -18,22 +18,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-METRIC_NAMES: tuple[str, ...] = (
-    "Sharpe",
-    "Sortino",
-    "Calmar",
-    "MaxDD",
-    "CAGR",
-    "TotalReturn",
-    "AnnVol",
-    "WinRate",
-    "Trades",
-    "Exposure",
-)
-
-# For a universe, the worst case of a metric is its min when higher is better, its max when lower is better.
-WORST_IS_MIN: tuple[str, ...] = ("Sharpe", "Sortino", "Calmar", "CAGR", "TotalReturn", "WinRate")
-WORST_IS_MAX: tuple[str, ...] = ("MaxDD", "AnnVol")
+from alpha_evolve.metric_names import METRIC_NAMES, WORST_IS_MAX, WORST_IS_MIN
 
 _EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
