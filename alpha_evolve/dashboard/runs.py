@@ -1,0 +1,199 @@
+"""What the dashboard shows of pipeline runs (run directories with SUMMARY.json) and evolution experiments
+(a run's ``programs.sqlite``).
+
+A browser names a run by its path, so every read goes through ``RunIndex.resolve``: only run directories the
+registry recorded or that sit directly under a configured runs folder are served — never an arbitrary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger("alpha_evolve.dashboard.runs")
+
+MAX_CURVE_POINTS = 800
+MAX_CODE_CHARS = 200_000
+MAX_LINEAGE = 200
+
+
+class RunNotFound(LookupError):
+    """The path is not a run this dashboard serves; one line."""
+
+
+def _read_json(path: Path) -> Any:
+    return orjson.loads(path.read_bytes())
+
+
+class RunIndex:
+    """Known run directories: those recorded in registry iterations, plus ``run_*`` folders under ``roots``."""
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]], recorded: Iterable[str | None]) -> None:
+        self.roots = [Path(r) for r in roots]
+        self._recorded = recorded
+
+    def known(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for raw in self._recorded:
+            if raw:
+                p = Path(raw).resolve()
+                if (p / "SUMMARY.json").is_file():
+                    found[str(p)] = p
+        for root in self.roots:
+            with contextlib.suppress(OSError):
+                for child in root.iterdir():
+                    if child.name.startswith("run_") and (child / "SUMMARY.json").is_file():
+                        p = child.resolve()
+                        found[str(p)] = p
+        return found
+
+    def resolve(self, path: str | None) -> Path:
+        if not path:
+            raise RunNotFound("missing ?path= (a run directory)")
+        p = Path(path).resolve()
+        if str(p) not in self.known():
+            raise RunNotFound(f"{path}: not a pipeline run known to this dashboard")
+        return p
+
+
+def run_headline(run_dir: Path) -> dict[str, Any]:
+    try:
+        s = _read_json(run_dir / "SUMMARY.json")
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return {"path": str(run_dir), "name": run_dir.name, "status": "unreadable", "reason": str(exc)}
+    objective = (s.get("objective") or {}).get("metric") or "Sharpe"
+    best = s.get("best_metrics") or {}
+    return {
+        "path": str(run_dir),
+        "name": run_dir.name,
+        "status": s.get("status"),
+        "reason": s.get("reason"),
+        "experiment": s.get("experiment"),
+        "started_at": s.get("started_at"),
+        "elapsed_seconds": s.get("elapsed_seconds"),
+        "objective": objective,
+        "objective_value": best.get(objective),
+        "has_programs": (run_dir / "programs.sqlite").is_file(),
+    }
+
+
+def run_detail(run_dir: Path) -> dict[str, Any]:
+    summary = _read_json(run_dir / "SUMMARY.json")
+    top: Any = []
+    with contextlib.suppress(OSError, orjson.JSONDecodeError):
+        top = _read_json(run_dir / "top_programs.json")
+    code = None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        code = (run_dir / "best_strategy.py").read_text(encoding="utf-8")[:MAX_CODE_CHARS]
+    return {
+        "headline": run_headline(run_dir),
+        "summary": summary,
+        "top_programs": top if isinstance(top, list) else [],
+        "best_code": code,
+        "has_equity": (run_dir / "equity_curves.csv").is_file(),
+        "has_programs": (run_dir / "programs.sqlite").is_file(),
+    }
+
+
+def _clean(values: Iterable[Any]) -> list[float | None]:
+    out: list[float | None] = []
+    for v in values:
+        f = float(v)
+        out.append(f if math.isfinite(f) else None)
+    return out
+
+
+def equity_curves(run_dir: Path) -> dict[str, Any]:
+    """``equity_curves.csv`` as chart series, thinned to at most ``MAX_CURVE_POINTS`` points (last one kept)."""
+    import pandas as pd
+
+    path = run_dir / "equity_curves.csv"
+    if not path.is_file():
+        raise RunNotFound(f"{run_dir.name}: no equity_curves.csv")
+    frame = pd.read_csv(path, index_col=0)
+    n = len(frame)
+    if n > MAX_CURVE_POINTS:
+        step = math.ceil(n / MAX_CURVE_POINTS)
+        idx = list(range(0, n, step))
+        if idx[-1] != n - 1:
+            idx.append(n - 1)
+        frame = frame.iloc[idx]
+    stamps = pd.to_datetime(frame.index, utc=True, errors="coerce")
+    times = [None if pd.isna(t) else int(t.value // 1_000_000) for t in stamps]
+    return {
+        "timestamps": times,
+        "series": [{"name": str(col), "values": _clean(frame[col].astype(float))} for col in frame.columns],
+        "points": n,
+    }
+
+
+def evolution(run_dir: Path) -> dict[str, Any]:
+    """For each experiment in ``programs.sqlite``: fitness per program over iterations, and the best's lineage."""
+    from alpha_evolve.store import ProgramStore, StoreError
+
+    path = run_dir / "programs.sqlite"
+    if not path.is_file():
+        raise RunNotFound(f"{run_dir.name}: no programs.sqlite")
+    try:
+        store = ProgramStore(path, create=False, check=False)
+    except StoreError as exc:
+        raise RunNotFound(str(exc)) from None
+    try:
+        out = []
+        for exp in store.list_experiments():
+            with store.snapshot() as conn:
+                rows = conn.execute(
+                    "SELECT id, iteration, fitness, status, is_seed FROM programs WHERE experiment = ?"
+                    " ORDER BY COALESCE(iteration, 0), id",
+                    (exp.name,),
+                ).fetchall()
+            points = [
+                {
+                    "id": r["id"],
+                    "iteration": r["iteration"] if r["iteration"] is not None else 0,
+                    "fitness": r["fitness"],
+                    "status": r["status"],
+                    "is_seed": bool(r["is_seed"]),
+                }
+                for r in rows
+            ]
+            top = store.top_k(exp.name, 1)
+            best = top[0] if top else None
+            lineage = []
+            if best is not None and best.id is not None:
+                for p in reversed(store.lineage(best.id)[:MAX_LINEAGE]):  # root first
+                    lineage.append(
+                        {
+                            "id": p.id,
+                            "parent_id": p.parent_id,
+                            "iteration": p.iteration,
+                            "generation": p.generation,
+                            "fitness": p.fitness,
+                            "status": p.status,
+                            "mutator": p.mutator,
+                            "metrics": p.metrics,
+                            "code": p.code[:MAX_CODE_CHARS],
+                        }
+                    )
+            out.append(
+                {
+                    "name": exp.name,
+                    "status": exp.status,
+                    "completed_iterations": exp.completed_iterations,
+                    "target_iterations": exp.target_iterations,
+                    "counts": store.count_by_status(exp.name),
+                    "points": points,
+                    "best_id": None if best is None else best.id,
+                    "lineage": lineage,
+                }
+            )
+        return {"experiments": out}
+    finally:
+        store.close()
