@@ -68,6 +68,8 @@ class BacktestSettings:
     hard_timeout_seconds: float = 60.0
     memory_limit_mb: int = 2048  # address space a worker may add on top of what it had after start-up
     recycle_after: int = 50
+    # Also recycle once a worker has run this many bars: big runs leave big leaked engines behind.
+    recycle_after_bars: int = 1_000_000
     equity_points: int = 1000  # equity curve points returned per result (0 = every bar)
     log_level: str = "ERROR"  # NautilusTrader log level inside workers (only DEBUG/INFO/WARNING/ERROR)
 

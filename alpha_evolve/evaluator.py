@@ -191,6 +191,7 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     workdir: str
     tasks: int = 0
+    bars: int = 0
 
     @property
     def pid(self) -> int:
@@ -329,12 +330,14 @@ class StrategyEvaluator:
         replace = False
         try:
             outcomes, replace = self._exchange(worker, task)
+            worker.bars += sum(o.bars for o in outcomes)
             return outcomes
         finally:
             with self._lock:
                 self._active -= 1
             worker.tasks += 1
-            if replace or worker.tasks >= self.settings.recycle_after:
+            worn = worker.tasks >= self.settings.recycle_after or worker.bars >= self.settings.recycle_after_bars
+            if replace or worn:
                 self._retire(worker, graceful=not replace)
                 worker = self._spawn()
             self._idle.put(worker)

@@ -184,6 +184,14 @@ def test_recycling_replaces_the_process() -> None:
         assert ev.workers_started == 2
 
 
+def test_recycling_by_bars_run() -> None:
+    settings = BacktestSettings(recycle_after_bars=500, screen_fraction=0.0)
+    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1) as ev:
+        (first,) = ev.worker_pids
+        assert ev.evaluate(MOMENTUM).ok and ev.worker_pids == [first]  # 400 bars
+        assert ev.evaluate(MOMENTUM).ok and ev.worker_pids != [first]  # 800 >= 500
+
+
 def test_concurrency_limit_and_order(evaluator: StrategyEvaluator) -> None:
     codes = [MOMENTUM, candidate("raise KeyError('k')")] * 3
     results = evaluator.evaluate_many(codes)
