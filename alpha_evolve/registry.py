@@ -18,6 +18,7 @@ legacy), ``iterations`` (one row per history record), ``proposals`` (one per pos
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -941,9 +942,9 @@ def import_session_dir(registry: ExperimentRegistry, session_dir: str | Path) ->
     now = utc_now()
     with registry._write() as conn:
         row = conn.execute("SELECT mode, source_dir FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        if row is not None and (row[0] != "legacy" or (row[1] and row[1] != str(d))):
-            where = row[1] or "a tracked session"
-            raise RegistryError(f"registry {registry.path}: session id {session_id} is already used by {where}")
+        if row is not None and (row[0] != "legacy" or row[1] != str(d)):
+            # the name is taken by another session: a suffix derived from the directory keeps re-imports stable
+            session_id = f"{session_id}-{hashlib.sha1(str(d).encode()).hexdigest()[:6]}"
         conn.execute("DELETE FROM iterations WHERE session_id = ?", (session_id,))
         conn.execute("DELETE FROM proposals WHERE session_id = ?", (session_id,))
         conn.execute("DELETE FROM briefings WHERE session_id = ?", (session_id,))
