@@ -119,7 +119,8 @@ def test_decisions_are_validated_and_refusals_change_nothing(dash: Dash) -> None
         assert r.status_code == status, (body, r.text)
         msg = r.json()["error"]
         assert fragment in msg and "\n" not in msg
-    r = dash.client.post(url, content=b"{not json", headers={"X-AE-Token": dash.token, "Content-Type": "application/json"})
+    headers = {"X-AE-Token": dash.token, "Content-Type": "application/json"}
+    r = dash.client.post(url, content=b"{not json", headers=headers)
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     assert dash.client.get("/api/revision").json()["revision"] == rev  # nothing was written
     assert t.registry.get_proposal(p["action_id"])["status"] == "pending"  # type: ignore[index]
@@ -141,7 +142,7 @@ def test_decisions_are_validated_and_refusals_change_nothing(dash: Dash) -> None
 def test_state_changes_from_other_origins_are_refused(dash: Dash) -> None:
     t = dash.tracked
     url = f"/api/sessions/{t.id}/stop"
-    cases = [
+    cases: list[tuple[dict[str, Any], dict[str, str], int]] = [
         ({}, {"X-AE-Token": "wrong"}, 403),
         ({}, {}, 403),
         ({}, {"X-AE-Token": dash.token, "Sec-Fetch-Site": "cross-site"}, 403),
@@ -199,7 +200,7 @@ def test_legacy_sessions_are_read_only(dash: Dash, tmp_path: Path) -> None:
     d = _legacy_session(tmp_path)
     with ExperimentRegistry(dash.tracked.db) as reg:
         import_session_dir(reg, d)
-    sid = [s["id"] for s in dash.client.get("/api/sessions").json()["sessions"] if s["mode"] == "legacy"][0]
+    sid = next(s["id"] for s in dash.client.get("/api/sessions").json()["sessions"] if s["mode"] == "legacy")
     assert sid.startswith(d.name)
     view = dash.client.get(f"/api/sessions/{sid}").json()
     assert view["session"]["mode"] == "legacy" and len(view["iterations"]) == 3 and view["can_decide"] is False

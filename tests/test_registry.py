@@ -42,7 +42,7 @@ class Tracked:
         self.db = tmp / "reg" / "experiments.sqlite"
         self.registry = ExperimentRegistry(self.db)
         runner = kw.pop("runner", None) or StubRunner()
-        base = dict(mode="tracked", search_space_path=str(DEFAULT_SPACE), iterations=1, seed=3)
+        base: dict[str, Any] = dict(mode="tracked", search_space_path=str(DEFAULT_SPACE), iterations=1, seed=3)
         base.update(kw)
         self.settings = SessionSettings(**base)
         self.artifacts = new_session_dir(tmp / "sessions")
@@ -94,7 +94,7 @@ class Tracked:
                 return p
             return None
 
-        return self.wait(check, "a pending proposal")  # type: ignore[no-any-return]
+        return self.wait(check, "a pending proposal")
 
 
 def test_schema_is_wal_versioned_and_refuses_foreign_files(tmp_path: Path) -> None:
@@ -276,14 +276,14 @@ def test_cli_tracked_session_with_approve_reject_stop_and_resume(tmp_path: Path)
         out = _cli("approve", sid, "--registry-db", str(db), "--notes", "go")
         assert out.returncode == 0, out.stderr
         assert "approved" in out.stdout
-        sid2, second = wait_until(db.parent, lambda: (p := pending()) and p[1]["action_id"] != first["action_id"]
+        _sid2, second = wait_until(db.parent, lambda: (p := pending()) and p[1]["action_id"] != first["action_id"]
                                   and p, what="second proposal")
         assert _cli("reject", sid, "--registry-db", str(db)).returncode == 0
         wait_until(db.parent, lambda: (p := pending()) and p[1]["action_id"] != second["action_id"] and p,
                    what="third proposal")
         out = _cli("stop", sid, "--registry-db", str(db))
         assert out.returncode == 0, out.stderr
-        stdout, stderr = proc.communicate(timeout=60)
+        _stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr
     finally:
         if proc.poll() is None:
