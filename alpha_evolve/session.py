@@ -324,6 +324,9 @@ class SelfEvolutionLoop:
                 if state.get("iteration") == iteration and state.get("phase") == "running":
                     self._out(f"iteration {iteration}: re-running the approved candidate interrupted by a crash")
                     self._set_status("running")
+                    self._last_action = state.get("action")
+                    if self._last_action:  # the pending file may say "stopped" from the interrupted attempt
+                        self.backend.resolve_action(self._last_action, "running", None)
                     self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
                     continue
                 if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":

@@ -113,8 +113,11 @@ def measure(n: int, *, force_polling: bool, poll_interval: float) -> tuple[list[
             t0 = time.perf_counter()
             tmp_file.write_text(json.dumps(action))
             os.replace(tmp_file, pending)
+            def is_running(aid: str = action_id) -> bool:
+                return aid in seen.running
+
             with seen.cond:
-                assert seen.cond.wait_for(lambda aid=action_id: aid in seen.running, timeout=60), "never running"
+                assert seen.cond.wait_for(is_running, timeout=60), "never running"
                 latencies.append((seen.running[action_id] - t0) * 1e3)
         thread.join(60)
     finally:

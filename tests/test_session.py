@@ -488,6 +488,7 @@ def test_signals_stop_cleanly_and_resume_finishes(tmp_path: Path, sig: signal.Si
     done = resume(session)
     assert done.returncode == 0, done.stderr
     assert iterations(session) == [0, 1, 2]
+    assert json.loads((session / "pending_action.json").read_text())["status"] == "session_complete"
     assert_valid(session)
 
 
