@@ -49,6 +49,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + p.name + ".", dir=p.parent)
     try:
+        # mkstemp creates 0600; keep the replaced file's mode, else the usual 0644, so that an approver running
+        # as another user can still read pending_action.json and friends.
+        try:
+            mode = os.stat(p).st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
