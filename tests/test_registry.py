@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -244,6 +245,13 @@ def test_legacy_import_is_idempotent(tmp_path: Path) -> None:
         assert sessions[0]["best_objective"] is not None
         with pytest.raises(Exception, match="not a legacy self-evolution session"):
             import_session_dir(reg, tmp_path)
+        # a copy of the directory elsewhere has the same name: it gets its own stable id, never overwrites
+        copy = tmp_path / "elsewhere" / d.name
+        shutil.copytree(d, copy)
+        c1 = import_session_dir(reg, copy)
+        c2 = import_session_dir(reg, copy)
+        assert c1["session_id"] == c2["session_id"] != d.name and c1["session_id"].startswith(d.name)
+        assert len(reg.list_sessions()) == 2 and len(reg.iterations(d.name)) == 3
 
 
 # ---------------------------------------------------------------------------------------- CLI, subprocesses

@@ -220,7 +220,8 @@
     }
     const chartPanel = h("div", { class: "panel" }, h("h2", {}, `${s.objective} per iteration`), chartBox);
     AEChart.render(chartBox, {
-      integerX: true, xLabel: "iteration", yLabel: s.objective, height: 260, title: "objective per iteration",
+      integerX: true, xMin: 0, xMax: s.iterations_target, xLabel: "iteration", yLabel: s.objective, height: 260,
+      title: "objective per iteration",
       series: [
         { name: s.objective, points: ok.map(it => [it.iteration, it.objective, `iteration ${it.iteration}: ${fmt(it.objective)}`]), kind: "line", showPoints: true, color: "#2f6fed" },
         { name: "best so far", points: bestLine, kind: "step", dash: "6 4", color: "#2b8a3e", width: 1.5 },
@@ -267,21 +268,29 @@
     const key = param.key;
     const attrs = { "data-key": key, id: "cand-" + key.replace(/[^A-Za-z0-9_-]/g, "_"), name: key };
     let input;
+    // the base config's own value may lie outside the space: it stays selectable, unchanged values are never refused
+    const choices = (param.values || []).slice();
+    const inSpace = choices.some(v => JSON.stringify(v) === JSON.stringify(value));
+    const options = () => [
+      ...(inSpace ? [] : [h("option", { value: JSON.stringify(value) }, `${fmt(value)} (current, outside the space)`)]),
+      ...choices.map(v => h("option", { value: JSON.stringify(v) }, fmt(v)))];
     if (param.keys && param.keys.length > 1) {
       attrs["data-keys"] = JSON.stringify(param.keys);
-      input = h("select", attrs, (param.values || []).map(v => h("option", { value: JSON.stringify(v) }, fmt(v))));
+      input = h("select", attrs, options());
       input.value = JSON.stringify(value);
     } else if (param.type === "choice") {
-      input = h("select", attrs, (param.values || []).map(v => h("option", { value: JSON.stringify(v) }, fmt(v))));
+      input = h("select", attrs, options());
       input.value = JSON.stringify(value);
     } else if (param.type === "bool_toggle") {
       input = h("select", attrs, h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false"));
       input.value = value ? "true" : "false";
     } else {
       const isInt = param.type === "int_range";
-      input = h("input", { ...attrs, type: "number", min: param.min, max: param.max, required: true,
-        step: isInt ? (param.step || 1) : "any", value: value === null || value === undefined ? "" : String(value),
-        "data-int": isInt ? "1" : null });
+      const v = typeof value === "number" ? value : null;
+      // off-grid values are allowed (the server checks min/max only), so the browser's step check is loosened
+      input = h("input", { ...attrs, type: "number", required: true, step: isInt ? 1 : "any",
+        min: v === null ? param.min : Math.min(param.min, v), max: v === null ? param.max : Math.max(param.max, v),
+        value: v === null ? "" : String(v), "data-int": isInt ? "1" : null, "data-min": param.min, "data-max": param.max });
     }
     input.dataset.type = param.type;
     input.dataset.original = JSON.stringify(value);
@@ -300,7 +309,7 @@
     const raw = input.value.trim();
     if (raw === "") return null;
     const n = Number(raw);
-    return input.dataset.int ? (Number.isInteger(n) ? n : n) : n;
+    return Number.isFinite(n) ? n : null;
   }
 
   function proposalPanel(d) {
@@ -338,12 +347,17 @@
       err.textContent = "";
       const candidate = { ...p.candidate };
       for (const input of params.querySelectorAll("[data-key]")) {
-        if (input.tagName === "INPUT" && !input.checkValidity()) {
-          err.textContent = `${shortKey(input.dataset.key)}: ${input.validationMessage || "invalid value"}`;
-          input.focus();
-          return;
-        }
         const v = readInput(input);
+        const unchanged = JSON.stringify(v) === input.dataset.original;
+        if (input.tagName === "INPUT" && !unchanged) {
+          const lo = Number(input.dataset.min), hi = Number(input.dataset.max);
+          if (!input.checkValidity() || v === null || v < lo || v > hi) {
+            err.textContent = `${shortKey(input.dataset.key)}: ${fmt(v)} is outside [${fmt(lo)}, ${fmt(hi)}]` +
+              (input.validationMessage ? ` (${input.validationMessage})` : "");
+            input.focus();
+            return;
+          }
+        }
         if (input.dataset.keys) JSON.parse(input.dataset.keys).forEach((k, i) => { candidate[k] = v[i]; });
         else candidate[input.dataset.key] = v;
       }

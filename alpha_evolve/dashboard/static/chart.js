@@ -61,7 +61,9 @@
     }
     let x0 = Math.min(...all.map(p => p[0])), x1 = Math.max(...all.map(p => p[0]));
     let y0 = Math.min(...all.map(p => p[1])), y1 = Math.max(...all.map(p => p[1]));
-    if (x1 === x0) { x0 -= 1; x1 += 1; }
+    if (opts.xMin !== undefined && opts.xMin !== null) x0 = Math.min(x0, opts.xMin);
+    if (opts.xMax !== undefined && opts.xMax !== null) x1 = Math.max(x1, opts.xMax);
+    if (x1 === x0) { x0 -= opts.integerX ? 0 : 1; x1 += 1; }
     if (y1 === y0) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
     const pad = (y1 - y0) * 0.08; y0 -= pad; y1 += pad;
     const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
