@@ -55,7 +55,7 @@ def bare_loop(prepared: PreparedBars, runs: int) -> list[float]:
             BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR", bypass_logging=True), run_analysis=False)
         )
         engine.add_venue(
-            Venue("SIM"), OmsType.NETTING, AccountType.CASH, [Money(100_000, USD)], base_currency=USD,
+            Venue("SIM"), OmsType.HEDGING, AccountType.CASH, [Money(100_000, USD)], base_currency=USD,
             fee_model=MakerTakerFeeModel(),
         )
         engine.add_instrument(prepared.instrument)
