@@ -276,7 +276,8 @@ def test_cli_tracked_session_with_approve_reject_stop_and_resume(tmp_path: Path)
             with ExperimentRegistry(db) as reg:
                 rows = reg.list_sessions()
                 if rows and rows[0]["status"] == "awaiting_approval":
-                    return rows[0]["id"], reg.pending_proposal(rows[0]["id"])
+                    proposal = reg.pending_proposal(rows[0]["id"])
+                    return (rows[0]["id"], proposal) if proposal else None
             return None
 
         (db.parent).mkdir(parents=True, exist_ok=True)

@@ -497,7 +497,7 @@
         h("p", { class: "small muted" }, `${exp.points.length} programs: ` + Object.entries(exp.counts).map(([k, v]) => `${v} ${k}`).join(", ") +
           (failed ? ` — failures are not plotted` : "")),
         chart,
-        h("h3", {}, "Lineage of the best program (seed → best)"), chain, info, codeBox));
+        h("h3", {}, "Lineage of the best program by train fitness (seed → best)"), chain, info, codeBox));
       AEChart.render(chart, { integerX: true, xLabel: "iteration", yLabel: "fitness (train)", height: 260, title: "fitness over iterations",
         series: [
           { name: "program fitness", kind: "points", radius: 3.5, opacity: 0.6, color: "#2f6fed",
