@@ -407,6 +407,15 @@ class _Outcome:
 
 
 @dataclass
+class _Prepared:
+    iteration: int
+    parent: Program
+    mode: str
+    request: MutationRequest
+    started: float
+
+
+@dataclass
 class _Session:
     experiment: str
     target: int
@@ -468,7 +477,8 @@ class EvolutionController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._force = False
-        self._inflight: dict[asyncio.Task[_Outcome | None], int] = {}
+        self._inflight: dict[asyncio.Task[Program], int] = {}
+        self._modes: dict[int, str] = {}
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -738,13 +748,17 @@ class EvolutionController:
         )
 
     async def _loop_iterations(self, s: _Session, pending: deque[int]) -> None:
+        """Run iterations with up to ``max_concurrent`` in flight, recording them strictly in iteration order.
+
+        Iteration ``i`` chooses its parent right after iteration ``i - max_concurrent`` is recorded, so it always
+        sees exactly the store of iterations ``0 .. i - max_concurrent``: with a fixed seed and a deterministic
+        mutator a run records the same programs however fast each evaluation happens to be. A finished
+        iteration waits for the ones before it (head-of-line) — a small price for reproducible runs.
+        """
         inflight = self._inflight
         while True:
             self._check_external(s)
-            while not self._halting(s) and pending and len(inflight) < self.config.max_concurrent:
-                iteration = pending.popleft()
-                task = asyncio.create_task(self._iteration(s, iteration), name=f"iteration-{iteration}")
-                inflight[task] = iteration
+            self._start_iterations(s, pending)
             if not inflight:
                 return
             if self._force:
@@ -753,35 +767,50 @@ class EvolutionController:
             s.wake.clear()
             waker: asyncio.Task[Any] = asyncio.create_task(s.wake.wait())
             waiting: list[asyncio.Task[Any]] = [*inflight, waker]
-            done, _ = await asyncio.wait(waiting, timeout=_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, timeout=_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
-            for finished in done:
-                if finished is waker or finished not in inflight:
-                    continue
-                task = finished
-                iteration = inflight.pop(task)
-                try:
-                    outcome = task.result()
-                except asyncio.CancelledError:
-                    continue
-                except BudgetExceeded as exc:
-                    if exc.response is not None:
-                        s.tokens += _tokens(exc.response)
-                        s.usd += float(exc.response.cost_usd)
-                    logger.info("experiment %s: %s", s.experiment, _one_line(exc))
-                    s.halt_reason = s.halt_reason or StopReason.BUDGET
-                    continue
-                except _FatalMutator as exc:
-                    logger.error(
-                        "experiment %s: the mutator cannot continue (%s): %s",
-                        s.experiment,
-                        exc.response.failure_kind,
-                        _one_line(exc),
-                    )
-                    s.halt_reason = s.halt_reason or StopReason.MUTATOR
-                    continue
-                if outcome is not None and outcome.recorded:
-                    self._after_record(s, iteration, outcome)
+            # Record finished iterations in order; start the next one after each record (see the docstring).
+            while inflight:
+                task, iteration = min(inflight.items(), key=lambda item: item[1])
+                if not task.done():
+                    break
+                del inflight[task]
+                self._finish(s, task, iteration)
+                self._start_iterations(s, pending)
+
+    def _start_iterations(self, s: _Session, pending: deque[int]) -> None:
+        inflight = self._inflight
+        while not self._halting(s) and pending and len(inflight) < self.config.max_concurrent:
+            iteration = pending.popleft()
+            prepared = self._prepare(s, iteration)
+            self._modes[iteration] = prepared.mode
+            task = asyncio.create_task(self._iteration(s, prepared), name=f"iteration-{iteration}")
+            inflight[task] = iteration
+
+    def _finish(self, s: _Session, task: asyncio.Task[Program], iteration: int) -> None:
+        try:
+            program = task.result()
+        except asyncio.CancelledError:
+            return
+        except BudgetExceeded as exc:
+            if exc.response is not None:
+                s.tokens += _tokens(exc.response)
+                s.usd += float(exc.response.cost_usd)
+            logger.info("experiment %s: %s", s.experiment, _one_line(exc))
+            s.halt_reason = s.halt_reason or StopReason.BUDGET
+            return
+        except _FatalMutator as exc:
+            logger.error(
+                "experiment %s: the mutator cannot continue (%s): %s",
+                s.experiment,
+                exc.response.failure_kind,
+                _one_line(exc),
+            )
+            s.halt_reason = s.halt_reason or StopReason.MUTATOR
+            return
+        outcome = self._record(s, iteration, program)
+        if outcome.recorded:
+            self._after_record(s, iteration, outcome)
 
     def _halting(self, s: _Session) -> bool:
         if self._stop_requested and s.halt_reason is None:
@@ -883,11 +912,12 @@ class EvolutionController:
             await asyncio.gather(*tasks, return_exceptions=True)
             logger.info("cancelled %d unrecorded iteration(s)", len(tasks))
         self._inflight.clear()
+        self._modes.clear()
 
     # ------------------------------------------------------------------------------------- one iteration
 
-    async def _iteration(self, s: _Session, iteration: int) -> _Outcome | None:
-        started = time.monotonic()
+    def _prepare(self, s: _Session, iteration: int) -> _Prepared:
+        """Choose the parent and build the request now, from the store as it is at this moment."""
         rng = random.Random(f"{s.random_seed}:{iteration}")
         ev = self.config
         parent, mode = select_parent(
@@ -906,6 +936,11 @@ class EvolutionController:
             guidance=ev.guidance,
             inspirations=self._inspirations(s.experiment, parent),
         )
+        return _Prepared(iteration, parent, mode, request, time.monotonic())
+
+    async def _iteration(self, s: _Session, prepared: _Prepared) -> Program:
+        """Mutate and evaluate; the result is recorded by the loop, in iteration order."""
+        iteration, parent, request = prepared.iteration, prepared.parent, prepared.request
         code, response, tokens, usd, error, kind = await self._mutate(request, parent)
         program = Program(
             experiment=s.experiment,
@@ -930,7 +965,7 @@ class EvolutionController:
             self._apply_result(program, result)
             if result.status == "timeout":
                 logger.warning("iteration %d: evaluation timed out: %s", iteration, result.error)
-        program.elapsed_s = time.monotonic() - started
+        program.elapsed_s = time.monotonic() - prepared.started
         logger.debug(
             "iteration %d: %s fitness %s (%s)",
             iteration,
@@ -938,11 +973,16 @@ class EvolutionController:
             _fmt(program.fitness),
             program.failure_message or "",
         )
+        return program
+
+    def _record(self, s: _Session, iteration: int, program: Program) -> _Outcome:
+        mode = self._modes.pop(iteration, "?")
         try:
             self.store.record_iteration(program)
         except DuplicateIterationError as exc:
             logger.warning("iteration %d already recorded; skipped (%s)", iteration, _one_line(exc))
             return _Outcome(program, mode, recorded=False)
+        ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
         self.store.prune(s.experiment, ev.population_size, archive)
         return _Outcome(program, mode, recorded=True)

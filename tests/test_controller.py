@@ -157,6 +157,34 @@ async def test_concurrency_records_same_iterations(tmp_path: Path, evaluator: An
     assert codes[(1, 0)] == codes[(1, 2)]
 
 
+class JitterMutator:
+    """Offline mutations that come back after a random delay, so concurrent iterations finish out of order."""
+
+    name = "jitter"
+
+    def __init__(self, seed: int) -> None:
+        import random as _random
+
+        self.inner = OfflineMutator(seed=seed)
+        self.clock = _random.Random()  # deliberately unseeded: timing differs between runs
+
+    async def mutate(self, request: MutationRequest) -> MutationResponse:
+        await asyncio.sleep(self.clock.random() * 0.15)
+        return await self.inner.mutate(request)
+
+
+async def test_concurrent_runs_are_reproducible_whatever_the_timing(tmp_path: Path, evaluator: Any) -> None:
+    runs = []
+    for n in range(2):
+        with ProgramStore(tmp_path / f"jitter{n}.sqlite") as s:
+            controller = make(s, evaluator, JitterMutator(seed=5), max_concurrent=2)
+            await controller.run("momentum", "jit", 8)
+            programs = sorted(s.top_k("jit", 100), key=lambda p: p.iteration or 0)
+            runs.append([(p.iteration, p.parent_id, p.code, p.fitness) for p in programs])
+    assert [r[0] for r in runs[0]] == list(range(0, 9))
+    assert runs[0] == runs[1]
+
+
 async def test_target_fitness_stop(store: ProgramStore, evaluator: Any) -> None:
     ctl = make(store, evaluator, max_concurrent=1)
     result = await ctl.run("momentum", "tgt", 50, stop_condition=StopCondition(target_fitness=-100.0))
