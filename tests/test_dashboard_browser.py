@@ -110,6 +110,20 @@ def test_approve_in_the_browser_and_watch_the_session_move_on(dashboard: dict[st
             approve.click()
             expect(page.locator("#decision-error")).to_contain_text("generations")
             expect(proposal).to_have_attribute("data-action-id", action_id)
+            # the server re-checks too: a request from the page that skips the form's checks is refused
+            sid_now = page.url.split("#/session/")[1]
+            refused = page.evaluate(
+                """async ([sid, aid]) => {
+                    const token = document.querySelector('meta[name="ae-token"]').content;
+                    const r = await fetch(`/api/sessions/${sid}/decision`, {method: "POST",
+                        headers: {"Content-Type": "application/json", "X-AE-Token": token},
+                        body: JSON.stringify({action_id: aid, decision: "approved",
+                                              candidate: {"evolution.generations": 99}})});
+                    return [r.status, (await r.json()).error];
+                }""",
+                [sid_now, action_id],
+            )
+            assert refused[0] == 422 and "outside" in refused[1], refused
             gens.fill("4")
             page.locator("#decision-notes").fill("approved from the browser test")
             page.screenshot(path=str(SHOTS / "02_session_pending_proposal.png"), full_page=True)
