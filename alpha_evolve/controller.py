@@ -1050,17 +1050,8 @@ class EvolutionController:
         return None, response, (tin, tout), usd, error, kind
 
     async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
-        ev = self.evaluator
-        if screen or getattr(ev.settings, "screen_fraction", 0.0) == 0.0:
-            return await ev.aevaluate(code, "train", "full", parent_code=parent_code)
-        # The seed is scored on the full train split: swap the screen off while nothing else is in flight
-        # (the evaluator reads screen_fraction in this process, when a task is dispatched).
-        saved = ev.settings
-        ev.settings = dataclasses.replace(saved, screen_fraction=0.0)
-        try:
-            return await ev.aevaluate(code, "train", "full", parent_code=parent_code)
-        finally:
-            ev.settings = saved
+        # The seed skips the screen: it is the reference parent and must be scored on the whole train split.
+        return await self.evaluator.aevaluate(code, "train", "full", parent_code=parent_code, screen=screen)
 
     def _apply_result(self, program: Program, result: EvalResult) -> None:
         program.stage = result.stage

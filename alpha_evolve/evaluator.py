@@ -397,6 +397,7 @@ class StrategyEvaluator:
         *,
         parent_code: str | None = None,
         symbols: Sequence[str] | None = None,
+        screen: bool = True,
     ) -> EvalResult:
         """Run the cascade up to `stage` ("static", "screen" or "full") on `split`.
 
@@ -427,7 +428,7 @@ class StrategyEvaluator:
                 elapsed=time.perf_counter() - started,
             )
 
-        fraction = self.settings.screen_fraction
+        fraction = self.settings.screen_fraction if screen else 0.0
         if split == "train" and fraction > 0:
             outcomes = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
             result = self._result(outcomes, "screen", split, started)
@@ -452,11 +453,12 @@ class StrategyEvaluator:
         *,
         parent_code: str | None = None,
         symbols: Sequence[str] | None = None,
+        screen: bool = True,
     ) -> EvalResult:
         """`evaluate` without blocking the event loop; at most `max_concurrent` run at once."""
         loop = asyncio.get_running_loop()
         call = functools.partial(
-            self.evaluate, code, split, stage, parent_code=parent_code, symbols=symbols
+            self.evaluate, code, split, stage, parent_code=parent_code, symbols=symbols, screen=screen
         )
         return await loop.run_in_executor(self._executor, call)
 
