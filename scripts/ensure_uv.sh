@@ -8,6 +8,8 @@ if command -v uv >/dev/null 2>&1; then
 fi
 if ! python3 -m uv --version >/dev/null 2>&1; then
     echo "installing uv with pip ..." >&2
-    python3 -m pip install --quiet uv >&2 || python3 -m pip install --quiet --user uv >&2
+    python3 -m pip install --quiet uv >&2 \
+        || python3 -m pip install --quiet --user uv >&2 \
+        || python3 -m pip install --quiet --user --break-system-packages uv >&2  # Debian's PEP 668 python
 fi
 echo "python3 -m uv"
