@@ -395,8 +395,10 @@ def resume(session_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    proc = run_cli("self-evolve", "--mode", "tracked", "--session-root", str(tmp_path))
-    assert proc.returncode == 2 and "use --mode legacy" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = run_cli("self-evolve", "--mode", "tracked", "--registry-db", str(tmp_path / "r.sqlite"),
+                   "--search-space", str(tmp_path / "missing.json"), "--session-root", str(tmp_path))
+    assert proc.returncode == 2 and "search-space file not found" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
     proc = run_cli("approve", str(tmp_path / "nope"))
     assert proc.returncode == 1 and proc.stderr.startswith("alpha-evolve: error:") and "Traceback" not in proc.stderr
     proc = run_cli("self-evolve", "--mode", "legacy", "--iterations", "-1", "--session-root", str(tmp_path))

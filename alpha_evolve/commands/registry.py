@@ -110,6 +110,11 @@ def resolve_session_id(reg: ExperimentRegistry, target: str) -> str:
 
 def tracked_decision(target: str, status: str, notes: str | None, registry_db: str | None) -> dict[str, Any]:
     """``approve|reject|stop`` for a tracked session: one transaction on the registry, checked like the dashboard."""
+    db = default_registry_path(registry_db)
+    if not db.exists():
+        raise RegistryError(
+            f"{target}: not a legacy session directory (no session_summary.json), and the registry {db} does not exist"
+        )
     with _open(registry_db, create=False) as reg:
         session_id = resolve_session_id(reg, target)
         if status == "stop":
@@ -242,7 +247,8 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
         console.print(
             f"{verb} tracked self-evolution session [bold]{session_id}[/bold] in {reg.path} (objective "
             f"{settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
-            f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})"
+            f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})",
+            soft_wrap=True,
         )
         console.print(f"  artefacts: {artifact_dir}", markup=False)
         console.print(f"  dashboard: {registry_commands(reg.path, session_id)['dashboard']}", markup=False)

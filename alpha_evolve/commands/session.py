@@ -35,7 +35,7 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
         "--mode",
         choices=["tracked", "legacy"],
         default=None,
-        help="tracked (SQLite registry; default once it exists) or legacy (session directory files)",
+        help="tracked (SQLite registry, the default) or legacy (session directory files)",
     )
     p.add_argument("--config", default=None, help="base TOML config (default: built-in defaults)")
     p.add_argument("--search-space", default=None, help="JSON/TOML search space (see configs/self_evolution/)")
@@ -62,7 +62,9 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=["random", "optuna"], default=None, help="proposal sampler (random)")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (0)")
     p.add_argument("--session-root", default=None, help=f"where sessions are created ({DEFAULT_SESSION_ROOT}/)")
-    p.add_argument("--registry-db", default=None, help="SQLite registry for tracked mode")
+    p.add_argument(
+        "--registry-db", default=None, help="tracked-mode registry (artifacts/experiments/experiments.sqlite)"
+    )
     p.add_argument(
         "--pipeline-output-dir", default=None, help="base folder for inner runs (default: SESSION/pipeline_runs)"
     )
@@ -103,7 +105,9 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="do not write generated_configs/ TOML snapshots",
     )
-    p.add_argument("--resume", metavar="SESSION_DIR", default=None, help="continue an interrupted session")
+    p.add_argument(
+        "--resume", metavar="SESSION", default=None, help="continue an interrupted session (legacy dir or tracked id)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,8 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("stop", "stop", "end the session (resumable with --resume)"),
     ):
         q = sub.add_parser(verb, help=f"answer a session's pending action: {text}")
-        q.add_argument("session_dir", metavar="SESSION_DIR")
+        q.add_argument("session_dir", metavar="SESSION", help="a legacy SESSION_DIR, or a tracked session's id")
         q.add_argument("--notes", default=None, help="rationale recorded with the decision")
+        q.add_argument("--registry-db", default=None, help="registry of tracked sessions ($AE_EXPERIMENTS_DB)")
         q.set_defaults(func=_decision_handler(status))
     v = sub.add_parser("validate", help="check a self-evolution session's files against their JSON schemas")
     v.add_argument("session_dir", metavar="SESSION_DIR")
@@ -214,10 +219,6 @@ def _resolve(args: argparse.Namespace) -> tuple[SessionSettings, Path, dict[str,
         given["search_space_path"] = default
     settings = SessionSettings(**given)
     _check_settings(settings)
-    if settings.mode == "tracked":
-        raise SessionError(
-            "--mode tracked needs the experiment registry, which this install does not have yet; use --mode legacy"
-        )
     if settings.objective in LOWER_IS_BETTER and settings.maximize:
         console.print(f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?")
     return settings, new_session_dir(args.session_root or DEFAULT_SESSION_ROOT), None
@@ -235,6 +236,17 @@ def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., 
         return fail(str(exc), 2)
 
 
+def _is_tracked(args: argparse.Namespace) -> bool:
+    """Tracked unless asked for legacy or resuming a session directory (tracked sessions resume by id)."""
+    from alpha_evolve.session_files import SUMMARY
+
+    if args.resume and (Path(args.resume) / SUMMARY).is_file():
+        return False
+    if args.mode is not None:
+        return bool(args.mode == "tracked")
+    return _registry_available()
+
+
 def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) -> int:
     from alpha_evolve.cli import fail
     from alpha_evolve.samplers import make_sampler
@@ -242,6 +254,10 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
     from alpha_evolve.session import SelfEvolutionLoop, load_base_config
     from alpha_evolve.session_files import FileStateBackend
 
+    if _is_tracked(args):
+        from alpha_evolve.commands.registry import run_tracked
+
+        return run_tracked(args, pipeline_runner)
     settings, session_dir, summary = _resolve(args)
     if settings.mode != "legacy":
         raise SessionError(f"{session_dir}: a {settings.mode} session cannot be resumed by this install")
@@ -307,8 +323,20 @@ def _self_evolve_handler(args: argparse.Namespace) -> int:
 def _decision_handler(status: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         from alpha_evolve.cli import fail
-        from alpha_evolve.session_files import write_decision
+        from alpha_evolve.session_files import SUMMARY, write_decision
 
+        if not (Path(args.session_dir) / SUMMARY).is_file() and _registry_available():
+            from alpha_evolve.commands.registry import tracked_decision
+
+            try:
+                info = tracked_decision(args.session_dir, status, args.notes, args.registry_db)
+            except SessionError as exc:
+                return fail(str(exc), 1)
+            what = "requested"
+            if "action_id" in info:
+                what = f"action {info['action_id']} (iteration {info['next_iteration']})"
+            console.print(f"{status}: session {info['session_id']} {what}", markup=False)
+            return 0
         try:
             data = write_decision(args.session_dir, status, args.notes)
         except SessionError as exc:

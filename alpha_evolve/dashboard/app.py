@@ -316,7 +316,10 @@ def create_app(config: DashboardConfig) -> Starlette:
                 ).fetchone()
             if row is not None:
                 return ORJSONResponse({"ok": True, "session_id": row[0], "pid": proc.pid, "log": str(log_path)}, 201)
-            if proc.poll() is not None:
+            if proc.poll() is not None:  # a short session may finish (and release owner_pid) before we look
+                sid = _session_id_from_log(log_path)
+                if proc.returncode == 0 and sid and registry.get_session(sid) is not None:
+                    return ORJSONResponse({"ok": True, "session_id": sid, "pid": proc.pid, "log": str(log_path)}, 201)
                 return error(422, _last_error_line(log_path) or f"self-evolve exited with code {proc.returncode}")
             time.sleep(0.1)
         return error(504, f"the session process (pid {proc.pid}) did not register within {START_WAIT_SECONDS:g} s")
@@ -514,6 +517,16 @@ def _start_argv(body: dict[str, Any], config: DashboardConfig) -> list[str]:
     if body.get("auto_approve"):
         argv.append("--auto-approve")
     return argv
+
+
+def _session_id_from_log(log_path: Path) -> str | None:
+    """The id ``self-evolve`` prints when it starts ("starting tracked self-evolution session <id> in ...")."""
+    import re
+
+    with contextlib.suppress(OSError):
+        m = re.search(r"tracked self-evolution session (\S+)", log_path.read_text(encoding="utf-8", errors="replace"))
+        return m.group(1) if m else None
+    return None
 
 
 def _last_error_line(log_path: Path) -> str | None:
