@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ DEFAULT_REGISTRY_DB = "artifacts/experiments/experiments.sqlite"
 ENV_REGISTRY_DB = "AE_EXPERIMENTS_DB"
 DECISION_POLL_SECONDS = 0.05
 HEARTBEAT_SECONDS = 1.0
+STALE_SECONDS = 15.0
+"""A session whose driver has not beaten for this long is shown as not responding (killed, machine asleep)."""
 
 SESSION_STATUSES = ("running", "awaiting_approval", "stop_requested", "stopped", "completed", "failed")
 PROPOSAL_STATUSES = ("pending", "approved", "rejected")
@@ -190,6 +193,17 @@ def _row(row: sqlite3.Row | None, json_cols: tuple[str, ...]) -> dict[str, Any] 
         if col in out and isinstance(out[col], str):
             out[col] = orjson.loads(out[col])
     return out
+
+
+def driver_alive(owner_pid: int | None, heartbeat_at: str | None) -> bool:
+    """Whether a session still has a process driving it: an owner that beat within ``STALE_SECONDS``."""
+    if not owner_pid or not heartbeat_at:
+        return False
+    try:
+        beat = datetime.fromisoformat(heartbeat_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (datetime.now(UTC) - beat).total_seconds() < STALE_SECONDS
 
 
 class ExperimentRegistry:
@@ -374,7 +388,10 @@ class ExperimentRegistry:
                           heartbeat_at, created_at, updated_at, finished_at
                    FROM sessions ORDER BY created_at DESC, id DESC"""
             ).fetchall()
-        return [r for r in (_row(x, ()) for x in rows) if r is not None]
+        out = [r for r in (_row(x, ()) for x in rows) if r is not None]
+        for r in out:
+            r["alive"] = driver_alive(r["owner_pid"], r["heartbeat_at"])
+        return out
 
     def save_summary(self, session_id: str, summary: Mapping[str, Any]) -> None:
         """Store the loop's summary and the columns derived from it, in one transaction."""
@@ -409,15 +426,27 @@ class ExperimentRegistry:
     def request_stop(self, session_id: str) -> dict[str, Any]:
         """What ``alpha-evolve stop`` and the dashboard's Stop do: the loop stops at its next safe point."""
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            row = conn.execute(
+                "SELECT status, owner_pid, heartbeat_at FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
             if row is None:
                 raise DecisionError(f"registry {self.path}: no session {session_id!r}", 404)
             if row[0] not in ("running", "awaiting_approval", "stop_requested"):
                 raise DecisionError(f"session {session_id} is {row[0]}, not running", 409)
-            conn.execute(
-                "UPDATE sessions SET stop_requested = 1, status = 'stop_requested', updated_at = ? WHERE id = ?",
-                (utc_now(), session_id),
-            )
+            if not driver_alive(row[1], row[2]):  # nobody will act on the flag: record the stop ourselves
+                conn.execute(
+                    """UPDATE sessions SET stop_requested = 0, status = 'stopped', loop_status = 'stopped',
+                           owner_pid = NULL, last_error = ?, updated_at = ?, finished_at = ? WHERE id = ?""",
+                    (
+                        f"its process was gone (last heartbeat {row[2] or 'never'}); resume to continue",
+                        utc_now(), utc_now(), session_id,
+                    ),
+                )  # fmt: skip
+            else:
+                conn.execute(
+                    "UPDATE sessions SET stop_requested = 1, status = 'stop_requested', updated_at = ? WHERE id = ?",
+                    (utc_now(), session_id),
+                )
         return self.require_session(session_id)
 
     def stop_requested(self, session_id: str) -> bool:

@@ -329,3 +329,42 @@ def test_cli_registry_import_and_list(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == [d.name]
     bad = _cli("registry", "import", str(tmp_path / "nowhere"), "--registry-db", str(db))
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_kill_9_mid_run_then_stop_marks_it_and_resume_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "reg" / "experiments.sqlite"
+    db.parent.mkdir(parents=True)
+    block = tmp_path / "block"
+    block.write_text("1")
+    env = {**os.environ, "AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), "--mode", "tracked", "--registry-db", str(db), "--session-root",
+         str(tmp_path / "s"), "--iterations", "2", "--auto-approve"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="iteration 1 running")
+    finally:
+        proc.kill()
+        proc.wait()
+    block.unlink()
+    with ExperimentRegistry(db) as reg:
+        sid = reg.list_sessions()[0]["id"]
+        s = reg.require_session(sid)
+        assert s["status"] == "running" and s["owner_pid"] == proc.pid  # what a kill -9 leaves behind
+        assert [i["iteration"] for i in reg.iterations(sid)] == [0]
+        conn = sqlite3.connect(db)  # make the dead driver's heartbeat old, as it is after a while
+        conn.execute("UPDATE sessions SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", (sid,))
+        conn.commit()
+        conn.close()
+        assert reg.list_sessions()[0]["alive"] is False
+        stopped = reg.request_stop(sid)  # nobody would act on a flag: the stop is recorded at once
+        assert stopped["status"] == "stopped" and "gone" in stopped["last_error"]
+    res = subprocess.run([sys.executable, str(DRIVER), "--mode", "tracked", "--registry-db", str(db), "--resume", sid],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with ExperimentRegistry(db) as reg:
+        assert reg.require_session(sid)["status"] == "completed"
+        its = reg.iterations(sid)
+        assert [i["iteration"] for i in its] == [0, 1, 2]
+        assert its[1]["record"]["reruns"] == 1  # iteration 1 was re-run once, in a new run directory

@@ -41,6 +41,7 @@ from alpha_evolve.registry import (
     DecisionError,
     ExperimentRegistry,
     RegistryError,
+    driver_alive,
     session_checker,
 )
 
@@ -402,6 +403,7 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
     summary = s.pop("summary", None) or {}
     space = s.pop("search_space", None) or {}
     s["best"] = summary.get("best")
+    s["alive"] = driver_alive(s.get("owner_pid"), s.get("heartbeat_at"))
     s["base_config"] = s.get("base_config")
     iterations = []
     for it in detail["iterations"]:

@@ -41,6 +41,8 @@
   function badge(status) { return h("span", { class: "badge " + (status || ""), "data-status": status || "" }, (status || "?").replace(/_/g, " ")); }
   function when(iso) { return iso ? String(iso).replace("T", " ").replace(/\.\d+Z?$|Z$/, "") : "–"; }
 
+  function stale(s) { return s.mode === "tracked" && ["running", "awaiting_approval", "stop_requested"].includes(s.status) && !s.alive; }
+
   function updatesNode(updates) {
     const keys = Object.keys(updates || {});
     if (!keys.length) return h("span", { class: "muted" }, "base config");
@@ -121,7 +123,7 @@
     const rows = data.sessions.map(s => h("tr", { class: "clickable", "data-session": s.id,
         onclick: () => { location.hash = "#/session/" + encodeURIComponent(s.id); } },
       h("td", {}, h("a", { href: "#/session/" + encodeURIComponent(s.id) }, s.id)),
-      h("td", {}, badge(s.status)),
+      h("td", {}, badge(s.status), stale(s) ? h("span", { class: "badge failed", title: "no heartbeat from its process" }, " not responding") : null),
       h("td", {}, s.mode),
       h("td", {}, `${s.objective} (${s.direction === "maximize" ? "max" : "min"})`),
       h("td", { class: "num" }, s.best_objective === null ? "–" : fmt(s.best_objective)),
@@ -183,7 +185,7 @@
     const d = await api("/api/sessions/" + encodeURIComponent(id));
     const s = d.session;
     const maximize = s.direction === "maximize";
-    const canStop = ["running", "awaiting_approval"].includes(s.status) && s.mode === "tracked";
+    const canStop = ["running", "awaiting_approval", "stop_requested"].includes(s.status) && s.mode === "tracked";
     const stopBtn = canStop ? h("button", { class: "danger", id: "stop-session", onclick: async (ev) => {
       if (!confirm(`Stop session ${s.id}? It stops at the next safe point and can be resumed.`)) return;
       ev.target.disabled = true;
@@ -208,6 +210,8 @@
         h("dt", {}, "artefacts"), h("dd", {}, s.artifact_dir || "–"),
         h("dt", {}, "updated"), h("dd", {}, when(s.updated_at) + (s.owner_pid ? ` · driven by pid ${s.owner_pid}` : "")),
         s.last_error ? h("dt", {}, "last error") : null, s.last_error ? h("dd", { class: "error" }, s.last_error) : null),
+      stale(s) ? h("p", { class: "notice", id: "stale-notice" }, `No process is driving this session (last heartbeat ${when(s.heartbeat_at)}). ` +
+        `Resume it with: alpha-evolve self-evolve --mode tracked --resume ${s.id} (same --registry-db), or Stop it to mark it stopped.`) : null,
       h("div", { class: "buttons" }, stopBtn, exportLink));
 
     const chartBox = h("div", { id: "objective-chart" });
