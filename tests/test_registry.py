@@ -198,6 +198,15 @@ def test_a_refused_hand_edit_reopens_the_proposal_and_the_loop_keeps_waiting(tmp
     assert t.finish().status == "session_complete"
 
 
+def test_approval_timeout_ends_the_session_cleanly(tmp_path: Path) -> None:
+    t = Tracked(tmp_path, iterations=1, approval_timeout=0.3)
+    assert t.finish().status == "timed_out"
+    s = t.registry.require_session(t.id)
+    assert s["status"] == "stopped" and s["loop_status"] == "timed_out" and "timed out" in s["last_error"]
+    p = t.registry.proposals(t.id)[0]
+    assert p["status"] == "pending" and p["loop_status"] == "timed_out"  # still answerable; taken on resume
+
+
 def test_a_second_driver_is_refused(tmp_path: Path) -> None:
     t = Tracked(tmp_path, iterations=1)
     t.pending()
