@@ -404,6 +404,8 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
     space = s.pop("search_space", None) or {}
     s["best"] = summary.get("best")
     s["alive"] = driver_alive(s.get("owner_pid"), s.get("heartbeat_at"))
+    state = summary.get("state") or {}
+    s["phase"] = {k: state.get(k) for k in ("phase", "iteration", "started_at", "attempt")}
     s["base_config"] = s.get("base_config")
     iterations = []
     for it in detail["iterations"]:

@@ -321,7 +321,10 @@
     if (!p) {
       state.proposalNode = null; state.proposalKey = null;
       const s = d.session;
-      const msg = s.status === "running" ? "No decision needed right now: an iteration is running."
+      const ph = s.phase || {};
+      const msg = s.status === "running" && ph.phase === "running"
+        ? `Iteration ${ph.iteration} is running (started ${when(ph.started_at)}); the next proposal appears here when it ends.`
+        : s.status === "running" ? "No decision needed right now: the session is working."
         : s.status === "completed" ? "The session is complete." : `The session is ${s.status.replace(/_/g, " ")}.`;
       return h("div", { class: "panel", id: "proposal" }, h("h2", {}, "Proposal"), h("p", { class: "muted", id: "no-proposal" }, msg));
     }
