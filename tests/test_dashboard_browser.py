@@ -153,6 +153,7 @@ def test_approve_in_the_browser_and_watch_the_session_move_on(dashboard: dict[st
             expect(page.locator("#equity-chart svg path").first).to_be_visible()
             expect(page.locator("#top-programs")).to_be_visible()
             expect(page.locator("#best-code")).to_contain_text("class")
+            expect(page.locator("#summary-json")).to_contain_text("best_metrics")
             expect(page.locator("#evolution .fitness-chart svg circle").first).to_be_visible()
             expect(page.locator("#evolution .lineage .node.sel")).to_have_count(1)
             page.screenshot(path=str(SHOTS / "04_run_and_programs.png"), full_page=True)

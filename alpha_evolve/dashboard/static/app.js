@@ -452,6 +452,8 @@
         h("thead", {}, h("tr", {}, cols.map(c => h("th", {}, c.replace(/_/g, " "))))),
         h("tbody", {}, d.top_programs.map(r => h("tr", {}, cols.map(c => h("td", { class: typeof r[c] === "number" ? "num" : "" }, fmt(r[c]))))))))));
     }
+    parts.push(h("details", { class: "panel" }, h("summary", {}, "SUMMARY.json"),
+      h("pre", { class: "code", id: "summary-json" }, JSON.stringify(s, null, 2))));
     if (d.best_code) parts.push(h("details", { class: "panel", open: true }, h("summary", {}, "Best strategy (best_strategy.py)"), h("pre", { class: "code", id: "best-code" }, d.best_code)));
     const evoBox = h("div", { id: "evolution" });
     if (d.has_programs) parts.push(h("div", { class: "panel" }, h("h2", {}, "Evolution (programs.sqlite)"), evoBox));
