@@ -222,7 +222,10 @@ class ExperimentRegistry:
         if not self.path.exists():
             if not create:
                 raise RegistryError(f"registry {self.path} does not exist")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(f"registry {self.path}: cannot create its folder ({exc.strerror or exc})") from None
         try:
             self._open()
         except BaseException:

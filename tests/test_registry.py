@@ -22,6 +22,7 @@ from alpha_evolve.config import RunConfig
 from alpha_evolve.registry import (
     DecisionError,
     ExperimentRegistry,
+    RegistryError,
     RegistryStateBackend,
     import_session_dir,
     search_space_record,
@@ -116,6 +117,10 @@ def test_schema_is_wal_versioned_and_refuses_foreign_files(tmp_path: Path) -> No
         ExperimentRegistry(other)
     with pytest.raises(Exception, match="does not exist"):
         ExperimentRegistry(tmp_path / "missing.sqlite", create=False)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RegistryError, match="cannot be opened: file is not a database"):
+        ExperimentRegistry(garbage)
 
 
 def test_auto_approve_tracked_session_records_everything(tmp_path: Path) -> None:
