@@ -352,6 +352,9 @@ class ProgramStore:
         self._busy_ms = int(busy_timeout_s * 1000)
         self._synchronous = synchronous
         self._local = threading.local()
+        # Parsed behaviour descriptors by program id: they are written once when an iteration is recorded, so
+        # novelty-weighted selection need not re-read and re-parse 1,000 JSON rows on every draw.
+        self._behaviors: dict[int, dict[str, Any] | None] = {}
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
@@ -703,6 +706,7 @@ class ProgramStore:
                 f"UPDATE programs SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
                 (*(row[c] for c in cols), program_id),
             )
+        self._behaviors.pop(program_id, None)
         return updated
 
     def top_k(self, experiment: str, k: int, metric: str = "fitness", *, active_only: bool = False) -> list[Program]:
@@ -849,17 +853,25 @@ class ProgramStore:
         self, experiment: str, limit: int, *, with_behavior: bool = False
     ) -> list[tuple[int, float, dict[str, Any] | None]]:
         """(id, fitness, behavior) of the best `limit` eligible programs, best first, from the index."""
-        cols = "id, fitness, behavior" if with_behavior else "id, fitness, NULL"
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT {cols} FROM {_BY_FITNESS} WHERE experiment = ? AND {_ELIGIBLE}"
-                " ORDER BY fitness DESC, id ASC LIMIT ?",
-                (experiment, int(limit)),
-            )
-            .fetchall()
-        )
-        return [(int(r[0]), float(r[1]), None if r[2] is None else orjson.loads(r[2])) for r in rows]
+        conn = self._conn()
+        rows = conn.execute(
+            f"SELECT id, fitness FROM {_BY_FITNESS} WHERE experiment = ? AND {_ELIGIBLE}"
+            " ORDER BY fitness DESC, id ASC LIMIT ?",
+            (experiment, int(limit)),
+        ).fetchall()
+        if not with_behavior:
+            return [(int(r[0]), float(r[1]), None) for r in rows]
+        cache = self._behaviors
+        missing = [int(r[0]) for r in rows if int(r[0]) not in cache]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for pid, raw in conn.execute(f"SELECT id, behavior FROM programs WHERE id IN ({marks})", chunk):
+                cache[int(pid)] = None if raw is None else orjson.loads(raw)
+        if len(cache) > 50_000:  # bound the memory of a very long run; the best programs are re-read once
+            keep = {int(r[0]) for r in rows}
+            self._behaviors = cache = {k: v for k, v in cache.items() if k in keep}
+        return [(int(r[0]), float(r[1]), cache.get(int(r[0]))) for r in rows]
 
     def random_eligible_id(self, experiment: str, rng: random.Random, attempts: int = 64) -> int | None:
         """A uniformly random eligible id without scanning the table.
