@@ -27,8 +27,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from alpha_evolve.session import (
     WaitResult,
     utc_now,
 )
+from alpha_evolve.sqlite_db import SQLiteFile
 
 logger = logging.getLogger("alpha_evolve.registry")
 
@@ -206,113 +206,26 @@ def driver_alive(owner_pid: int | None, heartbeat_at: str | None) -> bool:
     return (datetime.now(UTC) - beat).total_seconds() < STALE_SECONDS
 
 
-class ExperimentRegistry:
+class ExperimentRegistry(SQLiteFile):
     """Sessions, iterations and proposals in one SQLite file, shared by the loop, the CLI and the dashboard.
 
     One connection per thread (sqlite3 connections must not cross threads mid-transaction); ``close()`` them all.
     """
 
+    KIND = "registry"
+    ERROR = RegistryError
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = _SCHEMA
+    TABLES = frozenset({"meta", "sessions", "iterations", "proposals", "briefings"})
+
     def __init__(self, db_path: str | os.PathLike[str], *, create: bool = True, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(db_path)
-        self._busy_ms = int(busy_timeout_s * 1000)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._closed = False
-        if not self.path.exists():
-            if not create:
-                raise RegistryError(f"registry {self.path} does not exist")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RegistryError(f"registry {self.path}: cannot create its folder ({exc.strerror or exc})") from None
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(db_path, create=create, busy_timeout_s=busy_timeout_s)
 
-    # ------------------------------------------------------------------------ connections, transactions
+    def _on_write(self, conn: sqlite3.Connection) -> None:
+        # Every change bumps ``meta.revision``: what live views poll to know something moved.
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = FULL")
-        with self._all_lock:
-            self._all.append(conn)
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RegistryError(f"registry {self.path} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = self._connect()
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
-
-    def _open(self) -> None:
-        try:
-            conn = self._conn()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"registry {self.path} has schema version {version}; this alpha-evolve understands up to "
-                    f"{SCHEMA_VERSION}"
-                )
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("registry %s: journal_mode is %s, not wal", self.path, mode)
-            if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                        foreign = tables - {"meta", "sessions", "iterations", "proposals", "briefings"}
-                        if foreign:
-                            raise RegistryError(
-                                f"{self.path} is not an experiment registry (has tables {', '.join(sorted(foreign))})"
-                            )
-                        for stmt in _SCHEMA:
-                            conn.execute(stmt)
-                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise RegistryError(f"registry {self.path} cannot be opened: {' '.join(str(exc).split())}") from None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction that also bumps ``meta.revision`` (what live views poll)."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise RegistryError(f"registry {self.path} cannot start a write: {exc}") from None
-        try:
-            yield conn
-            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+    _read = SQLiteFile.snapshot
 
     def data_version(self) -> int:
         """Changes when another connection commits: the cheap "anything new?" check of the waiting loop."""
@@ -321,20 +234,6 @@ class ExperimentRegistry:
     def revision(self) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
         return int(row[0]) if row else 0
-
-    def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    def __enter__(self) -> ExperimentRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------------------------------ sessions
 

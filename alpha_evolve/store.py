@@ -10,7 +10,6 @@ connections must not be shared across threads mid-transaction.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -18,15 +17,14 @@ import os
 import random
 import re
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+
+from alpha_evolve.sqlite_db import SQLiteFile
 
 log = logging.getLogger("alpha_evolve.store")
 
@@ -332,12 +330,18 @@ def _metric_column(metric: str) -> str:
     return col
 
 
-class ProgramStore:
+class ProgramStore(SQLiteFile):
     """The population and its history for any number of experiments in one SQLite file.
 
     Open once per process and share across threads; `close()` when done. `check=True` runs
     `PRAGMA quick_check` at open (linear in file size) so corruption is found before a run builds on it.
     """
+
+    KIND = "store"
+    ERROR = StoreError
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = _SCHEMA
+    TABLES = frozenset({"experiments", "programs"})
 
     def __init__(
         self,
@@ -348,138 +352,10 @@ class ProgramStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         check: bool = True,
     ) -> None:
-        self.path = Path(db_path)
-        self._busy_ms = int(busy_timeout_s * 1000)
-        self._synchronous = synchronous
-        self._local = threading.local()
         # Parsed behaviour descriptors by program id: they are written once when an iteration is recorded, so
         # novelty-weighted selection need not re-read and re-parse 1,000 JSON rows on every draw.
         self._behaviors: dict[int, dict[str, Any] | None] = {}
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._closed = False
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"store {self.path} does not exist")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._open_checked(check)
-        except BaseException:
-            self.close()
-            raise
-
-    # ----------------------------------------------------------------- connections and transactions
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        with self._all_lock:
-            self._all.append(conn)
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = self._connect()
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
-
-    def _open_checked(self, check: bool) -> None:
-        try:
-            conn = self._conn()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if check:
-                result = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-                if result != ["ok"]:
-                    raise StoreError(f"store {self.path} is corrupt: {result[0]}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path} is corrupt: {exc}") from None
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema version {version}; this alpha-evolve understands up to {SCHEMA_VERSION}"
-            )
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning(
-                    "store %s: journal_mode is %s, not wal (filesystem without shared memory?)", self.path, mode
-                )
-            if version < SCHEMA_VERSION:
-                self._create_schema(conn)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read under the write lock: another process may have created the schema meanwhile.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                foreign = tables - {"experiments", "programs"}
-                if foreign:
-                    raise StoreError(
-                        f"store {self.path} is not an alpha-evolve store (has tables {', '.join(sorted(foreign))})"
-                    )
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken up front, so no deadlock on upgrade."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"store {self.path} cannot start a write: {exc}") from None
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"store {self.path} commit failed: {exc}") from None
-
-    @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: several queries see one consistent state even while another process writes."""
-        conn = self._conn()
-        if conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):  # closing must not mask the real error
-                conn.close()
-
-    def __enter__(self) -> ProgramStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(db_path, create=create, busy_timeout_s=busy_timeout_s, synchronous=synchronous, check=check)
 
     # ----------------------------------------------------------------------------- experiments
 

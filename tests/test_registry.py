@@ -113,7 +113,7 @@ def test_schema_is_wal_versioned_and_refuses_foreign_files(tmp_path: Path) -> No
     c2 = sqlite3.connect(other)
     c2.execute("CREATE TABLE foo (x)")
     c2.close()
-    with pytest.raises(Exception, match="not an experiment registry"):
+    with pytest.raises(RegistryError, match="is not an alpha-evolve registry"):
         ExperimentRegistry(other)
     with pytest.raises(Exception, match="does not exist"):
         ExperimentRegistry(tmp_path / "missing.sqlite", create=False)
