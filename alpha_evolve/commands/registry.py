@@ -147,18 +147,17 @@ def _user() -> str:
 
 def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None = None) -> int:
     """``self-evolve --mode tracked``: the same loop and settings as legacy mode, state in the registry."""
-    from alpha_evolve.cli import fail
     from alpha_evolve.commands.session import (
         DEFAULT_SESSION_ROOT,
-        EXIT_CODES,
         _check_settings,
         _default_search_space,
         _given,
+        build_loop,
+        describe_settings,
+        report,
+        report_result,
     )
     from alpha_evolve.config import LOWER_IS_BETTER, load_config
-    from alpha_evolve.samplers import make_sampler
-    from alpha_evolve.search_space import load_search_space
-    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
     from alpha_evolve.session_files import new_session_dir
 
     given = _given(args)
@@ -210,44 +209,18 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
                 search_space=space_record,
                 artifact_dir=str(artifact_dir.resolve()),
             )
-        base_config = load_base_config(summary, settings.config_path)
-        if not settings.search_space_path:
-            raise SessionError(f"session {session_id} records no search space")
-        space = load_search_space(settings.search_space_path)
-        sampler = make_sampler(
-            settings.sampler,
-            space,
-            seed=settings.seed,
-            exploration_prob=settings.exploration_prob,
-            maximize=settings.maximize,
-            state_dir=artifact_dir,
-        )
         stop_from_registry = []
-
-        def report(line: str) -> None:
-            console.print(f"[yellow]{line}[/yellow]", markup=True, soft_wrap=True)
-
         backend = RegistryStateBackend(reg, session_id, artifact_dir, report=report)
-        loop = SelfEvolutionLoop(
-            backend,
-            settings,
-            base_config=base_config,
-            space=space,
-            sampler=sampler,
-            pipeline_runner=pipeline_runner,
-            out=lambda line: console.print(line, markup=False, soft_wrap=True),
-        )
+        loop = build_loop(backend, settings, summary, artifact_dir, pipeline_runner, label=f"session {session_id}")
 
         def on_stop() -> None:
             stop_from_registry.append(True)
             loop.request_stop()
 
         backend.on_stop_request = on_stop
-        verb = "resuming" if summary else "starting"
         console.print(
-            f"{verb} tracked self-evolution session [bold]{session_id}[/bold] in {reg.path} (objective "
-            f"{settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
-            f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})",
+            f"{'resuming' if summary else 'starting'} tracked self-evolution session [bold]{session_id}[/bold] in "
+            f"{reg.path} ({describe_settings(settings)})",
             soft_wrap=True,
         )
         console.print(f"  artefacts: {artifact_dir}", markup=False)
@@ -255,23 +228,9 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
         result = loop.run()
     finally:
         reg.close()
-    best = result.summary.get("best")
-    table = Table(title=f"session {result.status}", show_header=False)
-    table.add_row("session", f"{session_id} ({reg.path})")
-    table.add_row("iterations", f"{result.summary.get('iterations_completed', 0)} / {settings.iterations}")
-    if best:
-        table.add_row(
-            "best",
-            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} {best['config_updates']}",
-        )
-    console.print(table)
-    if result.status in ("stopped", "timed_out"):
-        console.print(
-            f"resume with: alpha-evolve self-evolve --mode tracked --registry-db {reg.path} --resume {session_id}",
-            markup=False,
-        )
-    if result.status == "failed":
-        return fail(f"session failed: {result.summary.get('failure_reason')}", 1)
-    if result.status == "stopped" and stop_from_registry:
-        return 0
-    return 130 if result.interrupted else EXIT_CODES.get(result.status, 1)
+    code = report_result(
+        result, settings, f"{session_id} ({reg.path})",
+        f"alpha-evolve self-evolve --mode tracked --registry-db {reg.path} --resume {session_id}",
+    )
+    # A stop asked for from the dashboard or the CLI is a decision, not an interruption.
+    return 0 if result.status == "stopped" and stop_from_registry else code

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -248,10 +248,6 @@ def _is_tracked(args: argparse.Namespace) -> bool:
 
 
 def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) -> int:
-    from alpha_evolve.cli import fail
-    from alpha_evolve.samplers import make_sampler
-    from alpha_evolve.search_space import load_search_space
-    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
     from alpha_evolve.session_files import FileStateBackend
 
     if _is_tracked(args):
@@ -261,9 +257,47 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
     settings, session_dir, summary = _resolve(args)
     if settings.mode != "legacy":
         raise SessionError(f"{session_dir}: a {settings.mode} session cannot be resumed by this install")
+    backend = FileStateBackend(
+        session_dir, poll_interval=settings.approval_poll_interval, force_polling=settings.force_polling, report=report
+    )
+    loop = build_loop(backend, settings, summary, session_dir, pipeline_runner, label=str(session_dir))
+    console.print(
+        f"{'resuming' if summary else 'starting'} self-evolution session [bold]{session_dir}[/bold] "
+        f"({describe_settings(settings)})"
+    )
+    result = loop.run()
+    return report_result(result, settings, str(session_dir), f"alpha-evolve self-evolve --resume {session_dir}")
+
+
+def report(line: str) -> None:
+    """How a backend tells the person at the terminal about a refused edit or a fallback."""
+    console.print(f"[yellow]{line}[/yellow]", markup=True, soft_wrap=True)
+
+
+def describe_settings(settings: SessionSettings) -> str:
+    return (
+        f"objective {settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
+        f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'}"
+    )
+
+
+def build_loop(
+    backend: Any,
+    settings: SessionSettings,
+    summary: Mapping[str, Any] | None,
+    state_dir: Path,
+    pipeline_runner: Callable[..., Path] | None,
+    *,
+    label: str,
+) -> Any:
+    """The one self-evolution loop, whatever the backend: base config, search space and sampler from settings."""
+    from alpha_evolve.samplers import make_sampler
+    from alpha_evolve.search_space import load_search_space
+    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
+
     base_config = load_base_config(summary, settings.config_path)
     if not settings.search_space_path:
-        raise SessionError(f"{session_dir}: the session records no search space")
+        raise SessionError(f"{label}: the session records no search space")
     space = load_search_space(settings.search_space_path)
     sampler = make_sampler(
         settings.sampler,
@@ -271,16 +305,9 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
         seed=settings.seed,
         exploration_prob=settings.exploration_prob,
         maximize=settings.maximize,
-        state_dir=session_dir,
+        state_dir=state_dir,
     )
-
-    def report(line: str) -> None:
-        console.print(f"[yellow]{line}[/yellow]", markup=True, soft_wrap=True)
-
-    backend = FileStateBackend(
-        session_dir, poll_interval=settings.approval_poll_interval, force_polling=settings.force_polling, report=report
-    )
-    loop = SelfEvolutionLoop(
+    return SelfEvolutionLoop(
         backend,
         settings,
         base_config=base_config,
@@ -289,16 +316,15 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
         pipeline_runner=pipeline_runner,
         out=lambda line: console.print(line, markup=False, soft_wrap=True),
     )
-    verb = "resuming" if summary else "starting"
-    console.print(
-        f"{verb} self-evolution session [bold]{session_dir}[/bold] (objective {settings.objective}, "
-        f"{'maximise' if settings.maximize else 'minimise'}, {settings.iterations} iterations after the "
-        f"baseline, {'auto-approve' if settings.auto_approve else 'manual approval'})"
-    )
-    result = loop.run()
+
+
+def report_result(result: Any, settings: SessionSettings, label: str, resume_command: str) -> int:
+    """The closing table and exit code of a session (0 complete/stopped by decision, 3 timed out, 130 signal)."""
+    from alpha_evolve.cli import fail
+
     best = result.summary.get("best")
     table = Table(title=f"session {result.status}", show_header=False)
-    table.add_row("session", str(session_dir))
+    table.add_row("session", label)
     table.add_row("iterations", f"{result.summary.get('iterations_completed', 0)} / {settings.iterations}")
     if best:
         table.add_row(
@@ -307,7 +333,7 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
         )
     console.print(table)
     if result.status in ("stopped", "timed_out"):
-        console.print(f"resume with: alpha-evolve self-evolve --resume {session_dir}", markup=False)
+        console.print(f"resume with: {resume_command}", markup=False)
     if result.status == "failed":
         return fail(f"session failed: {result.summary.get('failure_reason')}", 1)
     return 130 if result.interrupted else EXIT_CODES.get(result.status, 1)
