@@ -86,11 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), exc.code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LookupError) as exc:
         # Library code raises ValueError subclasses (ConfigError, DataError, ...) with one-line messages.
         if args.debug:
             raise
         return fail(str(exc) or type(exc).__name__, 2)
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback on request
+        if args.debug:
+            raise
+        logger.debug("unexpected error", exc_info=True)
+        detail = str(exc) or "no message"
+        if not isinstance(exc, RuntimeError) and type(exc).__module__.startswith("alpha_evolve"):
+            return fail(detail, 1)
+        return fail(f"{type(exc).__name__}: {detail} (run with --debug for the traceback)", 1)
 
 
 if __name__ == "__main__":  # pragma: no cover - use ``python -m alpha_evolve`` (one copy of this module)
