@@ -146,3 +146,10 @@ def test_too_little_data_names_the_file(tmp_path: Path, real_goog_csv: Path) -> 
     cfg.write_text(f'[backtest]\ndata = "{short}"\n')
     summary = read_summary(run_pipeline(load_config(cfg), experiment="short", output_dir=tmp_path / "runs"))
     assert summary["status"] == "failed" and "SHORT.csv" in summary["reason"] and "fewer than" in summary["reason"]
+
+
+def test_holdout_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("holdout", str(tmp_path / "nowhere"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a pipeline run directory" in lines[0]
