@@ -53,8 +53,6 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_freq=bt.synthetic_freq,
         cache_dir=cache,
     )
-    if dataset.synthetic:
-        logger.info("no [backtest] data given: using %s", dataset.source)
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():
         try:
