@@ -173,3 +173,29 @@ def history(session_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class LoopThread:
+    """Runs ``self.loop`` (a SelfEvolutionLoop) in a background thread; ``finish`` joins and returns its result."""
+
+    loop: Any
+
+    def start(self) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.loop.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self, timeout: float = 30.0) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the session did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result

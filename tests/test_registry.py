@@ -12,7 +12,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,14 @@ from alpha_evolve.registry import (
 )
 from alpha_evolve.samplers import make_sampler
 from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session import SelfEvolutionLoop, SessionLockedError, SessionResult, SessionSettings
+from alpha_evolve.session import SelfEvolutionLoop, SessionLockedError, SessionSettings
 from alpha_evolve.session_files import FileStateBackend, new_session_dir
-from tests._session_helpers import DEFAULT_SPACE, ROOT, StubRunner, stub_metrics, wait_until
+from tests._session_helpers import DEFAULT_SPACE, ROOT, LoopThread, StubRunner, stub_metrics, wait_until
 
 DRIVER = ROOT / "tests" / "_session_driver.py"
 
 
-class Tracked:
+class Tracked(LoopThread):
     """A tracked session loop in a background thread, on a registry file in ``tmp``."""
 
     def __init__(self, tmp: Path, **kw: Any) -> None:
@@ -66,24 +65,7 @@ class Tracked:
                                       sampler=sampler, pipeline_runner=runner, out=self.lines.append,
                                       install_signal_handlers=False)
         self.backend.on_stop_request = self.loop.request_stop
-        self.result: SessionResult | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.loop.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout: float = 30.0) -> SessionResult:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the session did not finish"
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+        self.start()
 
     def wait(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
         return wait_until(self.db.parent, predicate, timeout=timeout, what=what)

@@ -21,11 +21,12 @@ from alpha_evolve.config import RunConfig
 from alpha_evolve.files import schema_errors
 from alpha_evolve.samplers import make_sampler
 from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session import SelfEvolutionLoop, SessionLockedError, SessionResult, SessionSettings
+from alpha_evolve.session import SelfEvolutionLoop, SessionLockedError, SessionSettings
 from alpha_evolve.session_files import FileStateBackend, new_session_dir, validate_session
 from tests._session_helpers import (
     DEFAULT_SPACE,
     ROOT,
+    LoopThread,
     StubRunner,
     atomic_json,
     history,
@@ -40,7 +41,7 @@ from tests._session_helpers import (
 DRIVER = ROOT / "tests" / "_session_driver.py"
 
 
-class Session:
+class Session(LoopThread):
     """A session loop running in a background thread of this process."""
 
     def __init__(self, session_dir: Path, settings: SessionSettings, *, runner: StubRunner | None = None) -> None:
@@ -57,24 +58,7 @@ class Session:
         self.loop = SelfEvolutionLoop(self.backend, settings, base_config=RunConfig(), space=space, sampler=sampler,
                                       pipeline_runner=self.runner, out=self.lines.append,
                                       install_signal_handlers=False)
-        self.result: SessionResult | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.loop.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout: float = 30.0) -> SessionResult:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the session did not finish"
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+        self.start()
 
 
 def settings(**kw: Any) -> SessionSettings:
