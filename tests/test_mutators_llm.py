@@ -313,6 +313,35 @@ def test_extract_later_copy_wins_and_unclosed_block_is_an_error():
         extract_reply_blocks("```\n# === EVOLVE-BLOCK: a ===\nx = 1\n```", ("a",))
 
 
+def test_extract_messy_replies_crlf_named_end_marker_and_fences_inside_markers():
+    crlf = "Here:\r\n```python\r\nself.go_long()\r\n```\r\n"
+    assert extract_reply_blocks(crlf, ("decision_logic",)) == {"decision_logic": "self.go_long()\n"}
+    named_end = "```python\n# === EVOLVE-BLOCK: a ===\nx = 1\n# === END EVOLVE-BLOCK: a ===\n```\n"
+    assert extract_reply_blocks(named_end, ("a",)) == {"a": "x = 1\n"}
+    fenced_inside = "# === EVOLVE-BLOCK: a ===\n```python\nx = 1\n```\n\n# === END EVOLVE-BLOCK ===\n"
+    assert extract_reply_blocks(fenced_inside, ("a",)) == {"a": "x = 1\n"}
+    lower = "```\n# === evolve-block: a ===\nx = 1\n# === end evolve-block ===\n```"
+    assert extract_reply_blocks(lower, ("a",)) == {"a": "x = 1\n"}
+    with pytest.raises(ValueError, match="not closed"):  # a fence then prose: the body was cut short
+        extract_reply_blocks("# === EVOLVE-BLOCK: a ===\nx = 1\n```\nprose\n# === END EVOLVE-BLOCK ===\n", ("a",))
+
+
+async def test_crlf_reply_with_blocks_in_another_order_gives_valid_candidate():
+    reply = "\r\n".join([
+        "Reasoning first.", "", "```python",
+        "# === EVOLVE-BLOCK: decision_logic ===",
+        "if self.fast_ema.value > self.slow_ema.value * 1.002:", "    self.go_long()",
+        "elif self.fast_ema.value < self.slow_ema.value:", "    self.go_flat()",
+        "# === END EVOLVE-BLOCK: decision_logic ===",
+        "# === EVOLVE-BLOCK: indicators ===",
+        "self.fast_ema = ExponentialMovingAverage(12)", "self.slow_ema = ExponentialMovingAverage(40)",
+        "# === END EVOLVE-BLOCK ===", "```", "Some closing prose.", ""])
+    resp = await mutator(Script(ok(reply)), max_retries=1).mutate(_request())
+    assert resp.ok, resp.error
+    assert "ExponentialMovingAverage(40)" in str(resp.code) and "1.002" in str(resp.code)
+    assert "\r" not in str(resp.code)
+
+
 async def test_only_allowed_blocks_may_change():
     script = Script(ok(GOOD_REPLY))
     resp = await mutator(script, max_retries=1).mutate(_request(allowed_blocks=("decision_logic",)))

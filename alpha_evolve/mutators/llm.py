@@ -83,8 +83,9 @@ def estimate_cost(model: str, input_tokens: int, output_tokens: int, cache_read:
 
 # ------------------------------------------------------------------------------------------------- extraction
 
-_START_RE = re.compile(r"^[ \t]*#\s*===\s*EVOLVE-BLOCK:\s*(?P<name>[A-Za-z_][\w-]*)\s*===\s*$")
-_END_RE = re.compile(r"^[ \t]*#\s*===\s*END EVOLVE-BLOCK\s*===\s*$")
+# Markers as models actually write them: any case, any spacing, and an end marker that repeats the block name.
+_START_RE = re.compile(r"^[ \t]*#\s*===\s*EVOLVE-BLOCK:\s*(?P<name>[A-Za-z_][\w-]*)\s*===\s*$", re.I)
+_END_RE = re.compile(r"^[ \t]*#\s*===\s*END[ \t]+EVOLVE-BLOCK(?::\s*[A-Za-z_][\w-]*)?\s*===\s*$", re.I)
 _FENCE_RE = re.compile(r"^[ \t]*(```|~~~)")
 _FENCED_RE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(?P<body>.*?)^[ \t]*\1[ \t]*$", re.S | re.M)
 
@@ -100,25 +101,30 @@ def extract_reply_blocks(reply: str, allowed: tuple[str, ...]) -> dict[str, str]
     block wins, as models revise themselves), and — when exactly one block may change and the reply has no
     markers — a single fenced code block taken as that block's body.
     """
+    reply = reply.replace("\r\n", "\n").replace("\r", "\n")  # CRLF/CR replies: fences must match at line ends
     blocks: dict[str, str] = {}
     current: str | None = None
     lines: list[str] = []
+    fence_closed = False  # a fence inside a block is fine only right after its start or right before its end
     for line in reply.splitlines():
         m = _START_RE.match(line)
         if m:
             if current is not None:
                 raise ExtractionError(
                     f"block {current!r} is not closed with '{prompts.BLOCK_END}' before the next block starts")
-            current, lines = m.group("name"), []
+            current, lines, fence_closed = m.group("name"), [], False
             continue
         if current is not None:
             if _END_RE.match(line):
                 blocks[current] = _clean_body(lines)
                 current = None
-            elif not _FENCE_RE.match(line):
-                lines.append(line)
-            else:  # a fence closed before the end marker: the body is cut short
+            elif _FENCE_RE.match(line):
+                if any(ln.strip() for ln in lines):
+                    fence_closed = True
+            elif fence_closed and line.strip():  # a fence closed before the end marker: the body is cut short
                 raise ExtractionError(f"block {current!r} is not closed with '{prompts.BLOCK_END}'")
+            else:
+                lines.append(line)
     if current is not None:
         raise ExtractionError(f"block {current!r} is not closed with '{prompts.BLOCK_END}' (reply cut short?)")
     if blocks:
