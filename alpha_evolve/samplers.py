@@ -8,6 +8,8 @@ session continues the same study.
 Both are reproducible, including across a resume: each draw uses a generator derived from
 (seed, iteration, attempt) — never a long-lived stream — so iteration k proposes the same thing whether the
 session ran straight through or was restarted before k (for optuna: given the same completed trials).
+A rejected candidate is never handed out again (the next attempt's draw is used instead); the random sampler
+remembers rejections for the life of its process, optuna in its study.
 
 Every proposal is checked against the config (``RunConfig.with_updates``) before it is handed out; a candidate
 the config refuses (a cross-field rule such as archive_size <= population_size) is redrawn, up to
@@ -147,6 +149,7 @@ class RandomSampler:
         self.space = space
         self.seed = seed
         self.exploration_prob = exploration_prob
+        self.rejected: list[dict[str, Any]] = []  # candidates an approver rejected (this process): never re-proposed
 
     def propose(self, iteration: int, *, base_config: RunConfig, best: tuple[RunConfig, dict[str, Any]] | None,
                 history: Sequence[Mapping[str, Any]] = ()) -> Proposal:
@@ -179,13 +182,16 @@ class RandomSampler:
             for p in changed:
                 updates.update(p.to_config_values(new[p.key]))
             problem = _check(start, updates)
+            base_values = _values_of(self.space, start)
+            candidate = {**base_values, **updates}
+            if not problem and candidate in self.rejected:
+                problem = "same as a rejected proposal"  # a rejection asks for something else: redraw
             if problem:
                 last_problem = problem
-                logger.debug("iteration %d attempt %d refused by the config: %s", iteration, attempt, problem)
+                logger.debug("iteration %d attempt %d refused: %s", iteration, attempt, problem)
                 continue
-            base_values = _values_of(self.space, start)
             return Proposal(updates=updates, base=base, base_updates=base_updates,
-                            candidate={**base_values, **updates}, trial_number=None, base_values=base_values)
+                            candidate=candidate, trial_number=None, base_values=base_values)
         raise SearchSpaceError(f"{self.space.source}: no valid candidate in {MAX_ATTEMPTS} attempts; the config "
                                f"refused the last one: {last_problem}")
 
@@ -193,7 +199,9 @@ class RandomSampler:
         """Nothing to learn: the random sampler only looks at the best config the loop passes to ``propose``."""
 
     def discard(self, proposal: Proposal) -> None:
-        """Nothing to undo."""
+        """Remember a rejected candidate so no later draw hands it out again (each draw's generator depends only
+        on (seed, iteration, attempt), so without this the same iteration would re-propose exactly it)."""
+        self.rejected.append(dict(proposal.candidate))
 
 
 # ---------------------------------------------------------------------------------------------------- optuna
@@ -255,6 +263,10 @@ class OptunaSampler:
         from optuna.trial import TrialState
 
         base_values = _values_of(self.space, base_config)
+        # the study keeps rejected trials (``discard``), so a rejected candidate is never re-proposed, also after a
+        # resume; the same seed would otherwise draw exactly it again (TPE ignores failed trials)
+        rejected = [t.params for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                    if t.user_attrs.get("rejected")]
         last_problem = ""
         for attempt in range(MAX_ATTEMPTS):
             self.study.sampler = self._tpe(iteration, attempt)
@@ -268,6 +280,8 @@ class OptunaSampler:
                 if any(not _same(v, base_values[k]) for k, v in values.items()):
                     updates.update(values)  # a composite's fields always travel together
             problem = "same as the base config" if not updates else _check(base_config, updates)
+            if not problem and trial.params in rejected:
+                problem = "same as a rejected proposal"
             if problem:
                 last_problem = problem
                 trial.set_user_attr("reason", problem[:500])

@@ -239,3 +239,24 @@ def test_optuna_proposals_are_valid_with_composite_choices(tmp_path: Path) -> No
         assert space.validate_values(p.updates) == []
         BASE.with_updates(p.updates)
         s.tell(p, float(i), success=True)
+
+
+@pytest.mark.parametrize("kind", ["random", "optuna"])
+def test_a_rejected_candidate_is_not_proposed_again(kind: str, tmp_path: Path) -> None:
+    # the loop re-proposes the same iteration after a rejection; the same (seed, iteration) must not hand out
+    # the rejected candidate again, nor any candidate rejected before
+    space = parse_search_space({"parameters": [
+        {"key": "generations", "type": "int_range", "min": 4, "max": 16, "step": 4},
+        {"key": "bt_top", "type": "choice", "values": [1, 3, 5]},
+    ]}, source="small")  # 12 candidates: three rejections leave plenty
+    s: Any = (RandomSampler(space, seed=5, exploration_prob=0.2) if kind == "random"
+              else OptunaSampler(space, seed=5, maximize=True, state_dir=tmp_path))
+    seen = []
+    for _ in range(3):
+        p = s.propose(1, base_config=BASE, best=None, history=[])
+        assert p.candidate not in seen
+        seen.append(p.candidate)
+        s.discard(p)
+    if kind == "optuna":  # the study remembers rejections across a resume
+        again = OptunaSampler(space, seed=5, maximize=True, state_dir=tmp_path)
+        assert again.propose(1, base_config=BASE, best=None, history=[]).candidate not in seen
