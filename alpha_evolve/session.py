@@ -127,6 +127,30 @@ class Decision:
         }
 
 
+def _canonical_candidate(candidate: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``section.name`` keys for a candidate, and the problem when one field is given twice (``generations`` and
+    ``evolution.generations``): which value the approver meant cannot be known, so the edit is refused."""
+    from alpha_evolve.config import resolve_key
+
+    out: dict[str, Any] = {}
+    written: dict[str, str] = {}
+    problems: list[str] = []
+    for key, value in candidate.items():
+        try:
+            section, name = resolve_key(str(key))
+        except ConfigError:
+            out[str(key)] = value  # the search space reports unknown and ambiguous keys in its own words
+            continue
+        canonical = f"{section}.{name}"
+        if canonical in written:
+            problems.append(f"proposal.candidate: {written[canonical]!r} and {key!r} both set {canonical}; "
+                            "give it once")
+            continue
+        written[canonical] = str(key)
+        out[canonical] = value
+    return out, problems
+
+
 @dataclass(frozen=True)
 class WaitResult:
     outcome: str  # decided | timed_out | stopped
@@ -354,6 +378,10 @@ class SelfEvolutionLoop:
     def _check_candidate(self, candidate: Mapping[str, Any], posted: Mapping[str, Any]) -> list[str]:
         """Problems with an approver's edit: changed values must lie in the search space (the base config's own
         values may lie outside it) and the whole candidate must pass the config's rules."""
+        candidate, problems = _canonical_candidate(candidate)
+        if problems:
+            return problems
+        posted = _canonical_candidate(posted)[0]
         changed = {k: v for k, v in candidate.items() if k not in posted or posted[k] != v}
         problems = list(self.space.validate_values(changed))
         if not problems:
@@ -457,7 +485,8 @@ class SelfEvolutionLoop:
             return self._finish("timed_out", action=action)
         if result.outcome == "stopped" or result.decision is None:
             return self._finish("stopped", action=action, interrupted=True)
-        decision = result.decision
+        # bare keys an approver typed ("generations") become section.name, so history and attribution see one name
+        decision = dataclasses.replace(result.decision, candidate=_canonical_candidate(result.decision.candidate)[0])
         self._out(
             f"iteration {iteration}: {decision.status}"
             + (" (edited)" if decision.edited else "")

@@ -255,6 +255,26 @@ def test_garbage_edits_get_feedback_and_a_good_edit_is_then_accepted(tmp_path: P
     assert_valid(s.dir)
 
 
+def test_bare_keys_in_an_edited_candidate_are_recorded_once_under_their_section(tmp_path: Path) -> None:
+    s = start(tmp_path)
+    pending = wait_for_status(s.dir, "awaiting_approval")
+    path = s.dir / "pending_action.json"
+    candidate = dict(pending["proposal"]["candidate"])
+    twice = {**candidate, "generations": 8}  # the same field as evolution.generations, with another value
+    atomic_json(path, {**pending, "status": "approved", "proposal": {**pending["proposal"], "candidate": twice}})
+    assert "both set evolution.generations" in wait_for_feedback(s.dir, "give it once")["problem"]
+    assert s.thread.is_alive()
+
+    bare = {("generations" if k == "evolution.generations" else k): v for k, v in candidate.items()}
+    bare["generations"] = 8
+    atomic_json(path, {**pending, "status": "approved", "proposal": {**pending["proposal"], "candidate": bare}})
+    assert s.finish().status == "session_complete"
+    rec = history(s.dir)[1]
+    assert rec["config_updates"] == {**candidate, "evolution.generations": 8}
+    assert rec["config_values"]["evolution.generations"] == 8 and "generations" not in rec["config_values"]
+    assert_valid(s.dir)
+
+
 def test_rejected_leads_to_a_new_proposal(tmp_path: Path) -> None:
     s = start(tmp_path)
     first = wait_for_status(s.dir, "awaiting_approval")
