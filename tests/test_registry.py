@@ -323,6 +323,9 @@ def test_cli_registry_import_and_list(tmp_path: Path) -> None:
     lst = _cli("registry", "list", "--registry-db", str(db), "--json")
     rows = json.loads(lst.stdout)
     assert [r["id"] for r in rows] == [d.name]
+    # the table on a narrow terminal still shows the whole id (what approve/reject/stop take)
+    table = _cli("registry", "list", "--registry-db", str(db), env={"COLUMNS": "80"})
+    assert d.name in table.stdout and "…" not in table.stdout
     bad = _cli("registry", "import", str(tmp_path / "nowhere"), "--registry-db", str(db))
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from alpha_evolve.registry import (
     DEFAULT_REGISTRY_DB,
@@ -79,7 +79,10 @@ def _list_handler(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return 0
-    table = Table("session", "mode", "status", "objective", "best", "iterations", "created")
+    # the id is what approve/reject/stop take: never cut it to fit the terminal, fold the other columns instead
+    id_width = max((len(str(r["id"])) for r in rows), default=7)
+    others = ("mode", "status", "objective", "best", "iterations", "created")
+    table = Table(Column("session", no_wrap=True, min_width=id_width), *(Column(c, overflow="fold") for c in others))
     for r in rows:
         best = "—" if r["best_objective"] is None else f"{r['best_objective']:.4g} (it {r['best_iteration']})"
         table.add_row(
@@ -89,7 +92,7 @@ def _list_handler(args: argparse.Namespace) -> int:
             f"{r['objective']} ({'max' if r['direction'] == 'maximize' else 'min'})",
             best,
             f"{r['iterations_completed']} / {r['iterations_target']}",
-            str(r["created_at"]),
+            str(r["created_at"])[:16].replace("T", " "),  # to the minute: the id already carries the second
         )
     console.print(table)
     return 0
