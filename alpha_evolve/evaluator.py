@@ -109,8 +109,16 @@ def _worker_main(
     datasets: Mapping[tuple[str, str], PreparedBars],
     settings: BacktestSettings,
     workdir: str,
+    parent_ends: tuple[multiprocessing.connection.Connection, ...] = (),
 ) -> None:
-    """Loop: receive a task, run it under the guards, send the outcomes. Exits with os._exit (no finalizers)."""
+    """Loop: receive a task, run it under the guards, send the outcomes. Exits with os._exit (no finalizers).
+
+    ``parent_ends`` are the parent's ends of this worker's pipe and of its siblings', inherited through fork:
+    closed at once, or a worker whose parent was killed (``kill -9``) never sees EOF and lives on forever.
+    """
+    for end in parent_ends:
+        with contextlib.suppress(OSError):
+            end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(workdir)
@@ -254,13 +262,14 @@ class StrategyEvaluator:
     def _spawn(self) -> _Worker:
         workdir = tempfile.mkdtemp(prefix="alpha-evolve-worker-")
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child_conn, self._datasets, self.settings, workdir),
-            name="alpha-evolve-worker",
-            daemon=True,
-        )
         with self._lock:  # one fork at a time: a fork while another thread forks could copy a held lock
+            parent_ends = (parent_conn, *(w.conn for w in self._workers.values()))
+            process = self._ctx.Process(
+                target=_worker_main,
+                args=(child_conn, self._datasets, self.settings, workdir, parent_ends),
+                name="alpha-evolve-worker",
+                daemon=True,
+            )
             process.start()
             self.workers_started += 1
             child_conn.close()  # so the parent sees EOF as soon as the worker dies

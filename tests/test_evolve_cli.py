@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,6 +164,25 @@ def test_kill_9_then_resume_records_each_iteration_once(tmp_path: Path, cfg: Pat
         n_seed = conn.execute("SELECT COUNT(*) FROM programs WHERE experiment = 'crash' AND is_seed = 1").fetchone()
     assert rows == list(range(1, 31))
     assert n_seed[0] == 1
+
+
+def test_kill_9_of_the_cli_alone_leaves_no_orphan_workers(tmp_path: Path, cfg: Path) -> None:
+    """`kill -9 PID` (not the group): the forked workers must notice their parent is gone and exit."""
+    import psutil
+
+    db = tmp_path / "p.sqlite"
+    proc = _spawn(db, cfg, "orphans", 10_000)
+    try:
+        _wait_for(proc, db, "orphans", 1)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"workers outlived the killed CLI: {[p.pid for p in alive]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever survived (the workers keep the group id)
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
