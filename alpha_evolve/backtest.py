@@ -36,13 +36,14 @@ from nautilus_trader.model.instruments import Equity
 from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.persistence.wranglers import BarDataWrangler
 
+from alpha_evolve import sandbox
 from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.sandbox import SandboxViolation
 
 logger = logging.getLogger("alpha_evolve.backtest")
 
 VENUE = "SIM"
-CANDIDATE_FILENAME = "<candidate>"
+CANDIDATE_FILENAME = sandbox.CANDIDATE_FILENAME  # the audit hook recognises candidate frames by it
 FAILURE_KINDS = ("syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete")
 _BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -241,16 +242,21 @@ def load_strategy_class(code: str) -> type:
 
     Re-applies the static policy as defence in depth (the parent already did, but a worker must not trust it).
     """
+    from alpha_evolve import policy
     from alpha_evolve.strategies.base import EvolvableStrategy
 
-    try:
-        compiled = compile(code, CANDIDATE_FILENAME, "exec")
-    except SyntaxError as exc:
-        raise CandidateLoadError("syntax", f"SyntaxError: {exc.msg} (line {exc.lineno})") from None
-    violations = _policy_violations(code)
+    with sandbox.disarmed():  # compiling is refused while armed; the candidate's own source is the exception
+        try:
+            compiled = compile(code, CANDIDATE_FILENAME, "exec")
+        except SyntaxError as exc:
+            raise CandidateLoadError("syntax", f"SyntaxError: {exc.msg} (line {exc.lineno})") from None
+        violations = _policy_violations(code)
     if violations:
         raise CandidateLoadError("policy", violations[0])
-    namespace: dict[str, Any] = {"__name__": "alpha_evolve_candidate"}
+    namespace: dict[str, Any] = {
+        "__name__": "alpha_evolve_candidate",
+        "__builtins__": sandbox.restricted_builtins(policy.module_or_parent_allowed, policy.FORBIDDEN_BUILTINS),
+    }
     try:
         exec(compiled, namespace)
     except SandboxViolation as exc:

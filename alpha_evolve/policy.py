@@ -72,6 +72,9 @@ FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset(
         "system", "popen", "spawn", "fork", "kill", "environ", "modules", "nautilus_pyo3", "f_globals",
         "f_locals", "f_back", "gi_frame", "cr_frame", "tb_frame", "func_globals", "read_text", "write_text",
         "read_bytes", "write_bytes", "unlink", "remove", "rmtree", "mkdir", "chmod",
+        # string -> code or string -> object: eval behind a library call, import by dotted path
+        "get_type_hints", "ForwardRef", "singledispatch", "singledispatchmethod", "attrgetter", "methodcaller",
+        "resolve_path", "resolve_config_path", "import_module", "bltns",
     }
 )  # fmt: skip
 
@@ -115,6 +118,18 @@ def _module_allowed(module: str) -> bool:
     if module in ALLOWED_IMPORTS:
         return True
     return any(module.startswith(package + ".") for package in _ALLOWED_PACKAGES)
+
+
+def module_or_parent_allowed(module: str) -> bool:
+    """The runtime import guard's test: an allowed module or a package on the way to one (``import a.b`` binds a)."""
+    return _module_allowed(module) or any(allowed.startswith(module + ".") for allowed in ALLOWED_IMPORTS)
+
+
+def _imports_by_path(module: str, name: str) -> bool:
+    """nautilus_trader.config's factories and Importable*Config turn a dotted-path string into any object."""
+    return (module.startswith("nautilus_trader.config") and not name.endswith("Config")) or name.startswith(
+        "Importable"
+    )
 
 
 def _is_true_constant(node: ast.expr) -> bool:
@@ -164,7 +179,7 @@ class _Checker(ast.NodeVisitor):
                 self._add(node, "forbidden-import", f"import from {module!r} is not allowed")
             elif alias.name.startswith("_") and module != "__future__":
                 self._add(node, "private-attribute", f"importing private name {alias.name!r} is not allowed")
-            elif alias.name in FORBIDDEN_ATTRIBUTES:
+            elif alias.name in FORBIDDEN_ATTRIBUTES or _imports_by_path(module, alias.name):
                 self._add(node, "forbidden-import", f"importing {alias.name!r} from {module!r} is not allowed")
 
     # names and attributes ---------------------------------------------------------------------------------

@@ -62,10 +62,12 @@ def evaluator() -> Iterator[StrategyEvaluator]:
 
 @pytest.fixture(scope="module")
 def unpoliced() -> Iterator[StrategyEvaluator]:
-    """An evaluator whose static policy is switched off (in the parent and, by fork, in its workers), so the
-    runtime guards are what stops the candidate."""
+    """An evaluator whose static policy and restricted imports/builtins are switched off (in the parent and, by
+    fork, in its workers), so the audit hook, timeouts and limits are what stops the candidate."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
+        mp.setattr("alpha_evolve.policy.module_or_parent_allowed", lambda module: True)
+        mp.setattr("alpha_evolve.policy.FORBIDDEN_BUILTINS", frozenset())
         with StrategyEvaluator({"SYN": _splits()}, GUARD_SETTINGS, max_concurrent=2) as ev:
             yield ev
 
