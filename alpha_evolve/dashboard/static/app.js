@@ -357,10 +357,15 @@
         const v = readInput(input);
         const unchanged = JSON.stringify(v) === input.dataset.original;
         if (input.tagName === "INPUT" && !unchanged) {
-          const lo = Number(input.dataset.min), hi = Number(input.dataset.max);
-          if (!input.checkValidity() || v === null || v < lo || v > hi) {
-            err.textContent = `${shortKey(input.dataset.key)}: ${fmt(v)} is outside [${fmt(lo)}, ${fmt(hi)}]` +
-              (input.validationMessage ? ` (${input.validationMessage})` : "");
+          const lo = Number(input.dataset.min), hi = Number(input.dataset.max), range = `[${fmt(lo)}, ${fmt(hi)}]`;
+          const name = shortKey(input.dataset.key), isInt = input.dataset.int === "1";
+          // say what is wrong with the value itself (empty, not a whole number, out of range) in the space's terms
+          const problem = v === null ? `enter a ${isInt ? "whole number" : "number"} in ${range}`
+            : isInt && !Number.isInteger(v) ? `${fmt(v)} is not a whole number (expected an integer in ${range})`
+            : v < lo || v > hi ? `${fmt(v)} is outside ${range}`
+            : !input.checkValidity() ? `${fmt(v)}: ${input.validationMessage}` : null;
+          if (problem) {
+            err.textContent = `${name}: ${problem}`;
             input.focus();
             return;
           }
