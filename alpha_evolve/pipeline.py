@@ -216,6 +216,15 @@ def _mark_latest(base: Path, run_dir: Path) -> None:
     atomic_write_text(base / "LATEST", run_dir.name + "\n")
 
 
+def with_absolute_data_path(config: RunConfig) -> RunConfig:
+    """A relative ``[backtest] data`` is relative to the working directory of the run; the config snapshot must
+    name the same file from anywhere (``alpha-evolve holdout``, a resumed session started elsewhere)."""
+    data = config.backtest.data
+    if not data or Path(data).is_absolute():
+        return config
+    return config.with_updates({"backtest.data": str(Path(data).absolute())})
+
+
 def run_pipeline(
     config: RunConfig,
     options: PipelineOptions | None = None,
@@ -229,8 +238,9 @@ def run_pipeline(
     experiment = experiment or config.evolution.seed_strategy
     if not _NAME_RE.match(experiment):
         raise ValueError(f"experiment name {experiment!r}: expected 1-64 letters, digits, '-' or '_'")
-    base = resolve_base_dir(options, output_dir)
+    base = resolve_base_dir(options, output_dir).absolute()  # SUMMARY.json's run_dir must work from any cwd
     run_dir = new_run_dir(base, experiment)
+    config = with_absolute_data_path(config)
     started = _now()
     with _run_logging(run_dir, options):
         logger.info("pipeline run %s started", run_dir)
@@ -255,7 +265,7 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
     """Write a run directory holding only a failed SUMMARY.json, for failures before a run can start
     (e.g. a config that does not load), so that an outer loop still finds a record of the attempt."""
     name = experiment if experiment and _NAME_RE.match(experiment) else "pipeline"
-    base = resolve_base_dir(options, output_dir)
+    base = resolve_base_dir(options, output_dir).absolute()
     run_dir = new_run_dir(base, name)
     summary = _failed_summary(run_dir, name, _now(), reason, {"config": config.to_dict()} if config else None)
     _write_summary(run_dir, summary)

@@ -759,4 +759,6 @@ def load_base_config(summary: Mapping[str, Any] | None, config_path: str | None)
 
     if summary and isinstance(summary.get("base_config"), Mapping):
         return from_mapping(summary["base_config"], source=config_path or "<session base config>")
-    return load_config(config_path)
+    from alpha_evolve.pipeline import with_absolute_data_path
+
+    return with_absolute_data_path(load_config(config_path))

@@ -148,6 +148,25 @@ def test_too_little_data_names_the_file(tmp_path: Path, real_goog_csv: Path) -> 
     assert summary["status"] == "failed" and "SHORT.csv" in summary["reason"] and "fewer than" in summary["reason"]
 
 
+def test_relative_data_and_output_paths_still_work_from_another_directory(
+    tmp_path: Path, real_goog_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "goog.csv").write_text(real_goog_csv.read_text())
+    cfg = work / "c.toml"
+    cfg.write_text('[evolution]\ngenerations = 1\n[backtest]\ndata = "data/goog.csv"\nbt_top = 1\n'
+                   "[pipeline]\ndisable_align_cache = true\n")
+    monkeypatch.chdir(work)
+    run = run_pipeline(load_config("c.toml"), experiment="rel", output_dir="runs")
+    summary = read_summary(run)
+    assert summary["status"] == "ok", summary["reason"]
+    assert Path(summary["run_dir"]).is_absolute() and Path(summary["run_dir"]) == work / "runs" / run.name
+    assert load_config(run / "config.toml").backtest.data == str(work / "data" / "goog.csv")
+    monkeypatch.chdir(tmp_path)  # somewhere else: the run must still name its own data
+    assert open_holdout(work / "runs" / run.name, who="test")["opening"] == 1
+
+
 def test_holdout_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("holdout", str(tmp_path / "nowhere"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
