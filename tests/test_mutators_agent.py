@@ -146,6 +146,25 @@ async def test_timeout_then_late_answer_is_ignored_and_reported(tmp_path, caplog
     assert "late answer" in caplog.text
 
 
+async def test_retry_after_timeout_keeps_its_answer_when_a_sibling_sweeps(tmp_path):
+    """Attempt 2 reuses the id of the timed-out attempt 1; a concurrent mutation's sweep must not steal its answer."""
+    import asyncio
+
+    m = AgentMutator(tmp_path, timeout=0.2, use_observer=False, poll_interval=0.05)
+    assert (await m.mutate(_request("it-7"))).failure_kind == "timeout"
+    m.timeout = 3.0
+    retry = asyncio.create_task(m.mutate(_request("it-7").with_error("timed out", 2)))
+    request_file = tmp_path / "mutations" / "requests" / "it-7.json"
+    while not request_file.exists():
+        await asyncio.sleep(0.01)
+    # The agent answers and, before the waiter polls again, a sibling mutation starts (its first step: sweep).
+    (tmp_path / "mutations" / "responses" / "it-7.json").write_text(json.dumps(good_answer({"request_id": "it-7"})))
+    assert m.sweep_late() == []
+    resp = await retry
+    assert resp.ok, resp.error
+    assert m.late_answers == []
+
+
 async def test_invalid_code_in_answer_fails_with_validation_error(tmp_path):
     def bad(doc: dict) -> dict:
         return {"request_id": doc["request_id"], "blocks": {"decision_logic": "import os\nself.go_long()\n"}}

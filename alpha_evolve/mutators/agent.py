@@ -101,6 +101,10 @@ class AgentMutator:
     async def mutate(self, request: MutationRequest) -> MutationResponse:
         t0 = time.monotonic()
         self.sweep_late()
+        # A retry (or a resumed iteration) reuses the request id of an attempt that timed out: from now on an
+        # answer under that id is for this live request, so a sibling's sweep_late must not set it aside.
+        with contextlib.suppress(FileNotFoundError):
+            (self.expired_dir / f"{request.request_id}.json").unlink()
         target = self.response_path(request.request_id)
         document = self._request_document(request)
         problems = schema_errors(REQUEST_SCHEMA, document)
