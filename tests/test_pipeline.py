@@ -172,3 +172,16 @@ def test_holdout_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a pipeline run directory" in lines[0]
+
+
+def test_same_config_same_results_whatever_the_experiment_name(tmp_path: Path) -> None:
+    """Reproducible runs: the experiment name (a session stamps it with the time) must not change the outcome."""
+    cfg_path = tmp_path / "tiny.toml"
+    cfg_path.write_text(TINY.replace("generations = 4", "generations = 3"))
+    config = load_config(cfg_path)
+    a = read_summary(run_pipeline(config, experiment="first_name", output_dir=tmp_path / "a"))
+    b = read_summary(run_pipeline(config, experiment="another_name", output_dir=tmp_path / "b"))
+    assert a["status"] == b["status"] == "ok"
+    assert a["best_metrics"] == b["best_metrics"] and a["train_metrics"] == b["train_metrics"]
+    assert (Path(a["run_dir"]) / "best_strategy.py").read_text().split("\n", 3)[3] == \
+        (Path(b["run_dir"]) / "best_strategy.py").read_text().split("\n", 3)[3]

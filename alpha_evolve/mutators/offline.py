@@ -4,8 +4,9 @@ Why it exists: a run must work with no API key (CI, demos, air-gapped machines),
 cheap, reproducible baseline to compare LLM mutators against. The operators are small, local edits that keep
 the program well-formed most of the time — jitter a period or threshold, swap a comparison, drop or add a
 condition, switch a native indicator for one with a compatible constructor — and every candidate is validated
-exactly like an LLM's. The random stream is derived from (seed, request_id, parent_id, attempt) only, so the same
-request always gets the same mutation, whatever the order or concurrency of the calls.
+exactly like an LLM's. The random stream is derived from (seed, iteration, parent_id, attempt) only — not from the
+experiment's name — so the same request always gets the same mutation, whatever the order or concurrency of the
+calls, and two runs of one config (e.g. a self-evolution baseline and its repeat) evolve the same programs.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class OfflineMutator:
                                 elapsed=time.monotonic() - t0, notes=notes or None)
 
     def _seed_for(self, request: MutationRequest, attempt: int) -> int:
-        key = f"{self.seed}:{request.request_id}:{request.parent_id}:{request.attempt}:{attempt}".encode()
+        key = f"{self.seed}:{request.iteration}:{request.parent_id}:{request.attempt}:{attempt}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
 
     # -- proposal -------------------------------------------------------------------------------------------
