@@ -35,7 +35,7 @@ def _request(rid: str = "req-1") -> MutationRequest:
 class FakeAgent:
     """Watches requests/ like a Claude Code session would and answers with ``answer(request) -> dict``."""
 
-    def __init__(self, run_dir: Path, answer: Callable[[dict], dict], write: str = "atomic") -> None:
+    def __init__(self, run_dir: Path, answer: Callable[[dict], dict | bytes], write: str = "atomic") -> None:
         self.requests = run_dir / "mutations" / "requests"
         self.requests.mkdir(parents=True, exist_ok=True)
         self.answer = answer
@@ -74,7 +74,8 @@ class FakeAgent:
                 return
             doc = json.loads(path.read_text())
             self.requests_seen.append(doc)
-            reply = json.dumps(self.answer(doc)).encode()
+            answer = self.answer(doc)  # bytes are written as they are (a malformed document)
+            reply = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
             target = Path(doc["response_path"])
             if self.write == "atomic":  # like Claude Code's Write tool: temp file, then rename
                 tmp = target.with_name(f"{target.name}.tmp.{os.getpid()}.ab12")
@@ -191,6 +192,20 @@ async def test_malformed_and_error_answers(tmp_path):
     with FakeAgent(tmp_path, lambda d: {"request_id": "other", "blocks": {"decision_logic": NEW_LOGIC}}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("d"))
     assert resp.failure_kind == "response" and "expected 'd'" in str(resp.error)
+
+
+async def test_malformed_json_answer_fails_once_it_stops_changing_not_at_the_timeout(tmp_path):
+    def trailing_comma(doc: dict) -> bytes:  # what a careless hand-edit leaves behind
+        return json.dumps(good_answer(doc))[:-1].encode() + b",}"
+
+    m = AgentMutator(tmp_path, timeout=60, settle=0.3)
+    with FakeAgent(tmp_path, trailing_comma) as agent:
+        t0 = time.monotonic()
+        resp = await m.mutate(_request("mangled"))
+    assert not agent.errors
+    assert time.monotonic() - t0 < 10
+    assert resp.failure_kind == "response" and "mangled.json: not valid JSON" in str(resp.error)
+    assert (tmp_path / "mutations" / "done" / "mangled.response.json").exists()
 
 
 async def test_unchanged_answer(tmp_path):

@@ -71,7 +71,8 @@ class AgentMutator:
     name = "agent"
 
     def __init__(self, run_dir: str | Path, *, timeout: float = 900.0, debounce: float = 0.05,
-                 poll_interval: float = 0.1, safety_poll: float = 2.0, use_observer: bool = True) -> None:
+                 poll_interval: float = 0.1, safety_poll: float = 2.0, use_observer: bool = True,
+                 settle: float = 2.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         self.root = Path(run_dir) / "mutations"
@@ -85,6 +86,7 @@ class AgentMutator:
         self.poll_interval = poll_interval
         self.safety_poll = safety_poll
         self.use_observer = use_observer
+        self.settle = settle  # an unparseable response unchanged this long is malformed, not half-written
         self.late_answers: list[str] = []
         for d in (self.requests_dir, self.responses_dir, self.done_dir, self.expired_dir, self.late_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -134,16 +136,32 @@ class AgentMutator:
                         self.timeout, target)
             deadline = t0 + self.timeout
             last_problem: str | None = None
+            bad: tuple[tuple[int, int], float] | None = None  # (size, mtime) of an unparseable file, first seen
             while True:
                 parsed = self._try_read(target)
                 if parsed is not None:
                     return self._finish(request, parsed, t0)
+                malformed = self._malformed(target)
+                wait = interval
+                if malformed is None:
+                    bad = None
+                else:
+                    signature, problem = malformed
+                    if bad is None or bad[0] != signature:
+                        bad = (signature, time.monotonic())
+                    elif time.monotonic() - bad[1] >= self.settle:
+                        self._archive(request.request_id)
+                        return MutationResponse(
+                            request_id=request.request_id, mutator=self.name, failure_kind="response",
+                            error=f"{target.name}: not valid JSON ({problem})", attempts=1,
+                            elapsed=time.monotonic() - t0)
+                    wait = min(interval, max(0.01, bad[1] + self.settle - time.monotonic()))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=min(interval, remaining))
+                    await asyncio.wait_for(wake.wait(), timeout=min(wait, remaining))
             last_problem = "no response file" if not target.exists() else "response file never became valid JSON"
             self._expire(request.request_id)
             return MutationResponse(
@@ -193,6 +211,22 @@ class AgentMutator:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
+
+    @staticmethod
+    def _malformed(path: Path) -> tuple[tuple[int, int], str] | None:
+        """(size, mtime) and the parse error of a non-empty response file that is not JSON, else None."""
+        try:
+            st = path.stat()
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        if not raw.strip():
+            return None
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return (st.st_size, st.st_mtime_ns), " ".join(str(exc).split())
+        return None
 
     def _finish(self, request: MutationRequest, data: Any, t0: float) -> MutationResponse:
         rid = request.request_id
