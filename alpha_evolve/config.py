@@ -339,6 +339,13 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(
             f"{src}: [evolution] elite_ratio + exploit_ratio + explore_ratio = {total:g}: expected them to sum to 1"
         )
+    from alpha_evolve.strategies import SEEDS  # seed names only: no strategy code is imported
+
+    if ev.seed_strategy not in SEEDS and not ev.seed_strategy.endswith(".py"):
+        raise ConfigError(
+            f"{src}: [evolution] seed_strategy = {ev.seed_strategy!r}: expected one of "
+            f"{', '.join(sorted(SEEDS))} or a path to a .py strategy file{_closest(ev.seed_strategy, list(SEEDS))}"
+        )
     if ev.archive_size > ev.population_size:
         raise ConfigError(
             f"{src}: [evolution] archive_size = {ev.archive_size}: expected <= population_size "

@@ -235,7 +235,8 @@ def run_pipeline(
 ) -> Path:
     """Run evolution + validation and write a complete run directory; returns it even when the run failed."""
     options = options or config.pipeline
-    experiment = experiment or config.evolution.seed_strategy
+    # Default name: the seed's (a seed given as a file path contributes its stem).
+    experiment = experiment or re.sub(r"[^A-Za-z0-9_-]", "_", Path(config.evolution.seed_strategy).stem)[:64]
     if not _NAME_RE.match(experiment):
         raise ValueError(f"experiment name {experiment!r}: expected 1-64 letters, digits, '-' or '_'")
     base = resolve_base_dir(options, output_dir).absolute()  # SUMMARY.json's run_dir must work from any cwd
@@ -252,7 +253,7 @@ def run_pipeline(
                 logger.exception("pipeline run failed unexpectedly")
                 reason = f"{type(exc).__name__}: {reason}"
             else:
-                logger.error("pipeline run failed: %s", reason)
+                logger.info("pipeline run failed: %s", reason)  # the caller reports it; pipeline.log keeps it
             summary = _failed_summary(run_dir, experiment, started, reason, {"config": config.to_dict()})
         _write_summary(run_dir, summary)
         _mark_latest(base, run_dir)
@@ -275,14 +276,13 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
-    from alpha_evolve.controller import EvolutionController, mutator_from_config
+    from alpha_evolve.controller import EvolutionController, load_seed, mutator_from_config
     from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
     from alpha_evolve.store import ProgramStore
-    from alpha_evolve.strategies import seed_source
 
     cleanup_stale_temp_files(run_dir)
     write_toml_snapshot(config, run_dir / "config.toml", header=f"config used by {run_dir.name}")
-    seed_code = seed_source(config.evolution.seed_strategy)
+    _, seed_code = load_seed(config.evolution.seed_strategy)
     data = load_run_data(config, options)
     data_info = data.describe()
     t0 = time.perf_counter()

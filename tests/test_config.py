@@ -120,3 +120,9 @@ def test_render_without_template_is_loadable(tmp_path: Path) -> None:
     path = tmp_path / "x.toml"
     path.write_text(render_toml(cfg))
     assert load_config(path).evolution.target_fitness == 1.5
+
+
+def test_unknown_seed_strategy_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"seed_strategy = 'momentun'.*did you mean 'momentum'"):
+        load_config(_write(tmp_path, '[evolution]\nseed_strategy = "momentun"\n'))
+    assert load_config(_write(tmp_path, '[evolution]\nseed_strategy = "my_seed.py"\n')).evolution.seed_strategy
