@@ -659,6 +659,7 @@ class EvolutionController:
                     f"experiment {s.experiment!r} has no program that can be a parent (the seed failed evaluation)"
                 )
             iterations_before = len(self.store.completed_iterations(s.experiment))
+            self._check_budget(s)  # a resumed experiment whose budget is already spent starts nothing new
             await self._loop_iterations(s, deque(pending))
             reason = s.halt_reason
             if reason is None:
@@ -887,13 +888,20 @@ class EvolutionController:
         elif st.patience and s.since_best >= st.patience:
             s.halt_reason = StopReason.PATIENCE
             logger.info("experiment %s: no improvement for %d iterations", s.experiment, s.since_best)
-        elif st.budget_tokens or st.budget_usd:
-            stats = experiment_stats(self.store, s.experiment)
-            tokens = int(stats["input_tokens"]) + int(stats["output_tokens"]) + s.tokens
-            usd = float(stats["cost_usd"]) + s.usd
-            if (st.budget_tokens and tokens >= st.budget_tokens) or (st.budget_usd and usd >= st.budget_usd):
-                s.halt_reason = StopReason.BUDGET
-                logger.info("experiment %s: budget exhausted (%d tokens, $%.4f)", s.experiment, tokens, usd)
+        else:
+            self._check_budget(s)
+
+    def _check_budget(self, s: _Session) -> None:
+        """The budget covers the whole experiment, so what earlier runs (before a stop or crash) spent counts."""
+        st = s.stop
+        if not (st.budget_tokens or st.budget_usd):
+            return
+        stats = experiment_stats(self.store, s.experiment)
+        tokens = int(stats["input_tokens"]) + int(stats["output_tokens"]) + s.tokens
+        usd = float(stats["cost_usd"]) + s.usd
+        if (st.budget_tokens and tokens >= st.budget_tokens) or (st.budget_usd and usd >= st.budget_usd):
+            s.halt_reason = StopReason.BUDGET
+            logger.info("experiment %s: budget exhausted (%d tokens, $%.4f)", s.experiment, tokens, usd)
 
     def _emit(self, s: _Session, event: ProgressEvent) -> None:
         logger.debug("progress %s", event)

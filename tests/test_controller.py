@@ -225,6 +225,11 @@ async def test_budget_stop(store: ProgramStore, evaluator: Any) -> None:
     store2_result = await make(store, evaluator, PricedMutator(tokens=0, usd=0.3), max_concurrent=1,
                                budget_usd=1.0).run("momentum", "usd", 50)
     assert store2_result.stop_reason == "budget" and store2_result.iterations_completed == 4
+    # Resuming a budget-stopped experiment spends nothing more: the budget covers the whole experiment.
+    again = await make(store, evaluator, PricedMutator(tokens=100, usd=0.01), max_concurrent=2,
+                       budget_tokens=350).resume("bud")
+    assert again.stop_reason == "budget" and again.iterations_run == 0
+    assert iterations(store, "bud") == [1, 2, 3, 4]
 
 
 async def test_failures_recorded_never_parents(store: ProgramStore, evaluator: Any) -> None:
