@@ -185,3 +185,17 @@ def test_same_config_same_results_whatever_the_experiment_name(tmp_path: Path) -
     assert a["best_metrics"] == b["best_metrics"] and a["train_metrics"] == b["train_metrics"]
     assert (Path(a["run_dir"]) / "best_strategy.py").read_text().split("\n", 3)[3] == \
         (Path(b["run_dir"]) / "best_strategy.py").read_text().split("\n", 3)[3]
+
+
+def test_seed_strategy_from_a_file(tmp_path: Path) -> None:
+    from alpha_evolve.strategies import seed_source
+
+    seed = tmp_path / "my-seed.py"
+    seed.write_text(seed_source("mean_reversion"))
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(TINY.replace("generations = 4", f'generations = 2\nseed_strategy = "{seed}"'))
+    run = run_pipeline(load_config(cfg_path), output_dir=tmp_path / "runs")
+    summary = read_summary(run)
+    assert summary["status"] == "ok", summary["reason"]
+    assert run.name.startswith("run_my-seed_")
+    assert "MeanReversionStrategy" in (run / "best_strategy.py").read_text()
