@@ -112,7 +112,7 @@ def test_start_status_best_list_json(tmp_path: Path, cfg: Path, capsys: pytest.C
         (["evolve", "status", "--experiment", "missing"], "not found"),
         (["evolve", "resume", "--experiment", "missing"], "not found"),
         (["evolve", "stop", "--experiment", "missing"], "not found"),
-        (["evolve", "start", "--experiment", "x", "--seed-strategy", "nope"], "unknown seed strategy"),
+        (["evolve", "start", "--experiment", "x", "--seed-strategy", "nope"], "'nope': expected one of"),
     ],
 )
 def test_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
