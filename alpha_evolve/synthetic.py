@@ -30,6 +30,11 @@ _TRANSITIONS = np.array(
         [0.004, 0.004, 0.992],
     ]
 )
+# Long series (hundreds of thousands of minute bars) would compound regime drifts into prices no exchange can
+# represent: beyond a band of ±_BAND log units (~20x) around the start price a soft pull brings the price back.
+# Inside the band — every series of a few thousand bars in practice — the dynamics are untouched.
+_BAND = 3.0
+_BAND_PULL = 0.01
 # GARCH(1,1) on the per-bar shock: long-run per-bar volatility of about 1 %.
 _GARCH_ALPHA = 0.08
 _GARCH_BETA = 0.86
@@ -70,7 +75,7 @@ def simulate(
     sigmas = np.empty(n_bars)
     variance = _GARCH_OMEGA / (1.0 - _GARCH_ALPHA - _GARCH_BETA)
     x = float(np.log(start_price))
-    anchor = x
+    x0 = anchor = x
     prev_eps = 0.0
     for i in range(n_bars):
         variance = _GARCH_OMEGA + _GARCH_ALPHA * prev_eps**2 + _GARCH_BETA * variance
@@ -79,6 +84,9 @@ def simulate(
         if i > 0 and regimes[i] == 2 and regimes[i - 1] != 2:
             anchor = x
         pull = -_KAPPA * (x - anchor) if regimes[i] == 2 else 0.0
+        excess = x - x0
+        if abs(excess) > _BAND:
+            pull -= _BAND_PULL * (excess - np.sign(excess) * _BAND)
         x = x + _DRIFT[regimes[i]] + pull + eps
         log_close[i] = x
         sigmas[i] = sigma

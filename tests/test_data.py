@@ -590,3 +590,13 @@ def test_real_msft_file_shipped_by_matplotlib_loads() -> None:
     assert bars.index.is_monotonic_increasing and len(bars) == 65
     assert bars.index[-1] == pd.Timestamp("2003-09-19", tz="UTC")
     assert bars["close"].iloc[-1] == pytest.approx(29.96)
+
+
+def test_long_synthetic_series_stay_representable() -> None:
+    """260,000 minute bars used to compound regime drifts past NautilusTrader's PRICE_MAX."""
+    from alpha_evolve.synthetic import synthetic_bars as gen
+
+    bars = gen(260_000, seed=3, freq="1min")
+    assert 0.1 < bars["low"].min() and bars["high"].max() < 1e5
+    short = gen(1500, seed=7)  # the embedded default is untouched by the band
+    assert short["close"].max() / 100.0 < 20.0 and short["close"].min() / 100.0 > 1 / 20.0
