@@ -7,7 +7,6 @@ could bypass the sandbox's assumptions or the sizing rules. Pure text and AST wo
 
 from __future__ import annotations
 
-import ast
 import re
 import textwrap
 from collections.abc import Iterable, Mapping
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alpha_evolve.policy import check_policy
+from alpha_evolve.source import parse as parse_source
 
 CandidateKind = Literal["syntax", "policy", "blocks"]
 
@@ -161,7 +161,7 @@ def validate_candidate(
     """Raise ``CandidateError`` unless the candidate parses, keeps the parent's text outside the blocks,
     has every required block (default: every parent block) and passes the static policy."""
     try:
-        ast.parse(candidate_code)
+        parse_source(candidate_code)
     except SyntaxError as exc:
         raise CandidateError("syntax", exc.msg or "invalid syntax", exc.lineno) from None
 

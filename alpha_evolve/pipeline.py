@@ -31,6 +31,7 @@ from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 from alpha_evolve.metrics import deflated_sharpe, probabilistic_sharpe
+from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -139,7 +140,7 @@ def _code_key(code: str) -> str:
     import ast
 
     try:
-        normal = ast.dump(ast.parse(code))
+        normal = ast.dump(parse_source(code))
     except SyntaxError:
         normal = code
     return hashlib.sha256(normal.encode()).hexdigest()

@@ -31,6 +31,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from alpha_evolve.source import parse as parse_source
+
 ALLOWED_IMPORTS: frozenset[str] = frozenset(
     {
         "nautilus_trader.indicators",
@@ -298,7 +300,7 @@ class _Checker(ast.NodeVisitor):
 def check_policy(code: str) -> list[PolicyViolation]:
     """Every policy violation in ``code``, sorted by line; an empty list means the code may be run."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError as exc:
         return [PolicyViolation(exc.lineno or 1, "syntax", exc.msg or "invalid syntax")]
     checker = _Checker()

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from alpha_evolve.source import parse as parse_source
+
 # Metric names a mutator may see (train period only). Anything else in ``parent_metrics`` — in particular
 # validation or holdout figures — is dropped before it reaches a prompt or a request file.
 PROMPT_METRICS: tuple[str, ...] = (
@@ -308,7 +310,7 @@ def normalise_body(body: str) -> str:
     lines = [ln.rstrip() for ln in body.expandtabs(4).splitlines() if ln.strip()]
     text = textwrap.dedent("\n".join(lines))
     try:
-        return ast.dump(ast.parse(text))
+        return ast.dump(parse_source(text))
     except SyntaxError:
         return text
 

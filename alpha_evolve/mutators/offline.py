@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from alpha_evolve import prompts
 from alpha_evolve.mutators.base import Candidate, MutationRequest, MutationResponse, build_candidate
+from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.mutators.offline")
 
@@ -85,7 +86,7 @@ class _Body:
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
-        self.tree = ast.parse(source)
+        self.tree = parse_source(source)
         self.parents: dict[ast.AST, ast.AST] = {}
         for parent in ast.walk(self.tree):
             for child in ast.iter_child_nodes(parent):
@@ -302,7 +303,7 @@ def _imports_in_body(body: _Body, name: str) -> bool:
 
 def _imported_indicator_names(code: str) -> set[str]:
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return set()
     names: set[str] = set()
