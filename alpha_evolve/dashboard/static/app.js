@@ -399,6 +399,9 @@
       params,
       h("h3", {}, "Notes"), notes,
       d.session.mode !== "tracked" ? h("p", { class: "notice" }, `Imported legacy session: decide by editing ${d.session.source_dir}/pending_action.json or with alpha-evolve approve.`) : null,
+      d.session.mode === "tracked" && !d.can_decide ? h("p", { class: "notice", id: "cannot-decide" },
+        `The session is ${d.session.status.replace(/_/g, " ")}: nobody is waiting for this decision. ` +
+        `Resume it with alpha-evolve self-evolve --resume ${d.session.id}, and the proposal comes back here.`) : null,
       h("div", { class: "buttons" }, approve, reject), err);
     state.proposalNode = panel; state.proposalKey = key;
     return panel;
