@@ -396,6 +396,9 @@ def _one_line(exc: BaseException | str) -> str:
     return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
 
 
+# Failures that say more about the worker than about the program: a seed that ended so is scored again on resume.
+_TRANSIENT_FAILURES = frozenset({"crash", "timeout", "memory"})
+
 _MUTATION_TO_STORE_KIND = {"syntax": "syntax", "policy": "policy", "timeout": "timeout"}
 
 
@@ -650,8 +653,11 @@ class EvolutionController:
         try:
             # Clear a stale stop request and mark the experiment running again.
             self.store.update_experiment(s.experiment, status=EvolutionStatus.RUNNING.value, stop_reason="")
-            if seed_code is not None and self.store.seed(s.experiment) is None:
+            seed = self.store.seed(s.experiment)
+            if seed_code is not None and seed is None:
                 await self._evaluate_seed(s, seed_code)
+            elif seed is not None and seed.status in _TRANSIENT_FAILURES:
+                await self._rescore_seed(s, seed)
             best = self.store.top_k(s.experiment, 1)
             s.best = best[0].fitness if best else None
             if self.store.eligible_count(s.experiment) == 0 and pending:
@@ -699,6 +705,23 @@ class EvolutionController:
                         s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
                     )
             raise
+
+    async def _rescore_seed(self, s: _Session, seed: Program) -> None:
+        """A seed whose worker died (crash, timeout, memory) was not judged on its merits: score it again."""
+        logger.warning("experiment %s: re-scoring the seed (its last evaluation ended in %s)", s.experiment,
+                       seed.status)
+        result = await self._evaluate(seed.code, parent_code=None, screen=False)
+        fresh = dataclasses.replace(seed, status="ok", failure_message=None, fitness=None, metrics={})
+        self._apply_result(fresh, result)
+        assert seed.id is not None
+        self.store.update_metrics(
+            seed.id, fresh.metrics, fresh.fitness, status=fresh.status, stage=fresh.stage,
+            failure_message=fresh.failure_message, behavior=fresh.behavior, elapsed_s=result.elapsed,
+        )
+        if fresh.status != "ok":
+            raise ValueError(
+                f"the seed strategy failed evaluation again ({fresh.status}): {fresh.failure_message}"
+            )
 
     async def _evaluate_seed(self, s: _Session, code: str) -> None:
         """Score the seed on the whole train split (never screened out: it is the reference parent)."""

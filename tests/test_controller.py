@@ -353,3 +353,17 @@ def _all(store: ProgramStore, experiment: str) -> list[Any]:
         ids = [r[0] for r in conn.execute("SELECT id FROM programs WHERE experiment = ? ORDER BY id",
                                           (experiment,))]
     return store.get_many(ids)
+
+
+async def test_resume_rescores_a_seed_whose_worker_died(store: ProgramStore, evaluator: Any) -> None:
+    await make(store, evaluator).run("momentum", "reseed", 0)
+    seed = store.seed("reseed")
+    assert seed is not None and seed.status == "ok" and seed.id is not None
+    good = seed.fitness
+    store.update_metrics(seed.id, {}, None, status="crash", failure_message="worker exited with code 1")
+    store.update_experiment("reseed", status=EvolutionStatus.FAILED.value)
+    result = await make(store, evaluator).resume("reseed", additional_iterations=2)
+    again = store.seed("reseed")
+    assert again is not None and again.status == "ok" and again.fitness == pytest.approx(good)
+    assert iterations(store, "reseed") == [1, 2] and seeds(store, "reseed") == 1
+    assert result.status is EvolutionStatus.COMPLETED
