@@ -411,15 +411,10 @@ def load_config(path: str | Path | None) -> RunConfig:
     """Read and validate a TOML config; ``None`` gives the defaults."""
     if path is None:
         return RunConfig()
+    from alpha_evolve.files import read_text_file
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory, expected a TOML config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config file ({exc})") from None
+    text = read_text_file(p, what="config file", expected="a TOML config file", error=ConfigError)
     try:
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:

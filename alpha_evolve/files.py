@@ -110,6 +110,19 @@ def read_json(path: str | Path) -> Any:
         raise FileFormatError(f"{p}: invalid JSON ({exc})") from None
 
 
+def read_text_file(path: str | Path, *, what: str, expected: str, error: type[Exception] = FileFormatError) -> str:
+    """A user's text file (config, search space, strategy) or ``error`` with one line saying what went wrong."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{p}: is a directory, expected {expected}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{p}: cannot read {what} ({exc})") from None
+
+
 def cleanup_stale_temp_files(directory: str | Path) -> int:
     """Remove temp files left by writes that were killed; run when a run or session is (re)opened."""
     d = Path(directory)

@@ -37,7 +37,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from alpha_evolve.config import ConfigError, FieldSpec, RunConfig, coerce_value, field_spec
-from alpha_evolve.files import schema_validator
+from alpha_evolve.files import read_text_file, schema_validator
 
 logger = logging.getLogger("alpha_evolve.search_space")
 
@@ -279,14 +279,8 @@ def _resolve(key: str) -> tuple[str, str]:
 def load_search_space(path: str | Path) -> SearchSpace:
     """Read a ``.json`` or ``.toml`` search space and validate it completely; ``SearchSpaceError`` otherwise."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SearchSpaceError(f"{p}: search-space file not found") from None
-    except IsADirectoryError:
-        raise SearchSpaceError(f"{p}: is a directory, expected a JSON or TOML search-space file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SearchSpaceError(f"{p}: cannot read search-space file ({exc})") from None
+    text = read_text_file(p, what="search-space file", expected="a JSON or TOML search-space file",
+                          error=SearchSpaceError)
     data: Any
     if p.suffix.lower() == ".toml":
         try:

@@ -42,13 +42,11 @@ def _strategy_code(args: argparse.Namespace) -> tuple[str, str]:
     from alpha_evolve.strategies import seed_source
 
     if args.strategy_file:
+        from alpha_evolve.files import read_text_file
+
         path = Path(args.strategy_file)
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise UserError(f"{path}: strategy file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: cannot read strategy file ({exc})") from None
+        code = read_text_file(path, what="strategy file", expected="a Python strategy file", error=UserError)
+        return code, str(path)
     name = args.strategy or "momentum"
     return seed_source(name), name
 
