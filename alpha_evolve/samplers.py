@@ -154,6 +154,9 @@ class RandomSampler:
     def propose(self, iteration: int, *, base_config: RunConfig, best: tuple[RunConfig, dict[str, Any]] | None,
                 history: Sequence[Mapping[str, Any]] = ()) -> Proposal:
         last_problem = ""
+        # Candidates that already ran are redrawn while other draws remain: an outer-loop step costs a whole
+        # pipeline run, so repeating one teaches nothing (a tiny space may still have to repeat, at the end).
+        already_run = [dict(r["config_values"]) for r in history if isinstance(r.get("config_values"), Mapping)]
         for attempt in range(MAX_ATTEMPTS):
             rng = rng_for(self.seed, iteration, attempt)
             explore_draw = rng.random()
@@ -186,6 +189,10 @@ class RandomSampler:
             candidate = {**base_values, **updates}
             if not problem and candidate in self.rejected:
                 problem = "same as a rejected proposal"  # a rejection asks for something else: redraw
+            if not problem and attempt < MAX_ATTEMPTS // 2 and any(
+                all(_same(seen.get(k), v) for k, v in candidate.items()) for seen in already_run
+            ):
+                problem = "same as an iteration that already ran"
             if problem:
                 last_problem = problem
                 logger.debug("iteration %d attempt %d refused: %s", iteration, attempt, problem)

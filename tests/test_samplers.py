@@ -260,3 +260,13 @@ def test_a_rejected_candidate_is_not_proposed_again(kind: str, tmp_path: Path) -
     if kind == "optuna":  # the study remembers rejections across a resume
         again = OptunaSampler(space, seed=5, maximize=True, state_dir=tmp_path)
         assert again.propose(1, base_config=BASE, best=None, history=[]).candidate not in seen
+
+
+def test_random_does_not_repeat_an_iteration_that_already_ran() -> None:
+    sampler = make_sampler("random", SPACE, seed=4, exploration_prob=0.2, maximize=True, state_dir=None)
+    first = sampler.propose(3, base_config=BASE, best=None, history=[])
+    ran = [{"iteration": 1, "config_values": dict(first.candidate), "success": True}]
+    again = sampler.propose(3, base_config=BASE, best=None, history=ran)
+    assert again.candidate != first.candidate
+    # Deterministic given the history: a resumed session proposes the same.
+    assert sampler.propose(3, base_config=BASE, best=None, history=ran).candidate == again.candidate
