@@ -457,6 +457,8 @@ def validate_session(session_dir: str | Path) -> tuple[list[tuple[str, int, int]
     problems: list[str] = []
     if not d.is_dir():
         return rows, [f"{d}: session directory not found"]
+    if not any((d / name).exists() for name in FILE_SCHEMAS):
+        return rows, [f"{d}: not a session directory (none of {', '.join(FILE_SCHEMAS)} is there)"]
     for name, schema in FILE_SCHEMAS.items():
         path = d / name
         found: list[str] = []

@@ -367,6 +367,12 @@ def test_validate_reports_schema_problems_and_duplicates(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
+def test_validate_a_folder_that_is_no_session_is_one_problem(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    rows, problems = validate_session(tmp_path)
+    assert rows == [] and len(problems) == 1 and "not a session directory" in problems[0]
+
+
 def test_schemas_refuse_what_they_should() -> None:
     assert schema_errors("pending_action", {"status": "approved"})
     assert schema_errors("approval_feedback", {"schema_version": 1, "action_id": "x", "status": "problem",
