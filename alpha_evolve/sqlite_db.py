@@ -48,6 +48,8 @@ class SQLiteFile:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        if self.path.is_dir():
+            raise self.ERROR(f"{self.KIND} {self.path} is a directory, expected a SQLite file")
         if not self.path.exists():
             if not create:
                 raise self.ERROR(f"{self.KIND} {self.path} does not exist")
@@ -108,6 +110,12 @@ class SQLiteFile:
                                self.KIND, self.path, mode)
             if version < self.SCHEMA_VERSION:
                 self._create_schema(conn)
+            else:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = self.TABLES - tables
+                if missing:
+                    raise self.ERROR(f"{self.KIND} {self.path} is damaged: tables {', '.join(sorted(missing))} "
+                                     "are missing")
         except sqlite3.DatabaseError as exc:
             raise self.ERROR(f"{self.KIND} {self.path} cannot be opened: {' '.join(str(exc).split())}") from None
 

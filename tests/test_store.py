@@ -405,3 +405,16 @@ def test_threads_share_a_store(store: ProgramStore) -> None:
         t.join()
     assert errors == []
     assert store.require_experiment("exp").completed_iterations == 200
+
+
+def test_a_directory_or_a_file_missing_its_tables_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    with pytest.raises(StoreError, match="is a directory, expected a SQLite file"):
+        ProgramStore(folder)
+    hollow = tmp_path / "hollow.sqlite"
+    conn = sqlite3.connect(hollow)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with pytest.raises(StoreError, match="is damaged: tables experiments, programs are missing"):
+        ProgramStore(hollow)
