@@ -401,6 +401,13 @@ class ExperimentRegistry(SQLiteFile):
                 conn.execute(
                     "UPDATE sessions SET data_hash = COALESCE(data_hash, ?) WHERE id = ?", (data_hash, session_id)
                 )
+            if record.get("action_id"):
+                # The proposal's run is over: it no longer "runs" in the loop, whatever the run's outcome.
+                conn.execute(
+                    "UPDATE proposals SET loop_status = 'completed', updated_at = ? WHERE action_id = ? "
+                    "AND loop_status IN ('running', 'auto_approved')",
+                    (utc_now(), record["action_id"]),
+                )
 
     def iterations(self, session_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:

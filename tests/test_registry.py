@@ -122,6 +122,8 @@ def test_auto_approve_tracked_session_records_everything(tmp_path: Path) -> None
     props = t.registry.proposals(t.id)
     assert [p["iteration"] for p in props] == [1, 2, 3]
     assert all(p["status"] == "approved" and p["decided_by"] == "auto-approve" for p in props)
+    # Each run is over: earlier proposals are completed, the last one carries the session's end.
+    assert [p["loop_status"] for p in props] == ["completed", "completed", "session_complete"]
     assert s["search_space"]["parameters"][0]["key"] == "evolution.generations"
     assert s["owner_pid"] is None  # released
 
