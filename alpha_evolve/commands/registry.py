@@ -153,14 +153,14 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
     from alpha_evolve.commands.session import (
         DEFAULT_SESSION_ROOT,
         _check_settings,
-        _default_search_space,
         _given,
         build_loop,
         describe_settings,
+        new_session_settings,
         report,
         report_result,
     )
-    from alpha_evolve.config import LOWER_IS_BETTER, load_config
+    from alpha_evolve.config import load_config
     from alpha_evolve.session_files import new_session_dir
 
     given = _given(args)
@@ -187,20 +187,10 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
             artifact_dir = Path(row["artifact_dir"])
             summary = row["summary"] or None
         else:
-            if given.get("search_space_path") is None:
-                default = _default_search_space()
-                if default is None:
-                    raise SessionError("--search-space is required (a JSON or TOML file; see configs/self_evolution/)")
-                given["search_space_path"] = default
-            settings = SessionSettings(**given)
-            _check_settings(settings)
+            settings = new_session_settings(given)
             assert settings.search_space_path is not None
             space_record = search_space_record(settings.search_space_path)
             base = load_config(settings.config_path)
-            if settings.objective in LOWER_IS_BETTER and settings.maximize:
-                console.print(
-                    f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?"
-                )
             artifact_dir = new_session_dir(args.session_root or DEFAULT_SESSION_ROOT)
             session_id = artifact_dir.name
             reg.create_session(

@@ -212,6 +212,12 @@ def _resolve(args: argparse.Namespace) -> tuple[SessionSettings, Path, dict[str,
         _check_settings(settings)
         return settings, session_dir, summary
     given.setdefault("mode", "tracked" if _registry_available() else "legacy")
+    settings = new_session_settings(given)
+    return settings, new_session_dir(args.session_root or DEFAULT_SESSION_ROOT), None
+
+
+def new_session_settings(given: dict[str, Any]) -> SessionSettings:
+    """Settings of a new session (either mode): the default search space filled in, every value checked."""
     if given.get("search_space_path") is None:
         default = _default_search_space()
         if default is None:
@@ -221,7 +227,7 @@ def _resolve(args: argparse.Namespace) -> tuple[SessionSettings, Path, dict[str,
     _check_settings(settings)
     if settings.objective in LOWER_IS_BETTER and settings.maximize:
         console.print(f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?")
-    return settings, new_session_dir(args.session_root or DEFAULT_SESSION_ROOT), None
+    return settings
 
 
 def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., Path] | None = None) -> int:
