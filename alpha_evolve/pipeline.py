@@ -305,10 +305,11 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         errors = "; ".join(f"#{r.program.id}: {r.error}" for r in ranked[:3] if r.error)
         raise PipelineError("no valid program survived validation" + (f" ({errors})" if errors else ""))
     counts = _counts(store, experiment, result, n_val)
+    train_sharpes = _train_sharpes(store, experiment)
     store.close()
     best = ranked[0]
     artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info)
-    overfit = _overfitting(best, ranked, counts)
+    overfit = _overfitting(best, train_sharpes, counts)
     finished = _now()
     objective = config.backtest.objective
     return {
@@ -387,9 +388,11 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
+    from alpha_evolve.controller import experiment_stats
+
     by_status: dict[str, int] = store.count_by_status(experiment)
     failures = {k: v for k, v in by_status.items() if k not in ("ok", "screened")}
-    programs = store.top_k(experiment, 10**9)
+    stats = experiment_stats(store, experiment)  # tokens and cost of every program, failed ones included
     return {
         "iterations": int(getattr(result, "iterations_completed", 0)),
         "mutations": int(getattr(result, "total_mutations", 0)),
@@ -399,20 +402,28 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "validation_evaluations": n_validation,
         "screened_out": int(by_status.get("screened", 0)),
         "failures": failures,
-        "input_tokens": int(sum(p.input_tokens or 0 for p in programs)),
-        "output_tokens": int(sum(p.output_tokens or 0 for p in programs)),
-        "cost_usd": round(float(sum(p.cost_usd or 0.0 for p in programs)), 6),
-        "_train_sharpes": [float(p.metrics.get("Sharpe", 0.0)) for p in programs if p.status == "ok"],
+        "input_tokens": int(stats["input_tokens"]),
+        "output_tokens": int(stats["output_tokens"]),
+        "cost_usd": round(float(stats["cost_usd"]), 6),
     }
 
 
-def _overfitting(best: RankedProgram, ranked: Sequence[RankedProgram], counts: dict[str, Any]) -> dict[str, Any]:
+def _train_sharpes(store: Any, experiment: str) -> list[float]:
+    """Train Sharpe of every successful candidate: the trials the deflated Sharpe corrects for."""
+    with store.snapshot() as conn:
+        rows = conn.execute(
+            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL", (experiment,)
+        ).fetchall()
+    return [float(r[0]) for r in rows]
+
+
+def _overfitting(best: RankedProgram, train_sharpes: Sequence[float], counts: Mapping[str, Any]) -> dict[str, Any]:
     """PSR and DSR of the best program's validation returns given how many candidates were tried.
 
     DSR deflates by the Sharpe the best of ``n_trials`` unskilled strategies would reach by luck; the trials'
     Sharpe variance comes from the train Sharpes of every successful candidate (converted to per period).
     """
-    sharpes = np.asarray(counts.pop("_train_sharpes"), dtype=float)
+    sharpes = np.asarray(train_sharpes, dtype=float)
     returns = _period_returns(best.equity)
     n_trials = int(max(counts.get("successful_evaluations", 0), len(sharpes), 1))
     ppy = max(len(returns), 1) / max(1e-9, _span_years(best.equity))

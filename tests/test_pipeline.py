@@ -199,3 +199,19 @@ def test_seed_strategy_from_a_file(tmp_path: Path) -> None:
     assert summary["status"] == "ok", summary["reason"]
     assert run.name.startswith("run_my-seed_")
     assert "MeanReversionStrategy" in (run / "best_strategy.py").read_text()
+
+
+def test_counts_include_tokens_spent_on_failed_programs(tmp_path: Path) -> None:
+    from alpha_evolve.pipeline import _counts, _train_sharpes
+    from alpha_evolve.store import Program, ProgramStore
+
+    with ProgramStore(tmp_path / "p.sqlite") as store:
+        store.create_experiment("e")
+        store.insert(Program("e", "code", iteration=0, is_seed=True, fitness=1.0, metrics={"Sharpe": 1.0},
+                             input_tokens=10, output_tokens=5, cost_usd=0.01))
+        store.insert(Program("e", "bad", iteration=1, status="syntax", failure_kind="syntax",
+                             failure_message="x", input_tokens=1000, output_tokens=500, cost_usd=0.5))
+        counts = _counts(store, "e", None, 0)
+        assert (counts["input_tokens"], counts["output_tokens"]) == (1010, 505)
+        assert counts["cost_usd"] == pytest.approx(0.51) and counts["failures"] == {"syntax": 1}
+        assert _train_sharpes(store, "e") == [1.0]
