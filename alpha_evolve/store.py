@@ -410,7 +410,7 @@ class ProgramStore(SQLiteFile):
         return exp
 
     def list_experiments(self) -> list[Experiment]:
-        rows = self._conn().execute("SELECT * FROM experiments ORDER BY created_at, name").fetchall()
+        rows = self._conn().execute("SELECT * FROM experiments ORDER BY created_at, rowid").fetchall()
         return [_experiment_from_row(r) for r in rows]
 
     def update_experiment(
