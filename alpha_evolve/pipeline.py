@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import hashlib
 import logging
 import os
 import platform
@@ -31,7 +30,6 @@ from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 from alpha_evolve.metrics import deflated_sharpe, probabilistic_sharpe
-from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -136,14 +134,10 @@ def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _code_key(code: str) -> str:
-    """Programs that differ only in whitespace or comments are the same program for ``bt_top``."""
-    import ast
+    """Programs that differ only in whitespace, comments or docstrings are the same program for ``bt_top``."""
+    from alpha_evolve.program_keys import code_key
 
-    try:
-        normal = ast.dump(parse_source(code))
-    except SyntaxError:
-        normal = code
-    return hashlib.sha256(normal.encode()).hexdigest()
+    return code_key(code)
 
 
 def _equity_series(points: Sequence[tuple[str, float]] | Sequence[Sequence[Any]]) -> pd.Series:
@@ -401,6 +395,12 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "successful_evaluations": int(getattr(result, "successful_evaluations", 0)),
         "validation_evaluations": n_validation,
         "screened_out": int(by_status.get("screened", 0)),
+        # Never evaluate the same thing twice: identical code reused a stored result (no backtest); behaviour
+        # duplicates were backtested and traded exactly like an earlier program (the wasted evaluations).
+        "cache_hits": int(stats["cache_hits"]),
+        "behavior_duplicates": int(stats["behavior_duplicates"]),
+        "wasted_evaluation_share": round(
+            int(stats["behavior_duplicates"]) / max(1, int(stats["total_evaluations"]) - 1), 6),
         "failures": failures,
         "input_tokens": int(stats["input_tokens"]),
         "output_tokens": int(stats["output_tokens"]),
@@ -412,7 +412,8 @@ def _train_sharpes(store: Any, experiment: str) -> list[float]:
     """Train Sharpe of every successful candidate: the trials the deflated Sharpe corrects for."""
     with store.snapshot() as conn:
         rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL", (experiment,)
+            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+            " AND duplicate_of IS NULL", (experiment,)
         ).fetchall()
     return [float(r[0]) for r in rows]
 
