@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.selection import select_parent

@@ -46,7 +46,7 @@ def fold_bounds(n: int, folds: int, purge: float) -> list[tuple[int, int]]:
     if folds < 1:
         raise ValueError(f"folds must be >= 1, got {folds}")
     edges = np.linspace(0, n, folds + 1).round().astype(int)
-    gap = int(round(max(purge, 0.0) * n))
+    gap = round(max(purge, 0.0) * n)
     out = []
     for i in range(folds):
         lo, hi = int(edges[i]) + (gap if i else 0), int(edges[i + 1])

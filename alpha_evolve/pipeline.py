@@ -27,8 +27,8 @@ import pandas as pd
 
 from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
-from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -331,7 +331,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         **honest,
         "top_programs": "top_programs.json",
         "artifacts": artifacts,
-        "holdout": {"sealed": True, "openings": 0, "ledger": "holdout_ledger.jsonl"},
+        "holdout": {"sealed": True, "openings": 0},
     }
 
 
