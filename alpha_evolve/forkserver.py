@@ -178,7 +178,8 @@ def template_main(fd: int) -> None:
 
         problem = confinement.probe()
         if problem is not None:
-            conn.send(("error", "confinement", f"kernel confinement unavailable: {problem}"))
+            conn.send(("error", "confinement", f"kernel confinement unavailable: {problem}; refusing to run "
+                       "candidate code (on such a machine set [backtest] allow_unconfined = true to opt out)"))
             os._exit(0)
     conn.send(("ready", {"kernel": state.kernel, "landlock_abi": state.landlock_abi, "pid": os.getpid()}))
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # slots are reaped automatically
