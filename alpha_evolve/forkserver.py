@@ -230,9 +230,9 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
     if setup.get("disable_python_guards_for_tests"):
         # Test-only: lets the kernel layers be shown to hold on their own (the parent's monkeypatches do not
         # cross an exec).
-        policy.check_policy = lambda code: []  # type: ignore[assignment]
-        policy.module_or_parent_allowed = lambda module: True  # type: ignore[assignment]
-        policy.FORBIDDEN_BUILTINS = frozenset()  # type: ignore[misc]
+        policy.check_policy = lambda code: []
+        policy.module_or_parent_allowed = lambda module: True
+        policy.FORBIDDEN_BUILTINS = frozenset()
     datasets: dict[tuple[str, str], Any] = {}
     for (symbol, split), frame in setup["frames"].items():
         datasets[(symbol, split)] = backtest.prepare_bars(symbol, frame, settings, setup["ppy"].get(symbol))
