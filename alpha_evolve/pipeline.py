@@ -284,9 +284,13 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         evolve_seconds = time.perf_counter() - t0
         ranked, seed_val, bh_val, n_val, overfit = select_winner(config, store, evaluator, experiment, seed_code,
                                                                  data, bh_train=bh_train)
+        security = _evaluation_security(evaluator)
     finally:
         evaluator.close()
     counts = _counts(store, experiment, result, n_val)
+    for r in ranked:  # refusals found while validating (causality check, replay) count as failures too
+        if r.status in _SECURITY_KINDS:
+            counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
     store.close()
     best = ranked[0]
@@ -311,6 +315,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "data": data_info,
         "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
         "counts": counts,
+        "evaluation_security": security,
         "stop_reason": getattr(result, "stop_reason", None),
         "best_program": {
             "id": int(best.program.id),
@@ -381,6 +386,18 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
                              seed_res.status, seed_res.error)
     bh_val = RankedProgram(None, dict(bh_train or {}), dict(bh_res.metrics), bh_equity, bh_res.status, bh_res.error)
     return ranked, seed_val, bh_val, len(codes)
+
+
+_SECURITY_KINDS = ("tampered", "lookahead")
+
+
+def _evaluation_security(evaluator: Any) -> dict[str, Any]:
+    """How candidates were contained and scored (the opt-out, when used, is visible here)."""
+    return {
+        "confinement": str(getattr(evaluator, "confinement", "unknown")),
+        "scoring": "trusted engine replay of each candidate's decision log",
+        "causality_splits": sorted(getattr(evaluator, "causality_splits", ())),
+    }
 
 
 def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str, data: Any,
@@ -460,7 +477,8 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
     from alpha_evolve.controller import experiment_stats
 
     by_status: dict[str, int] = store.count_by_status(experiment)
-    failures = {k: v for k, v in by_status.items() if k not in ("ok", "screened")}
+    failures = {k: 0 for k in _SECURITY_KINDS}  # always shown: "0 tampered" is a figure too
+    failures.update({k: v for k, v in by_status.items() if k not in ("ok", "screened")})
     stats = experiment_stats(store, experiment)  # tokens and cost of every program, failed ones included
     return {
         "iterations": int(getattr(result, "iterations_completed", 0)),

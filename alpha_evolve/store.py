@@ -37,7 +37,8 @@ log = logging.getLogger("alpha_evolve.store")
 SCHEMA_VERSION = 2
 
 FAILURE_KINDS: frozenset[str] = frozenset(
-    {"syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete"}
+    {"syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete", "tampered",
+     "lookahead"}
 )
 PROGRAM_STATUSES: frozenset[str] = frozenset({"ok", "screened"}) | FAILURE_KINDS
 STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
