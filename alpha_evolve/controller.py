@@ -55,6 +55,7 @@ from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, ren
 from alpha_evolve.crowning import RANKING_METRICS
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.program_keys import code_key, result_behavior_key
+from alpha_evolve.prompts import fitness_spec
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
     FAILURE_KINDS,
@@ -990,6 +991,8 @@ class EvolutionController:
             parent_metrics=parent.metrics,
             guidance=ev.guidance,
             inspirations=self._inspirations(s.experiment, parent),
+            fitness=fitness_spec(self.run_config),
+            allow_short=bool(self.run_config.backtest.allow_short),
         )
         return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
 
