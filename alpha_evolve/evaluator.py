@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -77,6 +78,8 @@ class EvalResult:
     per_instrument: dict[str, dict[str, float]] = field(default_factory=dict)
     equity: list[tuple[str, float]] = field(default_factory=list)
     elapsed: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # market-model problems that did not void the figures
+    return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every bar (not `equity`)
 
     @property
     def ok(self) -> bool:
@@ -91,7 +94,8 @@ class EvalResult:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
         values = dict(data)
         values["equity"] = [(str(t), float(v)) for t, v in values.get("equity", [])]
-        return cls(**values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 class _CandidateTimeout(BaseException):
@@ -222,6 +226,9 @@ class StrategyEvaluator:
     `data` maps each symbol to its splits: any object with `train`/`validation`/`holdout` DataFrame attributes
     (e.g. `data.DataSplits`) or a mapping with those keys; a missing or empty split is a `data` failure when
     asked for. `periods_per_year` (per symbol) overrides the frequency inferred from the train index.
+    `instruments` (per symbol, `market.InstrumentSpec`) fixes the instrument; by default it is inferred from
+    the bars given. A split's warm-up bars (the bars just before it) come as a ``"<split>_warmup"`` key or
+    attribute of the symbol's splits; they warm indicators up and are never scored.
     """
 
     def __init__(
@@ -230,6 +237,7 @@ class StrategyEvaluator:
         settings: BacktestSettings | None = None,
         max_concurrent: int = 2,
         periods_per_year: Mapping[str, float] | None = None,
+        instruments: Mapping[str, Any] | None = None,
     ) -> None:
         if not data:
             raise ValueError("the evaluator needs at least one instrument")
@@ -244,10 +252,19 @@ class StrategyEvaluator:
             ppy = (periods_per_year or {}).get(symbol)
             if ppy is None and train is not None:
                 ppy = infer_periods_per_year(train.index)
+            spec = (instruments or {}).get(symbol)
+            if spec is None:
+                given = [f for f in (_frame_of(splits, name) for name in SPLITS) if f is not None]
+                spec = self.settings.spec_for(symbol, pd.concat(given)) if given else None
             for split in SPLITS:
                 frame = _frame_of(splits, split)
                 if frame is not None:
-                    self._datasets[(symbol, split)] = prepare_bars(symbol, frame, self.settings, ppy)
+                    self._datasets[(symbol, split)] = prepare_bars(
+                        symbol, frame, self.settings, ppy, spec=spec, warmup=_frame_of(splits, f"{split}_warmup")
+                    )
+        self.instruments: dict[str, Any] = {
+            symbol: ds.spec for (symbol, _), ds in self._datasets.items() if ds.spec is not None
+        }
         self._ctx = multiprocessing.get_context("fork")
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -514,6 +531,8 @@ class StrategyEvaluator:
             per_instrument=per,
             equity=_combine_equity(outcomes, self.settings.starting_capital),
             elapsed=elapsed,
+            warnings=[w for o in outcomes for w in getattr(o, "warnings", [])],
+            return_stats=_return_stats(outcomes, self._datasets, split),
         )
 
 
@@ -582,6 +601,27 @@ def _combine_equity(outcomes: Sequence[BacktestOutcome], capital: float) -> list
     combined = frame.mean(axis=1)
     stamps = pd.DatetimeIndex(combined.index).to_numpy(dtype="datetime64[ns]").astype(np.int64)
     return list(zip(_iso(stamps), (float(v) for v in combined), strict=True))
+
+
+def _return_stats(
+    outcomes: Sequence[BacktestOutcome], datasets: Mapping[tuple[str, str], PreparedBars], split: str
+) -> dict[str, float]:
+    """PSR/DSR inputs from every bar of the (equal-weight) equity curve, never from the downsampled plot."""
+    from alpha_evolve.metrics import return_stats
+
+    curves: list[pd.Series] = []
+    for o in outcomes:
+        full = getattr(o, "equity_full", None)
+        prepared = datasets.get((o.symbol, split))
+        if full is None or prepared is None or len(full) == 0:
+            return {}
+        stamps = prepared.ts[prepared.warmup : prepared.warmup + len(full)]
+        s = pd.Series(np.asarray(full, dtype=float), index=stamps)
+        curves.append(s / s.iloc[0] if s.iloc[0] else s)
+    if len(curves) == 1:
+        return return_stats(curves[0].to_numpy())
+    frame = pd.concat(curves, axis=1).sort_index().ffill().bfill()
+    return return_stats(frame.mean(axis=1).to_numpy())
 
 
 def _iso(ns: np.ndarray) -> list[str]:
