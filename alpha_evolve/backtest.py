@@ -179,7 +179,8 @@ class BacktestOutcome:
     trades: list[float] = field(default_factory=list)  # round-trip PnLs after costs
     elapsed: float = 0.0
     warnings: list[str] = field(default_factory=list)  # market-model problems that did not void the figures
-    equity_full: np.ndarray | None = None  # every scored bar's equity: statistics use it, never the plot points
+    # The starting capital then every scored bar's equity: statistics use it, never the downsampled plot points.
+    equity_full: np.ndarray | None = None
 
 
 class CandidateLoadError(Exception):
@@ -615,7 +616,10 @@ def _outcome(
     equity, position = equity_curve(ts, closes, fills, settings.starting_capital, multiplier, precision)
     trades = round_trips(fills, float(closes[-1]), multiplier, precision)
     exposure = float(np.count_nonzero(position)) / len(position) if len(position) else 0.0
-    metrics = compute_metrics(equity, prepared.periods_per_year, trades, exposure, settings.risk_free)
+    # Figures start from the starting capital, before the first bar's fills: an entry on the period's first bar
+    # (buy-and-hold's) pays its fee inside the period, like every later one.
+    scored = np.concatenate([[settings.starting_capital], equity])
+    metrics = compute_metrics(scored, prepared.periods_per_year, trades, exposure, settings.risk_free)
     keep = _downsample(len(equity), settings.equity_points)
     return BacktestOutcome(
         status="ok",
@@ -627,5 +631,5 @@ def _outcome(
         trades=trades,
         elapsed=time.perf_counter() - started,
         warnings=list(warnings or []),
-        equity_full=np.asarray(equity, dtype=float),
+        equity_full=scored,
     )

@@ -615,8 +615,9 @@ def _return_stats(
         prepared = datasets.get((o.symbol, split))
         if full is None or prepared is None or len(full) == 0:
             return {}
-        stamps = prepared.ts[prepared.warmup : prepared.warmup + len(full)]
-        s = pd.Series(np.asarray(full, dtype=float), index=stamps)
+        # the first point is the starting capital, just before the first scored bar
+        stamps = prepared.ts[prepared.warmup : prepared.warmup + len(full) - 1]
+        s = pd.Series(np.asarray(full, dtype=float), index=np.r_[stamps[:1] - 1, stamps])
         curves.append(s / s.iloc[0] if s.iloc[0] else s)
     if len(curves) == 1:
         return return_stats(curves[0].to_numpy())

@@ -524,11 +524,12 @@ def _simulated_book(settings: FillSettings, instrument: Any, order: Any, best_bi
     else:
         i = int(np.searchsorted(ts, int(order.ts_init), side="right")) - 1
         bar_volume = float(volume[min(max(i, 0), len(volume) - 1)])
-        at_close = min(qty, max(bar_volume * settings.volume_share, 0.0))
+        increment = float(instrument.size_increment)
+        at_close = min(qty, math.floor(max(bar_volume * settings.volume_share, 0.0) / increment + 1e-9) * increment)
         if at_close > 0:
             levels.append((0.0, at_close))
         if qty - at_close > 0:
-            levels.append((settings.slippage_bps / 1e4, qty - at_close + float(instrument.size_increment)))
+            levels.append((settings.slippage_bps / 1e4, qty - at_close + increment))
     order_id = 1
     for offset, size in levels:
         if size <= 0:

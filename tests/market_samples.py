@@ -24,10 +24,7 @@ def bars(
     spread = np.abs(rng.normal(0.0, step_vol / 2, n))
     high = np.round(np.maximum(open_, close) * (1 + spread), decimals)
     low = np.round(np.minimum(open_, close) * (1 - spread), decimals)
-    if isinstance(volume, tuple):
-        vol = np.round(rng.uniform(volume[0], volume[1], n))
-    else:
-        vol = np.full(n, float(volume))
+    vol = np.round(rng.uniform(volume[0], volume[1], n)) if isinstance(volume, tuple) else np.full(n, float(volume))
     index = (pd.bdate_range("2021-01-04", periods=n, tz="UTC") if business_days
              else pd.date_range("2021-01-04", periods=n, freq=freq, tz="UTC"))
     frame = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=index)
