@@ -86,6 +86,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
         "per_instrument": best.per_instrument,
         "buy_and_hold_metrics": {m: bh.metrics.get(m, 0.0) for m in METRIC_NAMES} if bh.ok else {},
         "validation_metrics": summary.get("best_metrics", {}),
+        "warnings": [f"best: {w}" for w in best.warnings] + [f"buy_and_hold: {w}" for w in bh.warnings],
     }
     atomic_write_json(run / "holdout.json", result)
     entry = {"run_dir": str(run), "opened_at": opened_at, "opening": number, "forced": bool(previous),

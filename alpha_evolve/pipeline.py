@@ -30,7 +30,12 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
-from alpha_evolve.metrics import deflated_sharpe, probabilistic_sharpe
+from alpha_evolve.metrics import (
+    deflated_sharpe,
+    expected_max_sharpe,
+    probabilistic_sharpe,
+    probabilistic_sharpe_from_stats,
+)
 from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.pipeline")
@@ -170,6 +175,8 @@ class RankedProgram:
     equity: list[tuple[str, float]] = field(default_factory=list)
     status: str = "ok"
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every validation bar
 
 
 def _objective_key(metric: str) -> Callable[[RankedProgram], float]:
@@ -299,6 +306,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         )
         evolve_seconds = time.perf_counter() - t0
         ranked, seed_val, bh_val, n_val = _validate_top(config, store, evaluator, experiment, seed_code)
+        market_info = _market_summary(evaluator, ranked, seed_val, bh_val)
     finally:
         evaluator.close()
     if not ranked or ranked[0].status != "ok":
@@ -342,6 +350,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "seed_metrics": {"train": _metrics_only(seed_val.train), "validation": _metrics_only(seed_val.validation)},
         "buy_and_hold_metrics": _metrics_only(bh_val.validation),
         "overfitting": overfit,
+        "market": market_info,
         "top_programs": "top_programs.json",
         "artifacts": artifacts,
         "holdout": {"sealed": True, "openings": 0},
@@ -375,16 +384,37 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     logger.info("validating %d distinct top programs on the validation period", len(distinct))
     results = evaluator.evaluate_many(codes, split="validation", stage="full")
     ranked = [
-        RankedProgram(p, dict(p.metrics), dict(r.metrics), list(r.equity), r.status, r.error)
+        RankedProgram(p, dict(p.metrics), dict(r.metrics), list(r.equity), r.status, r.error,
+                      list(getattr(r, "warnings", [])), dict(getattr(r, "return_stats", {})))
         for p, r in zip(distinct, results[: len(distinct)], strict=True)
     ]
     ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_res, bh_res = results[-2], results[-1]
     seed_train = dict(seed_program.metrics) if seed_program is not None else {}
     seed_val = RankedProgram(seed_program, seed_train, dict(seed_res.metrics), list(seed_res.equity),
-                             seed_res.status, seed_res.error)
-    bh_val = RankedProgram(None, {}, dict(bh_res.metrics), list(bh_res.equity), bh_res.status, bh_res.error)
+                             seed_res.status, seed_res.error, list(getattr(seed_res, "warnings", [])))
+    bh_val = RankedProgram(None, {}, dict(bh_res.metrics), list(bh_res.equity), bh_res.status, bh_res.error,
+                           list(getattr(bh_res, "warnings", [])))
     return ranked, seed_val, bh_val, len(codes)
+
+
+def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: RankedProgram,
+                    bh: RankedProgram) -> dict[str, Any]:
+    """The market model the run used (instruments, fills, fees, warm-up) and every market warning raised while
+    validating the best program, the seed and buy-and-hold: figures a reader should not take at face value."""
+    from alpha_evolve.commands.backtest import market_description
+
+    instruments = {s: spec.to_dict() for s, spec in getattr(evaluator, "instruments", {}).items()}
+    warnings: list[str] = []
+    for label, r in (("best", ranked[0] if ranked else None), ("seed", seed), ("buy_and_hold", bh)):
+        if r is None:
+            continue
+        warnings += [f"{label}: {w}" for w in r.warnings]
+        if r.status != "ok":
+            warnings.append(f"{label}: {r.status} on validation: {r.error}")
+    out = market_description(evaluator.settings, instruments)
+    out["warnings"] = warnings
+    return out
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
@@ -424,15 +454,26 @@ def _overfitting(best: RankedProgram, train_sharpes: Sequence[float], counts: Ma
     Sharpe variance comes from the train Sharpes of every successful candidate (converted to per period).
     """
     sharpes = np.asarray(train_sharpes, dtype=float)
-    returns = _period_returns(best.equity)
     n_trials = int(max(counts.get("successful_evaluations", 0), len(sharpes), 1))
-    ppy = max(len(returns), 1) / max(1e-9, _span_years(best.equity))
-    sr_var = float(np.var(sharpes / np.sqrt(ppy), ddof=1)) if sharpes.size > 1 else 0.0
+    stats = best.return_stats
+    if stats and stats.get("n_obs", 0) >= 2:
+        # every validation bar (the evaluator's full curve), not the downsampled points kept for the plot
+        n_obs = int(stats["n_obs"])
+        ppy = n_obs / max(1e-9, _span_years(best.equity))
+        sr_var = float(np.var(sharpes / np.sqrt(ppy), ddof=1)) if sharpes.size > 1 else 0.0
+        sr, skew, kurt = stats["sharpe_per_period"], stats["skew"], stats["kurtosis"]
+        psr = probabilistic_sharpe_from_stats(sr, 0.0, n_obs, skew, kurt)
+        dsr = probabilistic_sharpe_from_stats(sr, expected_max_sharpe(n_trials, sr_var), n_obs, skew, kurt)
+    else:
+        returns = _period_returns(best.equity)
+        ppy = max(len(returns), 1) / max(1e-9, _span_years(best.equity))
+        sr_var = float(np.var(sharpes / np.sqrt(ppy), ddof=1)) if sharpes.size > 1 else 0.0
+        psr, dsr = probabilistic_sharpe(returns), deflated_sharpe(returns, n_trials, sr_var)
     tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
     return {
         "n_trials": n_trials,
-        "probabilistic_sharpe": round(probabilistic_sharpe(returns), 6),
-        "deflated_sharpe": round(deflated_sharpe(returns, n_trials, sr_var), 6),
+        "probabilistic_sharpe": round(psr, 6),
+        "deflated_sharpe": round(dsr, 6),
         "sharpe_train": tr,
         "sharpe_validation": va,
         "sharpe_gap": tr - va,

@@ -355,3 +355,29 @@ def test_config_overrides_are_validated_with_one_line_errors() -> None:
             from_mapping({"backtest": {"instruments": {"X": {err: 1}}}})
         except ConfigError as exc:
             assert "\n" not in str(exc)
+
+
+# ------------------------------------------------------------------------------------------ wiring
+
+
+def test_evaluator_warms_each_split_up_on_the_period_before_it() -> None:
+    from alpha_evolve.config import RunConfig
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+
+    config = RunConfig()
+    data = load_run_data(config)
+    splits = data.splits["SYN"]
+    warm = splits.warmup("holdout", 300)
+    assert warm is not None and len(warm) == 300 and warm.index[-1] < splits.holdout.index[0]
+    assert warm.index[-1] == splits.validation.index[-1]
+    assert splits.warmup("train", 300) is None
+    with build_evaluator(config, data=data, include=("train", "validation"), max_concurrent=1) as ev:
+        assert ev._datasets[("SYN", "train")].warmup == 0
+        val = ev._datasets[("SYN", "validation")]
+        assert val.warmup == 250 and len(val) == len(splits.validation)
+        assert ("SYN", "holdout") not in ev._datasets  # evolution never holds a holdout bar, warm-up or not
+        assert ev.instruments["SYN"].asset_class == "equity"
+        bh = ev.evaluate(seed_source("buy_and_hold"), split="validation", stage="full")
+    assert bh.ok and bh.bars == len(splits.validation)
+    assert bh.return_stats["n_obs"] == len(splits.validation)  # every bar, not the plot's points
+    assert bh.warnings == []
