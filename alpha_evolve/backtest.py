@@ -41,7 +41,11 @@ logger = logging.getLogger("alpha_evolve.backtest")
 
 VENUE = "SIM"
 CANDIDATE_FILENAME = sandbox.CANDIDATE_FILENAME  # the audit hook recognises candidate frames by it
-FAILURE_KINDS = ("syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete")
+FAILURE_KINDS = (
+    "syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete",
+    # the trusted replay of the decision log disagrees with the candidate's own run / a future-dependent decision
+    "tampered", "lookahead",
+)  # fmt: skip
 _BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
@@ -77,6 +81,9 @@ class BacktestSettings:
     recycle_after_bars: int = 1_000_000
     equity_points: int = 1000  # equity curve points returned per result (0 = every bar)
     log_level: str = "ERROR"  # NautilusTrader log level inside workers (only DEBUG/INFO/WARNING/ERROR)
+    # Documented opt-out for kernels without Landlock/seccomp: run candidates without kernel confinement (the
+    # trusted replay still scores them). Off by default; recorded in SUMMARY.json when on.
+    allow_unconfined: bool = False
 
     def __post_init__(self) -> None:
         if self.account_type not in ("cash", "margin"):
@@ -181,6 +188,9 @@ class BacktestOutcome:
     warnings: list[str] = field(default_factory=list)  # market-model problems that did not void the figures
     # The starting capital then every scored bar's equity: statistics use it, never the downsampled plot points.
     equity_full: np.ndarray | None = None
+    decisions: list[tuple[int, int]] = field(default_factory=list)  # (bar index, ACTION_*) of the strategy
+    fills: list[list[float]] = field(default_factory=list)  # (ts_ns, signed qty, price, commission) rows
+    log: str = ""  # what the candidate printed (captured, bounded)
 
 
 class CandidateLoadError(Exception):
@@ -400,13 +410,44 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
     """Backtest candidate source on one instrument; every failure becomes a typed outcome, never an exception.
 
     Exceptions that are not the candidate's fault in a normal sense (the evaluator's timeout signal,
-    MemoryError) propagate so the worker loop can classify them.
+    MemoryError) propagate so the worker loop can classify them. The outcome carries the decision log and the
+    fills as this process saw them: in a candidate's process they are a *claim*, checked by a trusted replay.
     """
     import time
 
+    started = time.perf_counter()
+    n_bars = len(prepared)  # scored bars (a warm-up is not scored)
+    if n_bars < 2:
+        return BacktestOutcome("data", f"{prepared.symbol}: only {n_bars} bar(s) to backtest", prepared.symbol,
+                               n_bars)  # fmt: skip
+    try:
+        strategy_cls = load_strategy_class(code)
+    except CandidateLoadError as exc:
+        return BacktestOutcome(exc.kind, str(exc), prepared.symbol, n_bars, elapsed=time.perf_counter() - started)
+    return run_strategy(strategy_cls, prepared, settings, started=started)
+
+
+def strategy_config(prepared: PreparedBars, settings: BacktestSettings) -> Any:
+    """The one configuration every strategy (candidate or trusted replay) is built with."""
     from alpha_evolve.strategies.base import EvolvableStrategyConfig
 
-    started = time.perf_counter()
+    return EvolvableStrategyConfig(
+        instrument_id=prepared.instrument.id,
+        bar_type=prepared.bar_type,
+        trade_fraction=settings.trade_fraction,
+        allow_short=settings.allow_short,
+        trade_start_ns=prepared.trade_start_ns,
+        adverse_fraction=settings.fills.adverse_fraction(),
+    )
+
+
+def run_strategy(
+    make_strategy: Any, prepared: PreparedBars, settings: BacktestSettings, *, started: float | None = None
+) -> BacktestOutcome:
+    """Run ``make_strategy(config)`` on a fresh engine and score it from its fills (see module docstring)."""
+    import time
+
+    started = time.perf_counter() if started is None else started
     n_bars = len(prepared.bars)  # warm-up included: the engine must process every one of them
 
     def fail(kind: str, message: str) -> BacktestOutcome:
@@ -414,24 +455,10 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
 
     if len(prepared) < 2:
         return fail("data", f"{prepared.symbol}: only {len(prepared)} bar(s) to backtest")
-    try:
-        strategy_cls = load_strategy_class(code)
-    except CandidateLoadError as exc:
-        return fail(exc.kind, str(exc))
-
     engine = _engine(settings, prepared)
     try:
         try:
-            strategy = strategy_cls(
-                EvolvableStrategyConfig(
-                    instrument_id=prepared.instrument.id,
-                    bar_type=prepared.bar_type,
-                    trade_fraction=settings.trade_fraction,
-                    allow_short=settings.allow_short,
-                    trade_start_ns=prepared.trade_start_ns,
-                    adverse_fraction=settings.fills.adverse_fraction(),
-                )
-            )
+            strategy = make_strategy(strategy_config(prepared, settings))
             engine.add_strategy(strategy)
         except Exception as exc:
             return fail("import", _describe(exc))
@@ -454,6 +481,8 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
         refused = _refused_orders(engine)
         sizing_refusals = int(getattr(strategy, "sizing_refusals", 0) or 0)
         first_refusal = str(getattr(strategy, "first_sizing_refusal", "") or "")
+        log = getattr(strategy, "decision_log", None)
+        decisions = [(int(i), int(a)) for i, a in log()] if callable(log) else []
     finally:
         try:
             engine.dispose()
@@ -473,7 +502,10 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
             )
         warnings.append(f"{prepared.symbol}: {sizing_refusals} order(s) skipped as too small for one order step; "
                         f"first: {first_refusal}")
-    return _outcome(prepared, settings, fills, started, warnings)
+    outcome = _outcome(prepared, settings, fills, started, warnings)
+    outcome.decisions = decisions
+    outcome.fills = fills.tolist()
+    return outcome
 
 
 def _refused_orders(engine: BacktestEngine) -> list[str]:

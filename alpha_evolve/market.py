@@ -384,11 +384,13 @@ def order_quantity(
     free_cash: float | None = None,
     fee_rate: float = 0.0,
     adverse_fraction: float = 0.0,
+    cash_headroom: float = 0.999,
 ) -> Decimal:
     """THE order-sizing rule: units worth ``trade_fraction`` of equity, a whole multiple of the order step.
 
     ``free_cash`` (a cash account buying) caps the order so that its cost, the fee and an adverse fill of
-    ``adverse_fraction`` of the price can never overdraw the account (which would stop the engine early).
+    ``adverse_fraction`` of the price stay within ``cash_headroom`` of it: the account can never be overdrawn
+    (which would stop the engine early).
     Returns 0 when not even one step fits: the caller reports that, it never trades a smaller size.
     Decimal arithmetic: a float floor would leave residues like 65123.00000000001 in the position.
     """
@@ -397,7 +399,7 @@ def order_quantity(
     budget = trade_fraction * equity
     if free_cash is not None:
         unit_cost = price * multiplier * (1.0 + max(fee_rate, 0.0)) * (1.0 + max(adverse_fraction, 0.0))
-        budget = min(budget, free_cash * price * multiplier / unit_cost * 0.999)
+        budget = min(budget, free_cash * price * multiplier / unit_cost * cash_headroom)
     if budget <= 0:
         return Decimal(0)
     step = spec_step if isinstance(spec_step, Decimal) else _dec(spec_step)

@@ -372,12 +372,23 @@ def test_evaluator_warms_each_split_up_on_the_period_before_it() -> None:
     assert warm.index[-1] == splits.validation.index[-1]
     assert splits.warmup("train", 300) is None
     with build_evaluator(config, data=data, include=("train", "validation"), max_concurrent=1) as ev:
-        assert ev._datasets[("SYN", "train")].warmup == 0
-        val = ev._datasets[("SYN", "validation")]
-        assert val.warmup == 250 and len(val) == len(splits.validation)
-        assert ("SYN", "holdout") not in ev._datasets  # evolution never holds a holdout bar, warm-up or not
+        assert ("SYN", "holdout") not in ev._available  # evolution never holds a holdout bar, warm-up or not
         assert ev.instruments["SYN"].asset_class == "equity"
         bh = ev.evaluate(seed_source("buy_and_hold"), split="validation", stage="full")
+        seed = ev.evaluate(seed_source("momentum"), split="validation", stage="full")
     assert bh.ok and bh.bars == len(splits.validation)
+    # invested from the first validation bar (fee paid inside the period), never during the warm-up
+    first = splits.validation.index[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert bh.metrics["Exposure"] > 0.99 and bh.equity[0][0] == first
+    # the momentum seed is warm on the first validation bar: replicated here on the bars the evaluator used
+    warm = splits.warmup("validation", 250)
+    frame = pd.concat([warm, splits.validation])
+    from alpha_evolve.market import quantize_prices
+
+    frame = quantize_prices(frame, ev.instruments["SYN"])
+    want = replica(frame, ev.instruments["SYN"].size_increment, start=len(warm))
+    assert seed.ok, seed.error
+    assert seed.metrics["Trades"] == want["Trades"]
+    assert _close(seed.metrics["Sharpe"], want["Sharpe"]) and _close(seed.metrics["TotalReturn"], want["TotalReturn"])
     assert bh.return_stats["n_obs"] == len(splits.validation)  # every bar, not the plot's points
     assert bh.warnings == []

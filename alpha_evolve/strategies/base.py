@@ -18,6 +18,12 @@ from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
+# Share of a cash account's free balance an order may use (after fees and the fill model's worst concession):
+# a small margin so that commission rounding never pushes the balance below zero (which stops the engine early).
+_CASH_SAFETY = 0.999
+# Codes of the decision log (see ``EvolvableStrategy.decision_log``).
+ACTION_FLAT, ACTION_LONG, ACTION_SHORT = 0, 1, 2
+
 
 class EvolvableStrategyConfig(StrategyConfig, frozen=True):
     """Configuration shared by all evolvable strategies; seeds add no fields so any seed runs with it."""
@@ -53,6 +59,9 @@ class EvolvableStrategy(Strategy):
         self._adverse_fraction: float = float(config.adverse_fraction)
         self.sizing_refusals: int = 0  # opens skipped because not even one order step was affordable
         self.first_sizing_refusal: str = ""
+        # The decision log (bar index, action): plain data the trusted side replays in a clean process to score
+        # the candidate, so nothing the candidate does to its own engine can change its figures.
+        self._decisions: list[tuple[int, int]] = []
 
     # ---------------------------------------------------------------- hooks for seeds (EVOLVE-BLOCK bodies)
 
@@ -114,6 +123,7 @@ class EvolvableStrategy(Strategy):
 
     def go_long(self) -> None:
         """Hold a long position of ``trade_fraction`` of equity (closing any short first); no-op when long."""
+        self._decisions.append((self.bars_seen - 1, ACTION_LONG))
         if self.is_long:
             return
         if self.is_short:
@@ -122,6 +132,7 @@ class EvolvableStrategy(Strategy):
 
     def go_short(self) -> None:
         """Hold a short position (closing any long first); refused (and logged) unless ``allow_short``."""
+        self._decisions.append((self.bars_seen - 1, ACTION_SHORT))
         if not self.allow_short:
             self._short_refusals += 1
             if self._short_refusals == 1:
@@ -135,8 +146,13 @@ class EvolvableStrategy(Strategy):
 
     def go_flat(self) -> None:
         """Close any open position."""
+        self._decisions.append((self.bars_seen - 1, ACTION_FLAT))
         if not self.is_flat:
             self.close_all_positions(self.instrument_id)
+
+    def decision_log(self) -> list[tuple[int, int]]:
+        """Every go_long/go_short/go_flat call in order as (0-based bar index, ACTION_*)."""
+        return list(self._decisions)
 
     @property
     def short_refusals(self) -> int:
@@ -176,8 +192,8 @@ class EvolvableStrategy(Strategy):
             # Never over-buy a cash account: the engine would log AccountBalanceNegative and stop early.
             free = account.balance_free(instrument.quote_currency)
             free_cash = float(free.as_double()) if free is not None else 0.0
-        step = max(instrument.size_increment.as_decimal(), instrument.lot_size.as_decimal()
-                   if instrument.lot_size is not None else Decimal(0))
+        lot = instrument.lot_size
+        step = max(Decimal(str(instrument.size_increment)), Decimal(str(lot)) if lot is not None else Decimal(0))
         return order_quantity(
             price=price,
             equity=self._equity(),
@@ -187,6 +203,7 @@ class EvolvableStrategy(Strategy):
             free_cash=free_cash,
             fee_rate=float(instrument.taker_fee),
             adverse_fraction=self._adverse_fraction,
+            cash_headroom=_CASH_SAFETY,
         )
 
     def _refuse(self, message: str) -> None:
@@ -206,7 +223,7 @@ class EvolvableStrategy(Strategy):
                          f"({step:g} units at {self._last_close:g})")
             return
         try:
-            quantity = instrument.make_qty(units, round_down=True)
+            quantity = instrument.make_qty(Decimal(units), round_down=True)
         except ValueError:
             self._refuse(f"{side.name} skipped: {units} units round to zero for {self.instrument_id}")
             return
