@@ -256,6 +256,6 @@ def test_subagent_definition_is_well_formed():
     front = text.split("---\n")[1]
     fields = dict(line.split(":", 1) for line in front.strip().splitlines())
     assert fields["name"].strip() == "alpha-evolve-mutator"
-    assert {t.strip() for t in fields["tools"].split(",")} == {"Read", "Write", "Glob"}
+    assert {t.strip() for t in fields["tools"].split(",")} == {"Read", "Write"}
     assert fields["description"].strip() and fields["model"].strip()
     assert "response_path" in text and "nautilus_trader.indicators" in text
