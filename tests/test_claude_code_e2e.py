@@ -340,8 +340,8 @@ async def test_agent_mutator_answered_by_claude_code_started_elsewhere(
         await asyncio.sleep(0.02)
     brain = Brain()
     with StandInAPI(brain) as api:
-        await asyncio.to_thread(run_claude, claude, api, project,
-                                f"Answer the alpha-evolve mutation request {pending} with the alpha-evolve-mutator agent.")
+        prompt = f"Answer the alpha-evolve mutation request {pending} with the alpha-evolve-mutator agent."
+        await asyncio.to_thread(run_claude, claude, api, project, prompt)
         response = await asyncio.wait_for(task, 60)
     assert not brain.refusals, brain.refusals
     assert response.ok, response.error
