@@ -194,6 +194,8 @@ def _read_bytes(path: Path, max_bars: int = DEFAULT_MAX_BARS) -> bytes:
     except DataError as exc:
         if "more than the limit" in str(exc):
             raise _fail(path, f"{str(exc).split(': ', 1)[1]} ({_limit_hint(max_bars)})") from None
+        if isinstance(exc.__cause__, OSError):  # keep the errno in the chain: EIO/EACCES are the machine's fault
+            raise _fail(path, f"unreadable file ({_first_line(exc.__cause__)})") from exc.__cause__
         raise
 
 

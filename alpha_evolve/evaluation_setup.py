@@ -52,6 +52,7 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_seed=bt.synthetic_seed,
         synthetic_freq=bt.synthetic_freq,
         cache_dir=cache,
+        max_bars=bt.max_bars,
     )
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():

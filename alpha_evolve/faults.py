@@ -46,6 +46,9 @@ _SQLITE_PHRASES = (
 
 _ATTR = "_alpha_evolve_infrastructure"
 
+EXIT_INFRASTRUCTURE = 75
+"""Exit code of a command stopped by the machine's failure (``EX_TEMPFAIL``: fix the machine, then resume)."""
+
 
 class InfrastructureError(RuntimeError):
     """The machine failed (disk full, no permission, I/O error, store not writable); one line, resumable."""
