@@ -54,8 +54,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         # mkstemp creates 0600; keep the replaced file's mode, else the usual 0644, so that an approver running
         # as another user can still read pending_action.json and friends.
-        try:
-            mode = os.stat(p).st_mode & 0o777
+        try:  # lstat: a symlink (to /dev/zero, say) put in the file's place must not lend us its mode
+            st = os.lstat(p)
+            mode = st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) else 0o644
         except OSError:
             mode = 0o644
         os.fchmod(fd, mode)
