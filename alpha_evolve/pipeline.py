@@ -96,7 +96,6 @@ def latest_run(base: str | Path) -> Path | None:
     return run if run.is_dir() else None
 
 
-@contextlib.contextmanager
 class _LogFile(logging.FileHandler):
     """A log file that goes quiet when the disk is full or read-only: logging's default prints a traceback per
     record on stderr, and the run itself reports the machine's failure once, in one line."""
@@ -105,6 +104,7 @@ class _LogFile(logging.FileHandler):
         pass
 
 
+@contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
     root = logging.getLogger("alpha_evolve")

@@ -336,6 +336,19 @@ class SelfEvolutionLoop:
                 signal.signal(s, h)
 
     def _run_locked(self) -> SessionResult:
+        try:
+            return self._run_steps()
+        except Exception as exc:  # also a fault met while recording a stop or a failure
+            fault = as_infrastructure(exc)
+            if fault is None:
+                raise
+            self._stop_for_fault(str(fault))
+            raise InfrastructureError(
+                f"session {self.backend.location} stopped: {fault}. Nothing was recorded for the interrupted "
+                "iteration; free space or fix permissions, then resume the session to run it again"
+            ) from None
+
+    def _run_steps(self) -> SessionResult:
         self.history = self.backend.load_history()
         self._check_history()
         self.summary = self.backend.load_summary() or self._new_summary()
@@ -377,13 +390,8 @@ class SelfEvolutionLoop:
         except SessionInterrupted:
             return self._finish("stopped", interrupted=True)
         except Exception as exc:
-            fault = as_infrastructure(exc)
-            if fault is not None:
-                self._stop_for_fault(str(fault))
-                raise InfrastructureError(
-                    f"session {self.backend.location} stopped: {fault}. Nothing was recorded for the interrupted "
-                    "iteration; free space or fix permissions, then resume the session to run it again"
-                ) from None
+            if as_infrastructure(exc) is not None:
+                raise  # the machine's fault: see _run_locked
             reason = " ".join(str(exc).split()) or type(exc).__name__
             logger.debug("session failed", exc_info=True)
             self.summary["failure_reason"] = reason
