@@ -32,6 +32,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import random
 import sqlite3
 import time
@@ -46,6 +47,7 @@ import filelock
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
+from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
@@ -249,11 +251,9 @@ def load_seed(seed_strategy: str) -> tuple[str, str]:
     from alpha_evolve.strategies import seed_source
 
     path = Path(seed_strategy)
-    if seed_strategy.endswith(".py") and path.is_file():
-        try:
-            code = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read seed strategy ({exc})") from None
+    if seed_strategy.endswith(".py") and os.path.lexists(path):
+        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
+        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
         label = str(path)
     else:
         code = seed_source(seed_strategy)  # ValueError listing the valid names

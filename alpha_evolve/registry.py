@@ -593,9 +593,11 @@ def _data_hash(run_dir: Any) -> str | None:
     """The data fingerprint a pipeline run recorded (``SUMMARY.json`` ``data.hash``-like fields), if any."""
     if not run_dir:
         return None
+    from alpha_evolve.files import FileFormatError, read_json
+
     try:
-        summary = orjson.loads((Path(run_dir) / "SUMMARY.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        summary = read_json(Path(run_dir) / "SUMMARY.json")
+    except FileFormatError:
         return None
     data = summary.get("data") if isinstance(summary, dict) else None
     if not isinstance(data, dict):
