@@ -97,13 +97,15 @@ class _Handler(FileSystemEventHandler):
             if kind == "moved":
                 if os.fsencode(event.dest_path) == self._target:
                     self._events.put(_NOW)
+                elif os.fsencode(event.src_path) == self._target:
+                    self._events.put(_SOON)  # renamed away: as good as deleted unless something takes its place
                 return
             if os.fsencode(event.src_path) != self._target:
                 return
             if kind == "closed":
                 self._events.put(_NOW)
-            elif kind in ("created", "modified", "attrib"):
-                self._events.put(_SOON)
+            elif kind in ("created", "modified", "attrib", "deleted"):
+                self._events.put(_SOON)  # "deleted": the file may be gone for good (reported after a settle time)
         except Exception:  # pragma: no cover - defensive: keep the observer thread alive
             logger.exception("approval watcher: ignoring an event it could not handle")
 

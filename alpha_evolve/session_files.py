@@ -494,13 +494,13 @@ def validate_session(session_dir: str | Path) -> tuple[list[tuple[str, int, int]
     problems: list[str] = []
     if not d.is_dir():
         return rows, [f"{d}: session directory not found"]
-    if not any((d / name).exists() for name in FILE_SCHEMAS):
+    if not any(os.path.lexists(d / name) for name in FILE_SCHEMAS):
         return rows, [f"{d}: not a session directory (none of {', '.join(FILE_SCHEMAS)} is there)"]
     for name, schema in FILE_SCHEMAS.items():
         path = d / name
         found: list[str] = []
         count = 0
-        if not path.exists():
+        if not os.path.lexists(path):  # a dangling or looping link is there, and read below reports what it is
             if name in (SUMMARY, HISTORY):
                 found.append(f"{name}: missing")
             rows.append((name, 0, len(found)))
