@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.crowning import RANKING_METRICS
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
@@ -388,7 +389,7 @@ def _metric_from_toml(text: str) -> str | None:
         if stripped.startswith("fitness_metric"):
             _, _, value = stripped.partition("=")
             name = value.split("#")[0].strip().strip("\"'")
-            return name if name in METRIC_NAMES else None
+            return name if name in RANKING_METRICS else None
     return None
 
 
@@ -469,8 +470,8 @@ class EvolutionController:
             raise ValueError(f"elite/exploit/explore ratios must be >= 0 and sum to 1, got {ratios}")
         if ev.population_size < 2 or ev.max_concurrent < 1 or ev.max_retries < 1:
             raise ValueError("population_size must be >= 2, max_concurrent >= 1 and max_retries >= 1")
-        if ev.fitness_metric not in METRIC_NAMES:
-            raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(METRIC_NAMES)}")
+        if ev.fitness_metric not in RANKING_METRICS:
+            raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(RANKING_METRICS)}")
         self.config = ev
         self.store = store
         self.evaluator = evaluator
@@ -483,6 +484,10 @@ class EvolutionController:
         self._force = False
         self._inflight: dict[asyncio.Task[Program], int] = {}
         self._modes: dict[int, str] = {}
+        # Extra train figures folded into fitness (fold fitness, information ratio); see folds.fitness_hook.
+        # Built on first evaluation unless a caller (the pipeline) already set it.
+        self.metric_hook: Callable[[EvalResult], dict[str, float]] | None = None
+        self._hook_checked = False
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -1111,7 +1116,19 @@ class EvolutionController:
                 logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
         return None, response, (tin, tout), usd, error, kind
 
+    async def _ensure_metric_hook(self) -> None:
+        if self._hook_checked or self.metric_hook is not None:
+            return
+        self._hook_checked = True
+        from alpha_evolve.folds import fitness_hook, needs_hook
+        from alpha_evolve.strategies import seed_source
+
+        if needs_hook(self.config):
+            bench = await self.evaluator.aevaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
+            self.metric_hook = fitness_hook(self.config, list(bench.equity) if bench.ok else [])
+
     async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
+        await self._ensure_metric_hook()
         # The seed skips the screen: it is the reference parent and must be scored on the whole train split.
         return await self.evaluator.aevaluate(code, "train", "full", parent_code=parent_code, screen=screen)
 
@@ -1128,7 +1145,13 @@ class EvolutionController:
             program.status = "screened"
             program.failure_message = result.reason or "screened out"
             return
-        fitness = fitness_from_metrics(result.metrics, self.config.fitness_metric)
+        extras = self.metric_hook(result) if self.metric_hook is not None else {}
+        program.metrics.update({k: v for k, v in extras.items() if k != "fitness"})
+        if "fitness" in extras:
+            value = extras["fitness"]
+            fitness = float(value) if math.isfinite(value) else None
+        else:
+            fitness = fitness_from_metrics(program.metrics, self.config.fitness_metric)
         if fitness is None:
             program.status = "screened"
             program.failure_message = f"train {self.config.fitness_metric} is not a finite number"

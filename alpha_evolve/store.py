@@ -63,6 +63,25 @@ _ELIGIBLE = "status = 'ok' AND pruned = 0"
 _BY_FITNESS = "programs INDEXED BY ix_programs_eligible_fitness"
 _BY_ID = "programs INDEXED BY ix_programs_eligible_id"
 
+_TRIALS_TABLE = """CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    program_id INTEGER,
+    program_hash TEXT NOT NULL,
+    code_key TEXT NOT NULL,
+    period TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'candidate',
+    status TEXT NOT NULL,
+    sharpe REAL,
+    sharpe_per_period REAL,
+    n_obs INTEGER NOT NULL DEFAULT 0,
+    trades REAL,
+    behavior_key TEXT,
+    via TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+)"""
+_TRIALS_INDEX = "CREATE INDEX IF NOT EXISTS ix_trials_period ON trials(experiment, period)"
+
 _SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS experiments (
         name TEXT PRIMARY KEY,
@@ -788,6 +807,82 @@ class ProgramStore(SQLiteFile):
         from alpha_evolve.selection import sample_parent  # selection builds on this module
 
         return sample_parent(self, experiment, mode, rng, novelty_boost_w=novelty_boost_w)
+
+    # ----------------------------------------------------------------------------- trial ledger
+    # Every evaluation that could have influenced a choice (train, a fold, validation, holdout), with the
+    # program's hash and its Sharpe: the deflated Sharpe counts these. The table is created on first use so
+    # that stores written before it existed still open (and gain a ledger when a holdout look is recorded).
+
+    def _ensure_trials(self, conn: sqlite3.Connection) -> None:
+        if getattr(self, "_trials_ready", False):
+            return
+        conn.execute(_TRIALS_TABLE)
+        conn.execute(_TRIALS_INDEX)
+        self._trials_ready = True
+
+    def record_trials(self, experiment: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append ledger rows (keys of ``TRIAL_FIELDS``); returns how many were written, in one transaction."""
+        now = _now()
+        values = [
+            (
+                experiment,
+                r.get("program_id"),
+                str(r["program_hash"]),
+                str(r.get("code_key") or r["program_hash"]),
+                str(r["period"]),
+                str(r.get("role") or "candidate"),
+                str(r.get("status") or "ok"),
+                _finite_or_none(r.get("sharpe")),
+                _finite_or_none(r.get("sharpe_per_period")),
+                int(r.get("n_obs") or 0),
+                _finite_or_none(r.get("trades")),
+                r.get("behavior_key"),
+                str(r.get("via") or ""),
+                str(r.get("created_at") or now),
+            )
+            for r in rows
+        ]
+        if not values:
+            return 0
+        with self._write() as conn:
+            self._ensure_trials(conn)
+            conn.executemany(
+                "INSERT INTO trials (experiment, program_id, program_hash, code_key, period, role, status, sharpe,"
+                " sharpe_per_period, n_obs, trades, behavior_key, via, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return len(values)
+
+    def trials(self, experiment: str | None = None, period: str | None = None) -> list[dict[str, Any]]:
+        """Ledger rows in the order they were written (optionally one experiment and/or one period)."""
+        with self._write() as conn:  # creating the table on first read needs the write lock
+            self._ensure_trials(conn)
+        sql, params = "SELECT * FROM trials WHERE 1 = 1", []
+        if experiment is not None:
+            sql += " AND experiment = ?"
+            params.append(experiment)
+        if period is not None:
+            sql += " AND period = ?"
+            params.append(period)
+        rows = self._conn().execute(sql + " ORDER BY id", params).fetchall()
+        return [dict(r) for r in rows]
+
+    def trial_counts(self, experiment: str) -> dict[str, int]:
+        """Ledger rows per period, e.g. ``{"train": 51, "validation": 6, "holdout": 1}``."""
+        with self._write() as conn:
+            self._ensure_trials(conn)
+        rows = self._conn().execute(
+            "SELECT period, COUNT(*) FROM trials WHERE experiment = ? GROUP BY period ORDER BY period", (experiment,)
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def evaluated_programs(self, experiment: str) -> list[Program]:
+        """Every program that reached a backtest (ok or screened out), oldest first: the train trials."""
+        rows = self._conn().execute(
+            "SELECT * FROM programs WHERE experiment = ? AND status IN ('ok', 'screened') ORDER BY id", (experiment,)
+        ).fetchall()
+        return [_program_from_row(r) for r in rows]
 
 
 def _check_experiment_status(status: str) -> None:
