@@ -143,6 +143,8 @@ class BacktestConfig:
                                      le=86_400.0)
     memory_limit_mb: int = _f(2048, "address-space limit of each worker process", ge=256, le=1_000_000)
     recycle_after: int = _f(50, "tasks a worker runs before it is replaced (engines leak)", ge=1, le=100_000)
+    allow_unconfined: bool = _f(False, "run candidates WITHOUT kernel confinement (Landlock/seccomp) on kernels "
+                                "that lack it; off by default, recorded in SUMMARY.json when on")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,8 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
         "worst_metrics": {k: v for k, v in result.metrics.items() if k.startswith("worst_")} if result.ok else {},
         "per_instrument": result.per_instrument,
         "elapsed_seconds": round(result.elapsed, 4),
+        # What the strategy printed: captured in its confined process (bounded), never on this command's stdout.
+        "log": result.log,
         "data": {k: info[k] for k in ("source", "synthetic", "symbols", "start", "end", "interval", "hash")},
         "periods": {s: (d["train"] if split == "all" else d.get(eval_split)) for s, d in info["splits"].items()},
     }
