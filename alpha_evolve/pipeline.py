@@ -145,8 +145,8 @@ def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _code_key(code: str) -> str:
-    """Programs that differ only in whitespace or comments are the same program for ``bt_top``."""
-    from alpha_evolve.trials import code_key
+    """Programs that differ only in whitespace, comments or docstrings are the same program for ``bt_top``."""
+    from alpha_evolve.program_keys import code_key
 
     return code_key(code)
 
@@ -299,9 +299,13 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         evolve_seconds = time.perf_counter() - t0
         ranked, seed_val, bh_val, n_val, overfit = select_winner(config, store, evaluator, experiment, seed_code,
                                                                  data, bh_train=bh_train)
+        security = _evaluation_security(evaluator)
     finally:
         evaluator.close()
     counts = _counts(store, experiment, result, n_val)
+    for r in ranked:  # refusals found while validating (causality check, replay) count as failures too
+        if r.status in _SECURITY_KINDS:
+            counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
     store.close()
     best = ranked[0]
@@ -326,6 +330,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "data": data_info,
         "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
         "counts": counts,
+        "evaluation_security": security,
         "stop_reason": getattr(result, "stop_reason", None),
         "best_program": {
             "id": int(best.program.id),
@@ -398,6 +403,18 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     return ranked, seed_val, bh_val, len(codes)
 
 
+_SECURITY_KINDS = ("tampered", "lookahead")
+
+
+def _evaluation_security(evaluator: Any) -> dict[str, Any]:
+    """How candidates were contained and scored (the opt-out, when used, is visible here)."""
+    return {
+        "confinement": str(getattr(evaluator, "confinement", "unknown")),
+        "scoring": "trusted engine replay of each candidate's decision log",
+        "causality_splits": sorted(getattr(evaluator, "causality_splits", ())),
+    }
+
+
 def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str, data: Any,
                   *, bh_train: Any) -> tuple[list[RankedProgram], RankedProgram, RankedProgram, int, dict[str, Any]]:
     """Compare the finalists on validation, write the trial ledger, and deflate the crowned program.
@@ -445,7 +462,7 @@ def _record_trials(store: Any, experiment: str, ranked: Sequence[RankedProgram],
     rows = []
     for p in store.evaluated_programs(experiment):
         role = "seed" if p.is_seed else "candidate"
-        bkey = behavior_key_of(p.behavior)
+        bkey = p.behavior_key or behavior_key_of(p.behavior)  # the store's key: stage, metrics and equity
         rows.append(trial_row(p.code, "train", metrics=p.metrics, status=p.status, program_id=p.id, role=role,
                               periods_per_year=ppy, n_obs=bars.get("train", 0), behavior_key=bkey))
         for fold, sharpe in _fold_sharpes(p.metrics):
@@ -475,7 +492,8 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
     from alpha_evolve.controller import experiment_stats
 
     by_status: dict[str, int] = store.count_by_status(experiment)
-    failures = {k: v for k, v in by_status.items() if k not in ("ok", "screened")}
+    failures = {k: 0 for k in _SECURITY_KINDS}  # always shown: "0 tampered" is a figure too
+    failures.update({k: v for k, v in by_status.items() if k not in ("ok", "screened")})
     stats = experiment_stats(store, experiment)  # tokens and cost of every program, failed ones included
     return {
         "iterations": int(getattr(result, "iterations_completed", 0)),
@@ -485,6 +503,12 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "successful_evaluations": int(getattr(result, "successful_evaluations", 0)),
         "validation_evaluations": n_validation,
         "screened_out": int(by_status.get("screened", 0)),
+        # Never evaluate the same thing twice: identical code reused a stored result (no backtest); behaviour
+        # duplicates were backtested and traded exactly like an earlier program (the wasted evaluations).
+        "cache_hits": int(stats["cache_hits"]),
+        "behavior_duplicates": int(stats["behavior_duplicates"]),
+        "wasted_evaluation_share": round(
+            int(stats["behavior_duplicates"]) / max(1, int(stats["total_evaluations"]) - 1), 6),
         "failures": failures,
         "input_tokens": int(stats["input_tokens"]),
         "output_tokens": int(stats["output_tokens"]),
@@ -496,7 +520,8 @@ def _train_sharpes(store: Any, experiment: str) -> list[float]:
     """Train Sharpe of every successful candidate (the ledger in ``store.trials`` is the complete record)."""
     with store.snapshot() as conn:
         rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL", (experiment,)
+            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+            " AND duplicate_of IS NULL", (experiment,)
         ).fetchall()
     return [float(r[0]) for r in rows]
 

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Self
@@ -26,13 +26,15 @@ logger = logging.getLogger("alpha_evolve.sqlite_db")
 
 class SQLiteFile:
     """Base class; subclasses set ``KIND`` (the word in messages), ``ERROR``, ``SCHEMA_VERSION``, ``SCHEMA``
-    and ``TABLES`` (the tables a file of theirs may contain)."""
+    and ``TABLES`` (the tables a file of theirs may contain). ``MIGRATIONS[v]`` holds the statements that bring a
+    file of version ``v`` to ``v + 1``; a new file gets ``SCHEMA`` at once."""
 
     KIND: ClassVar[str] = "database"
     ERROR: ClassVar[type[Exception]] = RuntimeError
     SCHEMA_VERSION: ClassVar[int] = 1
     SCHEMA: ClassVar[Sequence[str]] = ()
     TABLES: ClassVar[frozenset[str]] = frozenset()
+    MIGRATIONS: ClassVar[Mapping[int, Sequence[str]]] = {}
 
     def __init__(
         self,
@@ -130,7 +132,23 @@ class SQLiteFile:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another process may have created the schema meanwhile.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if 0 < version < self.SCHEMA_VERSION:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = self.TABLES - tables
+                if missing:
+                    raise self.ERROR(f"{self.KIND} {self.path} is damaged: tables {', '.join(sorted(missing))} "
+                                     "are missing")
+                for step in range(version, self.SCHEMA_VERSION):
+                    if step not in self.MIGRATIONS:
+                        raise self.ERROR(f"{self.KIND} {self.path} has schema version {version}, which this "
+                                         f"alpha-evolve cannot upgrade to {self.SCHEMA_VERSION}")
+                    for stmt in self.MIGRATIONS[step]:
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+                logger.info("%s %s upgraded from schema version %d to %d", self.KIND, self.path, version,
+                            self.SCHEMA_VERSION)
+            elif version == 0:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 foreign = tables - self.TABLES
                 if foreign:

@@ -94,7 +94,19 @@ def run_headline(run_dir: Path) -> dict[str, Any]:
         "objective": objective,
         "objective_value": best.get(objective),
         "has_programs": (run_dir / "programs.sqlite").is_file(),
+        "holdout_openings": _holdout_looks(run_dir),
+        "crowned": (s.get("best_program") or {}).get("crowned"),
+        "verdict": (s.get("verdict") or {}).get("statement"),
     }
+
+
+def _holdout_looks(run_dir: Path) -> int:
+    """Looks at the run's holdout through any door, from its ledger (SUMMARY.json may lag a crashed write)."""
+    from alpha_evolve.holdout_door import looks
+
+    with contextlib.suppress(OSError, ValueError):
+        return len(looks(run_dir))
+    return 0
 
 
 def run_detail(run_dir: Path) -> dict[str, Any]:
