@@ -39,6 +39,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import random
 import sqlite3
 import time
@@ -53,6 +54,8 @@ import filelock
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
+from alpha_evolve.faults import InfrastructureError, as_infrastructure
+from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.program_keys import code_key, result_behavior_key
 from alpha_evolve.selection import select_parent
@@ -259,11 +262,9 @@ def load_seed(seed_strategy: str) -> tuple[str, str]:
     from alpha_evolve.strategies import seed_source
 
     path = Path(seed_strategy)
-    if seed_strategy.endswith(".py") and path.is_file():
-        try:
-            code = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read seed strategy ({exc})") from None
+    if seed_strategy.endswith(".py") and os.path.lexists(path):
+        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
+        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
         label = str(path)
     else:
         code = seed_source(seed_strategy)  # ValueError listing the valid names
@@ -706,16 +707,30 @@ class EvolutionController:
                 _fmt(s.best),
             )
             return self._result(s, status, reason.value)
-        except (StoreError, sqlite3.DatabaseError) as exc:
-            await self._cancel_inflight()
-            message = _one_line(exc)
-            logger.error("experiment %s failed: %s", s.experiment, message)
-            with contextlib.suppress(Exception):
-                self.store.update_experiment(
-                    s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
-                )
-            raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
-        except BaseException:
+        except BaseException as exc:
+            fault = as_infrastructure(exc) if isinstance(exc, Exception) else None
+            if fault is not None:
+                # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
+                # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
+                await self._cancel_inflight()
+                logger.error("experiment %s stopped: %s", s.experiment, fault)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
+                    )
+                raise InfrastructureError(
+                    f"experiment {s.experiment!r} stopped: {fault} (nothing was recorded as a candidate's failure; "
+                    "free space or fix permissions, then resume)"
+                ) from None
+            if isinstance(exc, StoreError | sqlite3.DatabaseError):
+                await self._cancel_inflight()
+                message = _one_line(exc)
+                logger.error("experiment %s failed: %s", s.experiment, message)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
+                    )
+                raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
             # ValueError (bad seed), cancellation, KeyboardInterrupt: nothing in flight survives; leave the
             # experiment resumable.
             await self._cancel_inflight()
@@ -740,10 +755,24 @@ class EvolutionController:
             failure_message=fresh.failure_message, behavior=fresh.behavior, elapsed_s=result.elapsed,
             behavior_key=fresh.behavior_key,
         )
+        if fresh.status == "timeout":
+            raise ValueError(self._seed_timeout_message(result))
         if fresh.status != "ok":
             raise ValueError(
                 f"the seed strategy failed evaluation again ({fresh.status}): {fresh.failure_message}"
             )
+
+    def _seed_timeout_message(self, result: EvalResult) -> str:
+        """A seed that runs out of time says the limit is too low for this much data: the seed is the known-good
+        reference, and blaming it sends people hunting for a bug that is not there."""
+        bt = getattr(self.evaluator, "settings", None) or self.run_config.backtest
+        bars = f"{result.bars:,} train bars" if result.bars else "the train split"
+        return (
+            f"the seed strategy did not finish within the timeout on {bars} ({_one_line(result.error or 'timeout')}): "
+            f"the limit is too low for this much data, not a broken seed; raise [backtest] soft_timeout_seconds "
+            f"(now {bt.soft_timeout_seconds:g}) and hard_timeout_seconds (now {bt.hard_timeout_seconds:g}), or use "
+            "fewer bars"
+        )
 
     async def _evaluate_seed(self, s: _Session, code: str) -> None:
         """Score the seed on the whole train split (never screened out: it is the reference parent)."""
@@ -771,6 +800,8 @@ class EvolutionController:
             self.store.update_experiment(
                 s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
             )
+            if program.status == "timeout":
+                raise ValueError(self._seed_timeout_message(result))
             raise ValueError(
                 f"the seed strategy failed evaluation on the train split ({program.status}): {program.failure_message}"
             )
