@@ -240,8 +240,9 @@ def _instrument_for(prepared: PreparedBars, settings: BacktestSettings) -> Any:
 
 
 def instrument_id_for(symbol: str) -> InstrumentId:
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in symbol) or "X"
-    return InstrumentId(Symbol(safe), Venue(VENUE))
+    from alpha_evolve.instrument_ids import instrument_symbol
+
+    return InstrumentId(Symbol(instrument_symbol(symbol)), Venue(VENUE))
 
 
 def prepare_bars(

@@ -53,6 +53,7 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_seed=bt.synthetic_seed,
         synthetic_freq=bt.synthetic_freq,
         cache_dir=cache,
+        max_bars=bt.max_bars,
     )
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():
@@ -80,11 +81,20 @@ def build_evaluator(
     include: Iterable[str] = EVOLUTION_SPLITS,
     max_concurrent: int | None = None,
     settings: BacktestSettings | None = None,
+    unseal: bool = False,
 ) -> StrategyEvaluator:
-    """An evaluator holding only the ``include`` splits; evolution never gets the holdout."""
+    """An evaluator holding only the ``include`` splits; evolution never gets the holdout.
+
+    Holdout bars are only loaded with ``unseal=True``, which the holdout door (``holdout_door``) passes after it
+    has arranged for the look to be ledgered.
+    """
+    wanted = set(include)
+    if "holdout" in wanted and not unseal:
+        from alpha_evolve.holdout_door import refuse
+
+        raise refuse("build_evaluator")
     run_data = data or load_run_data(config)
     settings = settings or backtest_settings(config)
-    wanted = set(include)
     frames: dict[str, dict[str, pd.DataFrame | None]] = {}
     for symbol, s in run_data.splits.items():
         frames[symbol] = {}
