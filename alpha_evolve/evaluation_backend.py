@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -65,9 +64,9 @@ class Evaluator(Protocol):
 
 # ----------------------------------------------------------------------------------------------- secrets
 
-# Names that hold credentials by convention. Ray's own settings (RAY_*) are kept: a node cannot join or serve
-# the cluster without them, and they open nothing a confined candidate process could use (it has no network).
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.IGNORECASE)
+# Names that hold credentials by convention: the fork server's deny pattern plus well-known credential prefixes.
+# Ray's own settings (RAY_*) are kept: a node cannot join or serve the cluster without them, and they open nothing
+# a confined candidate process could use (it has no network, and its template's environment is an allow-list).
 _SECRET_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "OPENAI_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "GH_", "GITHUB_",
                     "HF_", "HUGGING", "SSH_", "GPG_", "NETRC", "DOCKER_", "NPM_", "PYPI_", "UV_INDEX", "PIP_INDEX")
 
@@ -77,7 +76,9 @@ def is_secret_name(name: str) -> bool:
     upper = name.upper()
     if upper.startswith("RAY_") or upper.endswith("CA_BUNDLE"):  # Ray's own settings; a CA bundle is a path
         return False
-    return upper.startswith(_SECRET_PREFIXES) or bool(_SECRET_NAME.search(upper))
+    from alpha_evolve.forkserver import ENV_DENY
+
+    return upper.startswith(_SECRET_PREFIXES) or bool(ENV_DENY.search(upper))
 
 
 def secret_names(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -53,6 +53,7 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_seed=bt.synthetic_seed,
         synthetic_freq=bt.synthetic_freq,
         cache_dir=cache,
+        max_bars=bt.max_bars,
     )
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():
@@ -80,14 +81,22 @@ def build_evaluator(
     include: Iterable[str] = EVOLUTION_SPLITS,
     max_concurrent: int | None = None,
     settings: BacktestSettings | None = None,
+    unseal: bool = False,
     status_path: str | Path | None = None,
 ) -> Evaluator:
     """An evaluator holding only the ``include`` splits; evolution never gets the holdout.
 
-    ``[evaluation] backend`` picks where candidates run (``ray``: every node of a cluster, same figures);
-    ``status_path`` is where a cluster backend keeps its live placement (node, in flight, done)."""
-    run_data = data or load_run_data(config)
+    Holdout bars are only loaded with ``unseal=True``, which the holdout door (``holdout_door``) passes after it
+    has arranged for the look to be ledgered. ``[evaluation] backend`` picks where candidates run (``ray``: every
+    node of a cluster, same figures); ``status_path`` is where a cluster backend keeps its live placement (node,
+    in flight, done).
+    """
     wanted = set(include)
+    if "holdout" in wanted and not unseal:
+        from alpha_evolve.holdout_door import refuse
+
+        raise refuse("build_evaluator")
+    run_data = data or load_run_data(config)
     frames: dict[str, Mapping[str, pd.DataFrame]] = {
         symbol: {name: getattr(s, name) for name in ("train", "validation", "holdout") if name in wanted}
         for symbol, s in run_data.splits.items()

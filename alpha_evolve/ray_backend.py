@@ -112,12 +112,18 @@ def connect(address: str = "") -> str:
 class NodeEvaluator:
     """Ray actor body: one per node, owning that node's confined worker pool. Trusted code only."""
 
-    def __init__(self, payload: tuple[Mapping[str, Any], BacktestSettings, Mapping[str, float]], slots: int) -> None:
-        # Before any fork: the confined workers inherit this process's environment.
+    def __init__(self, payload: tuple[Mapping[str, Any], BacktestSettings, Mapping[str, float]], slots: int,
+                 options: Mapping[str, Any]) -> None:
+        # The evaluator execs its template with a scrubbed environment; this process is cleaned too (defence in
+        # depth: nothing of a node's secrets should sit in the memory of the process that talks to the driver).
         self.secrets_removed = scrub_environ(wipe=True)
         frames, settings, ppy = payload
+        if options.get("disable_python_guards_for_tests"):  # the hostile corpus's "bare" evaluator, under Ray
+            import alpha_evolve.policy
+
+            alpha_evolve.policy.check_policy = lambda code: []
         self.evaluator = StrategyEvaluator(frames, settings, max_concurrent=max(int(slots), 1),
-                                           periods_per_year=ppy)
+                                           periods_per_year=ppy, **dict(options))
         self.slots = self.evaluator.max_concurrent
 
     def info(self) -> dict[str, Any]:
@@ -129,6 +135,8 @@ class NodeEvaluator:
             "pid": os.getpid(),
             "slots": self.slots,
             "worker_pids": self.evaluator.worker_pids,
+            "template_pid": self.evaluator.template_pid,
+            "confinement": self.evaluator.confinement,
             "secrets_removed": list(self.secrets_removed),
         }
 
@@ -197,6 +205,7 @@ class RayEvaluator:
         max_task_retries: int = 2,
         status_path: str | Path | None = None,
         actor_start_timeout: float = 180.0,
+        **evaluator_options: Any,
     ) -> None:
         if not data:
             raise ValueError("the evaluator needs at least one instrument")
@@ -208,6 +217,7 @@ class RayEvaluator:
         self.workers_per_node = int(workers_per_node)
         self.status_path = Path(status_path) if status_path else None
         self._actor_start_timeout = float(actor_start_timeout)
+        self._options = dict(evaluator_options)  # StrategyEvaluator keywords for every node (causality_splits, ...)
         frames: dict[str, dict[str, pd.DataFrame]] = {}
         for symbol, splits in data.items():
             frames[symbol] = {s: f for s in SPLITS if (f := _frame_of(splits, s)) is not None}
@@ -283,7 +293,7 @@ class RayEvaluator:
                 num_cpus=0,
                 max_concurrency=_ACTOR_THREADS,
                 max_restarts=0,
-            ).remote(self._payload, node.slots)
+            ).remote(self._payload, node.slots, self._options)
             pending[handle.info.remote()] = (node, handle)
         deadline = time.monotonic() + self._actor_start_timeout
         while pending:
@@ -489,13 +499,13 @@ class RayEvaluator:
             upto.append(r)
             if not r.ok:
                 return EvalResult(r.status, stage, split, error=r.error, bars=max(x.bars for x in upto),
-                                  elapsed=elapsed)
+                                  elapsed=elapsed, log=_joined_log(upto))
         per = {sym: m for r in results for sym, m in r.per_instrument.items()}
         curves = [BacktestOutcome("ok", equity_index=_ns(r.equity), equity_values=[v for _, v in r.equity])
                   for r in results]
         return EvalResult("ok", stage, split, bars=max(r.bars for r in results), metrics=aggregate(per),
                           per_instrument=per, equity=_combine_equity(curves, self.settings.starting_capital),
-                          elapsed=elapsed)
+                          elapsed=elapsed, log=_joined_log(results))
 
     async def aevaluate(
         self,
@@ -607,6 +617,11 @@ class RayEvaluator:
 def _ns(equity: Sequence[tuple[str, float]]) -> list[int]:
     stamps = pd.to_datetime([t for t, _ in equity], utc=True)
     return [int(v) for v in pd.DatetimeIndex(stamps).to_numpy(dtype="datetime64[ns]").astype(np.int64)]
+
+
+def _joined_log(results: Sequence[EvalResult]) -> str:
+    """Captured candidate output of a universe's symbols, joined as the local evaluator joins its runs' logs."""
+    return "\n".join(r.log for r in results if r.log)
 
 
 def _replace(result: EvalResult, **changes: Any) -> EvalResult:

@@ -29,7 +29,16 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from alpha_evolve.files import atomic_write_bytes, cleanup_stale_temp_files, dumps, schema_errors
+from alpha_evolve.files import (
+    MAX_JSON_BYTES,
+    FileFormatError,
+    atomic_write_bytes,
+    cleanup_stale_temp_files,
+    dumps,
+    not_a_file_reason,
+    read_regular_file,
+    schema_errors,
+)
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse, build_candidate, excerpt
 
 logger = logging.getLogger("alpha_evolve.mutators.agent")
@@ -153,7 +162,8 @@ class AgentMutator:
                         self._archive(request.request_id)
                         return MutationResponse(
                             request_id=request.request_id, mutator=self.name, failure_kind="response",
-                            error=f"{target.name}: not valid JSON ({problem})", attempts=1,
+                            error=f"{target.name}: " + (problem if problem.startswith(("is ", "larger"))
+                                                                 else f"not valid JSON ({problem})"), attempts=1,
                             elapsed=time.monotonic() - t0)
                     wait = min(interval, max(0.01, bad[1] + self.settle - time.monotonic()))
                 remaining = deadline - time.monotonic()
@@ -199,11 +209,21 @@ class AgentMutator:
             return None
 
     @staticmethod
+    def _read_response(path: Path) -> bytes | None:
+        """The response file's bytes, read without blocking and size-capped (files.read_regular_file); None while
+        it is absent or not a regular file (a FIFO or device put there never hangs the run)."""
+        if not_a_file_reason(path) is not None:
+            return None
+        try:
+            return read_regular_file(path, max_bytes=MAX_JSON_BYTES, what="response file")
+        except FileFormatError:
+            return None
+
+    @staticmethod
     def _try_read(path: Path) -> Any | None:
         """The parsed response, or None while it is absent or half-written (wait for the next event)."""
-        try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        raw = AgentMutator._read_response(path)
+        if raw is None:
             return None
         if not raw.strip():
             return None
@@ -216,10 +236,17 @@ class AgentMutator:
     def _malformed(path: Path) -> tuple[tuple[int, int], str] | None:
         """(size, mtime) and the parse error of a non-empty response file that is not JSON, else None."""
         try:
-            st = path.stat()
-            raw = path.read_bytes()
+            st = path.lstat()
         except OSError:
             return None
+        reason = not_a_file_reason(path)
+        if reason is not None and reason != "does not exist":  # an agent's FIFO/device/link: refuse, never block
+            return (st.st_size, st.st_mtime_ns), reason
+        raw = AgentMutator._read_response(path)
+        if raw is None:
+            too_big = st.st_size > MAX_JSON_BYTES
+            return ((st.st_size, st.st_mtime_ns), f"larger than the limit of {MAX_JSON_BYTES} bytes") if too_big \
+                else None
         if not raw.strip():
             return None
         try:
