@@ -713,7 +713,7 @@ class EvolutionController:
                 # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
                 # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
                 await self._cancel_inflight()
-                logger.error("experiment %s stopped: %s", s.experiment, fault)
+                logger.info("experiment %s stopped: %s", s.experiment, fault)
                 with contextlib.suppress(Exception):
                     self.store.update_experiment(
                         s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
