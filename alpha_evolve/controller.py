@@ -714,7 +714,7 @@ class EvolutionController:
                 # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
                 # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
                 await self._cancel_inflight()
-                logger.error("experiment %s stopped: %s", s.experiment, fault)
+                logger.info("experiment %s stopped: %s", s.experiment, fault)
                 with contextlib.suppress(Exception):
                     self.store.update_experiment(
                         s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
@@ -1174,6 +1174,7 @@ class EvolutionController:
             tout += response.output_tokens
             usd += response.cost_usd
             if response.fatal:
+                self._record_attempt(request, attempt, response, response.failure_kind, response.error)
                 raise _FatalMutator(response)
             if response.ok and response.code is not None:
                 try:
@@ -1183,12 +1184,14 @@ class EvolutionController:
                 else:
                     known = self.store.find_by_code_key(request.experiment, code_key(response.code), max_id=horizon)
                     if known is None or attempt >= self.config.max_retries:
+                        self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
                     error, kind = (f"this change did nothing new: the candidate is the same program as #{known.id} "
                                    "(already evaluated; only comments, layout or literal spelling differ); make "
                                    "a different change"), "duplicate"
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
+            self._record_attempt(request, attempt, response, kind, error)
             if attempt < self.config.max_retries:
                 logger.warning(
                     "iteration %d: mutation attempt %d failed (%s): %s; retrying",
@@ -1211,6 +1214,82 @@ class EvolutionController:
         if needs_hook(self.config):
             bench = await self.evaluator.aevaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
             self.metric_hook = fitness_hook(self.config, list(bench.equity) if bench.ok else [])
+
+    def _record_attempt(
+        self, request: MutationRequest, attempt: int, response: MutationResponse, kind: str | None, error: str | None
+    ) -> None:
+        """One row per mutation attempt (failed ones too): the iteration's program row shows only the last."""
+        try:
+            self.store.record_attempt(
+                experiment=request.experiment,
+                iteration=request.iteration,
+                attempt=attempt,
+                request_id=response.request_id or request.request_id,
+                mutator=response.mutator or getattr(self.mutator, "name", None),
+                model=response.model,
+                status=kind or "ok",
+                error=error,
+                blocks=dict(response.blocks),
+                input_tokens=response.input_tokens + response.cache_read_tokens + response.cache_creation_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                elapsed_s=response.elapsed,
+            )
+        except Exception as exc:  # the attempt log is a record, never a reason to lose the iteration
+            logger.warning("iteration %d: attempt %d not recorded: %s", request.iteration, attempt, _one_line(exc))
+
+    # ------------------------------------------------------------------------------------- contract names
+
+    def _select_parent(self, experiment: str) -> Program:
+        """Draw one parent the way the loop does (elite / exploit / explore by the configured ratios).
+
+        The controller contract's name for it; the loop itself draws in ``_prepare`` with a per-iteration random
+        generator so that runs are reproducible. Raises RuntimeError when the experiment has no eligible parent.
+        """
+        ev = self.config
+        rng = self.__dict__.setdefault("_contract_rng", random.Random(ev.random_seed))
+        parent, mode = select_parent(
+            self.store, experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
+        )
+        logger.debug("_select_parent(%s): %s by %s", experiment, parent.id, mode)
+        return parent
+
+    async def _request_mutation(
+        self, parent: Program, retry_count: int = 0, *, previous_error: str | None = None
+    ) -> MutationResponse:
+        """Ask the mutator once for a child of ``parent`` (the contract's single-mutation call).
+
+        ``retry_count`` is the number of attempts already made (0 = first; at most ``max_retries - 1``);
+        ``previous_error`` is what was wrong with the last one. The candidate is checked like the loop's own
+        (a failed check is returned as ``failure_kind``/``error``, never raised) and the attempt is recorded in
+        the store. The mutator defaults to the configured one, as in ``run``.
+        """
+        if not 0 <= retry_count < self.config.max_retries:
+            raise ValueError(f"retry_count {retry_count}: expected 0..{self.config.max_retries - 1} (max_retries)")
+        if self.mutator is None:
+            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / parent.experiment)
+        iteration = (self.store.max_iteration(parent.experiment) or 0) + 1
+        request = MutationRequest(
+            request_id=f"{parent.experiment}-{iteration}",
+            experiment=parent.experiment,
+            iteration=iteration,
+            parent_id=str(parent.id),
+            parent_code=parent.code,
+            parent_blocks=parent.blocks or extract_blocks(parent.code),
+            parent_metrics=parent.metrics,
+            guidance=self.config.guidance,
+            inspirations=self._inspirations(parent.experiment, parent),
+        ).with_error(previous_error, retry_count + 1)
+        response = await self.mutator.mutate(request)
+        kind, error = response.failure_kind, response.error
+        if response.ok and response.code is not None:
+            try:
+                validate_candidate(parent.code, response.code)
+            except CandidateError as exc:
+                kind, error = exc.kind, _one_line(exc)
+                response = dataclasses.replace(response, code=None, failure_kind=kind, error=error)
+        self._record_attempt(request, retry_count + 1, response, kind if error else None, error)
+        return response
 
     async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
         await self._ensure_metric_hook()

@@ -464,11 +464,21 @@ class SelfEvolutionLoop:
             iteration=iteration,
         )
         pdict = _proposal_dict(proposal)
+        # "status", "notes" and "proposal.candidate" come first and together: an approver (Claude Code's Edit
+        # tool) can then answer with ONE edit of one contiguous snippet; a second quick edit could race the
+        # loop's own rewrite of the file and lose the notes.
         action = {
             "schema_version": SCHEMA_VERSION,
             "action_id": f"it{iteration:03d}-a{attempt}-{secrets.token_hex(4)}",
-            "session_id": self.backend.session_id,
             "status": "awaiting_approval",
+            "notes": None,
+            "proposal": {
+                "candidate": dict(pdict.get("candidate") or {}),
+                "base": pdict.get("base"),
+                "base_updates": pdict.get("base_updates") or {},
+                "trial_number": pdict.get("trial_number"),
+            },
+            "session_id": self.backend.session_id,
             "iteration_completed": iteration - 1,
             "next_iteration": iteration,
             "attempt": attempt,
@@ -477,15 +487,8 @@ class SelfEvolutionLoop:
             "summary": str(briefing.get("summary", "")),
             "analysis": str(briefing.get("analysis", "")),
             "proposed_updates": pdict.get("updates") or {},
-            "proposal": {
-                "base": pdict.get("base"),
-                "candidate": dict(pdict.get("candidate") or {}),
-                "base_updates": pdict.get("base_updates") or {},
-                "trial_number": pdict.get("trial_number"),
-            },
             "best_so_far": self._best_brief(),
             "created_at": utc_now(),
-            "notes": None,
             "decision": None,
         }
         self.backend.append_briefing(
