@@ -239,7 +239,7 @@ def run_pipeline(
             if fault is not None:
                 # The machine failed, not the settings: no "failed" SUMMARY (the outer loop would record it as
                 # the proposal's failure); the caller stops and a resume runs this again.
-                logger.error("pipeline run %s stopped: %s", run_dir, fault)
+                logger.info("pipeline run %s stopped: %s", run_dir, fault)
                 raise fault from None
             reason = str(exc).strip() or type(exc).__name__
             if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):

@@ -82,7 +82,7 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
     with build_evaluator(config, data=data, include=(eval_split,), max_concurrent=1, settings=settings,
                          unseal=split == "holdout") as ev:
         result = ev.evaluate(code, split=eval_split, stage="full")
-        instruments = {symbol: spec.to_dict() for symbol, spec in ev.instruments.items()}
+        instruments = {symbol: spec.to_dict() for symbol, spec in getattr(ev, "instruments", {}).items()}
     info = data.describe()
     look = None
     if split == "holdout":
