@@ -29,6 +29,7 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 
 logger = logging.getLogger("alpha_evolve.pipeline")
@@ -93,15 +94,23 @@ def latest_run(base: str | Path) -> Path | None:
     return run if run.is_dir() else None
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that goes quiet when the disk is full or read-only: logging's default prints a traceback per
+    record on stderr, and the run itself reports the machine's failure once, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
     root = logging.getLogger("alpha_evolve")
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [_LogFile(run_dir / "pipeline.log", encoding="utf-8")]
     if options.log_file:
         Path(options.log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(options.log_file, encoding="utf-8"))
+        handlers.append(_LogFile(options.log_file, encoding="utf-8"))
     previous = root.level
     level = logging.getLevelName(options.log_level)
     for h in handlers:
@@ -227,6 +236,12 @@ def run_pipeline(
         try:
             summary = _run(config, options, experiment, run_dir, started, on_progress)
         except Exception as exc:  # every failure must still leave a SUMMARY.json for the outer loop
+            fault = as_infrastructure(exc)
+            if fault is not None:
+                # The machine failed, not the settings: no "failed" SUMMARY (the outer loop would record it as
+                # the proposal's failure); the caller stops and a resume runs this again.
+                logger.info("pipeline run %s stopped: %s", run_dir, fault)
+                raise fault from None
             reason = str(exc).strip() or type(exc).__name__
             if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):
                 logger.exception("pipeline run failed unexpectedly")
