@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import logging
 import os
 import platform
@@ -437,7 +438,7 @@ def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str
     bars = _split_bars(data.describe())
     _record_trials(store, experiment, ranked, seed_val, bh_val, seed_source("buy_and_hold"), ppy, bars)
     top_on_train = max((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300))
-    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config)
+    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config, ranked)
     return ranked, seed_val, bh_val, n_val, overfit
 
 
@@ -549,10 +550,31 @@ def _train_sharpes(store: Any, experiment: str) -> list[float]:
     return [float(r[0]) for r in rows]
 
 
+def _nested_selections(finalists: Sequence[RankedProgram], objective: str
+                       ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+    """The nested finalist sets (top-1, top-2, ... by train fitness, each with the seed) and each one's winner."""
+    ok = [r for r in finalists if r.status == "ok"]
+    seeds = [r for r in ok if r.is_seed]
+    by_train = sorted((r for r in ok if not r.is_seed), key=lambda r: float(r.program.fitness or -1e300),
+                      reverse=True)
+    key = _objective_key(objective)
+    prefixes, winners = [], []
+    for j in range(len(by_train) + 1):
+        members = by_train[:j] + seeds
+        if not members or (j == 0 and by_train):
+            continue
+        winner = max(members, key=key)
+        prefixes.append([int(r.program.id) for r in members])
+        winners.append({"Sharpe": float(winner.validation.get("Sharpe", 0.0)),
+                        "returns": _period_returns(winner.equity)})
+    return prefixes, winners
+
+
 def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: Sequence[Mapping[str, Any]],
-                 ppy: float, bars: Mapping[str, int], config: RunConfig) -> dict[str, Any]:
+                 ppy: float, bars: Mapping[str, int], config: RunConfig,
+                 finalists: Sequence[RankedProgram] = ()) -> dict[str, Any]:
     """PSR and DSR of the crowned program, deflated for every trial of the run at both selection stages."""
-    from alpha_evolve.trials import deflate_winner
+    from alpha_evolve.trials import deflate_winner, nested_floor
 
     tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
     folds = config.evolution.fitness_folds > 1
@@ -563,15 +585,20 @@ def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: S
         train_sharpe=float(top_on_train.train.get("Sharpe", 0.0)), train_obs=bars.get("train", 0),
         periods_per_year=ppy, train_period="train_folds" if folds else "train",
     )
+    prefixes, winners = _nested_selections(finalists, config.backtest.objective)
+    floor = nested_floor(trial_rows, prefixes, winners, validation_obs=bars.get("validation", 0),
+                         periods_per_year=ppy)
+    deflation = dataclasses.replace(deflation, dsr_validation_nested=floor)
     return {
         **deflation.to_dict(),
         "sharpe_train": tr,
         "sharpe_validation": va,
         "sharpe_gap": tr - va,
-        "note": "DSR = the smaller of two deflated Sharpe ratios (Bailey & Lopez de Prado): the winner's "
-                "validation returns against the best Sharpe luck gives among the distinct programs compared on "
-                "validation, and the best train Sharpe against the best luck gives among the distinct train "
-                "trials; a DSR below 0.95 means the edge may be luck",
+        "note": "DSR = the smallest of the deflated Sharpe ratios (Bailey & Lopez de Prado) of the run's "
+                "selections: the winner's validation returns against the best Sharpe luck gives among the distinct "
+                "programs compared on validation (and among every nested top-j set of finalists), and the best "
+                "train Sharpe against the best luck gives among the distinct train trials; a DSR below 0.95 means "
+                "the edge may be luck (see docs/honest-selection.md)",
     }
 
 
