@@ -39,6 +39,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import random
 import sqlite3
 import time
@@ -53,6 +54,8 @@ import filelock
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
+from alpha_evolve.faults import InfrastructureError, as_infrastructure
+from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.program_keys import code_key, result_behavior_key
 from alpha_evolve.prompts import fitness_spec
@@ -67,7 +70,8 @@ from alpha_evolve.store import (
 )
 
 if TYPE_CHECKING:
-    from alpha_evolve.evaluator import EvalResult, StrategyEvaluator
+    from alpha_evolve.evaluation_backend import Evaluator
+    from alpha_evolve.evaluator import EvalResult
 
 logger = logging.getLogger("alpha_evolve.controller")
 
@@ -260,11 +264,9 @@ def load_seed(seed_strategy: str) -> tuple[str, str]:
     from alpha_evolve.strategies import seed_source
 
     path = Path(seed_strategy)
-    if seed_strategy.endswith(".py") and path.is_file():
-        try:
-            code = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read seed strategy ({exc})") from None
+    if seed_strategy.endswith(".py") and os.path.lexists(path):
+        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
+        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
         label = str(path)
     else:
         code = seed_source(seed_strategy)  # ValueError listing the valid names
@@ -469,7 +471,7 @@ class EvolutionController:
         self,
         config: EvolutionConfig | RunConfig,
         store: ProgramStore,
-        evaluator: StrategyEvaluator,
+        evaluator: Evaluator,
         mutator: Mutator | None = None,
     ) -> None:
         if isinstance(config, RunConfig):
@@ -707,16 +709,30 @@ class EvolutionController:
                 _fmt(s.best),
             )
             return self._result(s, status, reason.value)
-        except (StoreError, sqlite3.DatabaseError) as exc:
-            await self._cancel_inflight()
-            message = _one_line(exc)
-            logger.error("experiment %s failed: %s", s.experiment, message)
-            with contextlib.suppress(Exception):
-                self.store.update_experiment(
-                    s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
-                )
-            raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
-        except BaseException:
+        except BaseException as exc:
+            fault = as_infrastructure(exc) if isinstance(exc, Exception) else None
+            if fault is not None:
+                # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
+                # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
+                await self._cancel_inflight()
+                logger.info("experiment %s stopped: %s", s.experiment, fault)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
+                    )
+                raise InfrastructureError(
+                    f"experiment {s.experiment!r} stopped: {fault} (nothing was recorded as a candidate's failure; "
+                    "free space or fix permissions, then resume)"
+                ) from None
+            if isinstance(exc, StoreError | sqlite3.DatabaseError):
+                await self._cancel_inflight()
+                message = _one_line(exc)
+                logger.error("experiment %s failed: %s", s.experiment, message)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
+                    )
+                raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
             # ValueError (bad seed), cancellation, KeyboardInterrupt: nothing in flight survives; leave the
             # experiment resumable.
             await self._cancel_inflight()
@@ -741,10 +757,24 @@ class EvolutionController:
             failure_message=fresh.failure_message, behavior=fresh.behavior, elapsed_s=result.elapsed,
             behavior_key=fresh.behavior_key,
         )
+        if fresh.status == "timeout":
+            raise ValueError(self._seed_timeout_message(result))
         if fresh.status != "ok":
             raise ValueError(
                 f"the seed strategy failed evaluation again ({fresh.status}): {fresh.failure_message}"
             )
+
+    def _seed_timeout_message(self, result: EvalResult) -> str:
+        """A seed that runs out of time says the limit is too low for this much data: the seed is the known-good
+        reference, and blaming it sends people hunting for a bug that is not there."""
+        bt = getattr(self.evaluator, "settings", None) or self.run_config.backtest
+        bars = f"{result.bars:,} train bars" if result.bars else "the train split"
+        return (
+            f"the seed strategy did not finish within the timeout on {bars} ({_one_line(result.error or 'timeout')}): "
+            f"the limit is too low for this much data, not a broken seed; raise [backtest] soft_timeout_seconds "
+            f"(now {bt.soft_timeout_seconds:g}) and hard_timeout_seconds (now {bt.hard_timeout_seconds:g}), or use "
+            "fewer bars"
+        )
 
     async def _evaluate_seed(self, s: _Session, code: str) -> None:
         """Score the seed on the whole train split (never screened out: it is the reference parent)."""
@@ -772,6 +802,8 @@ class EvolutionController:
             self.store.update_experiment(
                 s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
             )
+            if program.status == "timeout":
+                raise ValueError(self._seed_timeout_message(result))
             raise ValueError(
                 f"the seed strategy failed evaluation on the train split ({program.status}): {program.failure_message}"
             )
@@ -1145,6 +1177,7 @@ class EvolutionController:
             tout += response.output_tokens
             usd += response.cost_usd
             if response.fatal:
+                self._record_attempt(request, attempt, response, response.failure_kind, response.error)
                 raise _FatalMutator(response)
             if response.ok and response.code is not None:
                 try:
@@ -1154,12 +1187,14 @@ class EvolutionController:
                 else:
                     known = self.store.find_by_code_key(request.experiment, code_key(response.code), max_id=horizon)
                     if known is None or attempt >= self.config.max_retries:
+                        self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
                     error, kind = (f"this change did nothing new: the candidate is the same program as #{known.id} "
                                    "(already evaluated; only comments, layout or literal spelling differ); make "
                                    "a different change"), "duplicate"
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
+            self._record_attempt(request, attempt, response, kind, error)
             if attempt < self.config.max_retries:
                 logger.warning(
                     "iteration %d: mutation attempt %d failed (%s): %s; retrying",
@@ -1182,6 +1217,82 @@ class EvolutionController:
         if needs_hook(self.config):
             bench = await self.evaluator.aevaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
             self.metric_hook = fitness_hook(self.config, list(bench.equity) if bench.ok else [])
+
+    def _record_attempt(
+        self, request: MutationRequest, attempt: int, response: MutationResponse, kind: str | None, error: str | None
+    ) -> None:
+        """One row per mutation attempt (failed ones too): the iteration's program row shows only the last."""
+        try:
+            self.store.record_attempt(
+                experiment=request.experiment,
+                iteration=request.iteration,
+                attempt=attempt,
+                request_id=response.request_id or request.request_id,
+                mutator=response.mutator or getattr(self.mutator, "name", None),
+                model=response.model,
+                status=kind or "ok",
+                error=error,
+                blocks=dict(response.blocks),
+                input_tokens=response.input_tokens + response.cache_read_tokens + response.cache_creation_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                elapsed_s=response.elapsed,
+            )
+        except Exception as exc:  # the attempt log is a record, never a reason to lose the iteration
+            logger.warning("iteration %d: attempt %d not recorded: %s", request.iteration, attempt, _one_line(exc))
+
+    # ------------------------------------------------------------------------------------- contract names
+
+    def _select_parent(self, experiment: str) -> Program:
+        """Draw one parent the way the loop does (elite / exploit / explore by the configured ratios).
+
+        The controller contract's name for it; the loop itself draws in ``_prepare`` with a per-iteration random
+        generator so that runs are reproducible. Raises RuntimeError when the experiment has no eligible parent.
+        """
+        ev = self.config
+        rng = self.__dict__.setdefault("_contract_rng", random.Random(ev.random_seed))
+        parent, mode = select_parent(
+            self.store, experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
+        )
+        logger.debug("_select_parent(%s): %s by %s", experiment, parent.id, mode)
+        return parent
+
+    async def _request_mutation(
+        self, parent: Program, retry_count: int = 0, *, previous_error: str | None = None
+    ) -> MutationResponse:
+        """Ask the mutator once for a child of ``parent`` (the contract's single-mutation call).
+
+        ``retry_count`` is the number of attempts already made (0 = first; at most ``max_retries - 1``);
+        ``previous_error`` is what was wrong with the last one. The candidate is checked like the loop's own
+        (a failed check is returned as ``failure_kind``/``error``, never raised) and the attempt is recorded in
+        the store. The mutator defaults to the configured one, as in ``run``.
+        """
+        if not 0 <= retry_count < self.config.max_retries:
+            raise ValueError(f"retry_count {retry_count}: expected 0..{self.config.max_retries - 1} (max_retries)")
+        if self.mutator is None:
+            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / parent.experiment)
+        iteration = (self.store.max_iteration(parent.experiment) or 0) + 1
+        request = MutationRequest(
+            request_id=f"{parent.experiment}-{iteration}",
+            experiment=parent.experiment,
+            iteration=iteration,
+            parent_id=str(parent.id),
+            parent_code=parent.code,
+            parent_blocks=parent.blocks or extract_blocks(parent.code),
+            parent_metrics=parent.metrics,
+            guidance=self.config.guidance,
+            inspirations=self._inspirations(parent.experiment, parent),
+        ).with_error(previous_error, retry_count + 1)
+        response = await self.mutator.mutate(request)
+        kind, error = response.failure_kind, response.error
+        if response.ok and response.code is not None:
+            try:
+                validate_candidate(parent.code, response.code)
+            except CandidateError as exc:
+                kind, error = exc.kind, _one_line(exc)
+                response = dataclasses.replace(response, code=None, failure_kind=kind, error=error)
+        self._record_attempt(request, retry_count + 1, response, kind if error else None, error)
+        return response
 
     async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
         await self._ensure_metric_hook()
@@ -1301,7 +1412,7 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
     )
 
 
-def build_evaluator(config: RunConfig, **kwargs: Any) -> StrategyEvaluator:
+def build_evaluator(config: RunConfig, **kwargs: Any) -> Evaluator:
     """The evaluator for an evolution run: train/validation splits of the configured data, never the holdout.
 
     A thin alias of ``evaluation_setup.build_evaluator`` so that the pipeline and the CLI share one wiring.

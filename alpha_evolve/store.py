@@ -173,6 +173,30 @@ _SCHEMA: tuple[str, ...] = (
     ),
 )
 
+# Every mutation attempt, failed ones included (the programs table keeps one row per iteration: its last attempt).
+# Created on first use too, so stores made before it existed gain it without a migration.
+_ATTEMPTS_TABLE = """CREATE TABLE IF NOT EXISTS mutation_attempts (
+        id INTEGER PRIMARY KEY,
+        experiment TEXT NOT NULL,
+        iteration INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        mutator TEXT,
+        model TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        blocks TEXT NOT NULL DEFAULT '{}',
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        elapsed_s REAL,
+        created_at TEXT NOT NULL
+    )"""
+_ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "experiment", "iteration", "attempt", "request_id", "mutator", "model", "status", "error", "blocks",
+    "input_tokens", "output_tokens", "cost_usd", "elapsed_s", "created_at",
+)  # fmt: skip
+
 # Upgrades of files written by earlier versions (see SQLiteFile.MIGRATIONS).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -787,6 +811,37 @@ class ProgramStore(SQLiteFile):
             .fetchall()
         )
         return [int(r[0]) for r in rows]
+
+    def record_attempt(self, **fields: Any) -> int:
+        """Store one mutation attempt (``_ATTEMPT_COLUMNS``; ``status`` is ``ok`` or the failure kind)."""
+        values = dict(fields)
+        values["blocks"] = orjson.dumps(values.get("blocks") or {}).decode()
+        values.setdefault("created_at", _now())
+        unknown = set(values) - set(_ATTEMPT_COLUMNS)
+        if unknown:
+            raise ValueError(f"record_attempt: unknown fields {', '.join(sorted(unknown))}")
+        cols = [c for c in _ATTEMPT_COLUMNS if c in values]
+        with self._write() as conn:
+            conn.execute(_ATTEMPTS_TABLE)
+            cur = conn.execute(
+                f"INSERT INTO mutation_attempts ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                [values[c] for c in cols],
+            )
+        return int(cur.lastrowid or 0)
+
+    def attempts(self, experiment: str, iteration: int | None = None) -> list[dict[str, Any]]:
+        """Mutation attempts of an experiment (or one iteration), oldest first; failed attempts included."""
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mutation_attempts'").fetchone()\
+                is None:
+            return []
+        sql = "SELECT * FROM mutation_attempts WHERE experiment = ?"
+        params: list[Any] = [experiment]
+        if iteration is not None:
+            sql += " AND iteration = ?"
+            params.append(iteration)
+        rows = conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [{**dict(r), "blocks": orjson.loads(r["blocks"])} for r in rows]
 
     def max_iteration(self, experiment: str) -> int | None:
         row = (
