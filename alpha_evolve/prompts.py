@@ -126,9 +126,9 @@ def fitness_spec(config: Any) -> FitnessSpec:
     else:
         period = "train"
         text = f"{name} on the train period"
-    bt = getattr(config, "backtest", None)
-    if bt is not None and getattr(bt, "train_end", ""):
-        text += f" (up to {bt.train_end})"
+    train_end = str(getattr(getattr(config, "backtest", None), "train_end", "") or "")
+    if train_end:
+        text += f" (up to {train_end})"
     return FitnessSpec(metric=metric, maximize=metric not in LOWER_IS_BETTER, period=period, description=text)
 
 
