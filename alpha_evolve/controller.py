@@ -69,7 +69,8 @@ from alpha_evolve.store import (
 )
 
 if TYPE_CHECKING:
-    from alpha_evolve.evaluator import EvalResult, StrategyEvaluator
+    from alpha_evolve.evaluation_backend import Evaluator
+    from alpha_evolve.evaluator import EvalResult
 
 logger = logging.getLogger("alpha_evolve.controller")
 
@@ -469,7 +470,7 @@ class EvolutionController:
         self,
         config: EvolutionConfig | RunConfig,
         store: ProgramStore,
-        evaluator: StrategyEvaluator,
+        evaluator: Evaluator,
         mutator: Mutator | None = None,
     ) -> None:
         if isinstance(config, RunConfig):
@@ -1408,7 +1409,7 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
     )
 
 
-def build_evaluator(config: RunConfig, **kwargs: Any) -> StrategyEvaluator:
+def build_evaluator(config: RunConfig, **kwargs: Any) -> Evaluator:
     """The evaluator for an evolution run: train/validation splits of the configured data, never the holdout.
 
     A thin alias of ``evaluation_setup.build_evaluator`` so that the pipeline and the CLI share one wiring.
