@@ -67,6 +67,9 @@ _CLOSE = "bar.close.as_double()"
 _COOLDOWN = "cooldown"
 # State the exit rules keep; their bookkeeping (tick, counters, peak tracking) is not a place to mutate.
 _MACHINERY: frozenset[str] = frozenset({_COOLDOWN, "hold_bars", "stop_peak"})
+# What EvolvableStrategy offers evolved code (prompts.HELPERS): read without being assigned in a block.
+_BASE_MEMBERS: frozenset[str] = frozenset({"go_long", "go_short", "go_flat", "is_long", "is_short", "is_flat",
+                                           "bars_seen", "allow_short", "trade_fraction"})
 MAX_GATES = 3  # regime filters + confirmations on the entries: more is curve fitting, not structure
 
 
@@ -209,9 +212,13 @@ class OfflineMutator:
     name = "offline"
 
     def __init__(self, seed: int = 0, *, max_attempts: int = 4, jitter: float = 0.35,
-                 two_op_probability: float = 0.25) -> None:
+                 two_op_probability: float = 0.25, operators: tuple[str, ...] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        unknown = sorted(set(operators or ()) - set(OPERATORS))
+        if unknown:
+            raise ValueError(f"unknown offline operator(s) {', '.join(unknown)}; expected some of {', '.join(OPERATORS)}")
+        self.operators = tuple(operators) if operators else OPERATORS
         self.seed = seed
         self.max_attempts = max_attempts
         self.jitter = jitter
@@ -269,7 +276,7 @@ class OfflineMutator:
         touched: set[str] = set()
         self._had_options = False
         for _ in range(n_ops):
-            options = [op for op in OPERATORS if self._applicable(op, prog)]
+            options = [op for op in self.operators if self._applicable(op, prog)]
             if not options:
                 break
             self._had_options = True
@@ -557,22 +564,25 @@ def _add_exit_rule(prog: _Program, rng: random.Random) -> tuple[list[str], str] 
     assert prog.dec is not None and prog.ind is not None
     kind = rng.choice([k for k in EXIT_RULES if _exit_available(prog, k)])
     wait = rng.randint(3, 15)
-    fire = f"self.go_flat()\n        self.{_COOLDOWN} = {wait}"
+    # `return` after the stop: the rest of the logic must not send a second closing order in the same bar (the
+    # first is not filled yet, so is_long still holds and a second go_flat would sell short on a cash account).
+    fire = f"self.go_flat()\n        self.{_COOLDOWN} = {wait}\n        return"
     if kind == "atr_trailing_stop":
         atr = _new_indicator(prog, rng, catalogue.BY_NAME["AverageTrueRange"], "stop_atr")
-        k = round(rng.uniform(2.0, 4.5), 1)
+        k = round(rng.uniform(1.5, 3.5), 1)
         prog.ind.tree.body += _stmts("self.stop_peak = 0.0")
         rule = (f"if self.is_long:\n    self.stop_peak = max(self.stop_peak, {_CLOSE})\n"
                 f"    if {_CLOSE} < self.stop_peak - {k} * self.{atr}.value:\n        {fire}\n"
                 "else:\n    self.stop_peak = 0.0")
         desc = f"ATR trailing stop ({k} x ATR from the peak close)"
     elif kind == "channel_stop":
-        ch = _new_indicator(prog, rng, catalogue.BY_NAME["DonchianChannel"], "stop_channel")
+        ch = _new_indicator(prog, rng, catalogue.Indicator("DonchianChannel", "", "", "channel",
+                                                           (catalogue.Param(8, 30),)), "stop_channel")
         rule = (f"if self.is_long and bar.low.as_double() <= self.{ch}.lower:\n"
                 f"    {fire.replace(chr(10) + '        ', chr(10) + '    ')}")
         desc = "channel stop (a new low of the Donchian channel)"
     else:
-        bars = rng.randint(10, 80)
+        bars = rng.randint(8, 50)
         prog.ind.tree.body += _stmts("self.hold_bars = 0")
         rule = (f"if self.is_long:\n    self.hold_bars += 1\n    if self.hold_bars > {bars}:\n        {fire}\n"
                 "else:\n    self.hold_bars = 0")
@@ -635,9 +645,10 @@ def _strip_attr(prog: _Program, attr: str) -> None:
     dec = prog.dec
 
     def keep_stmt(stmt: ast.stmt) -> bool:
-        if isinstance(stmt, ast.If) and reads.search(ast.unparse(stmt.test)) and any(
-                helper_call(s) == "go_flat" for s in ast.walk(stmt)):
-            return False  # an exit rule: the whole `if` goes
+        if isinstance(stmt, ast.If) and reads.search(ast.unparse(stmt.test)):
+            calls = {helper_call(s) for s in ast.walk(stmt)}
+            if "go_flat" in calls and "go_long" not in calls:
+                return False  # an exit rule: the whole `if` goes
         return not (isinstance(stmt, ast.Assign | ast.AugAssign | ast.Expr) and reads.search(ast.unparse(stmt)))
 
     for node in list(ast.walk(dec.tree)):
@@ -776,7 +787,7 @@ def _still_trades(prog: _Program) -> bool:
         return False
     if contradiction(prog.dec.tree) is not None:
         return False
-    return not (prog.unassigned() - prog.unassigned_before)  # nothing read that a removal took away
+    return not (prog.unassigned() - prog.unassigned_before - _BASE_MEMBERS)  # nothing a removal took away
 
 
 # ---------------------------------------------------------------------------------------------- helpers
