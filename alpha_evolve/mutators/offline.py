@@ -217,7 +217,8 @@ class OfflineMutator:
             raise ValueError("max_attempts must be >= 1")
         unknown = sorted(set(operators or ()) - set(OPERATORS))
         if unknown:
-            raise ValueError(f"unknown offline operator(s) {', '.join(unknown)}; expected some of {', '.join(OPERATORS)}")
+            raise ValueError(f"unknown offline operator(s) {', '.join(unknown)}; "
+                             f"expected some of {', '.join(OPERATORS)}")
         self.operators = tuple(operators) if operators else OPERATORS
         self.seed = seed
         self.max_attempts = max_attempts
