@@ -280,7 +280,10 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     data_info = data.describe()
     t0 = time.perf_counter()
     store = ProgramStore(run_dir / "programs.sqlite")
-    evaluator = build_evaluator(config, data=data)
+    from alpha_evolve.evaluation_backend import NODES_FILE, placement, with_placement
+
+    evaluator = build_evaluator(config, data=data, status_path=run_dir / NODES_FILE)
+    on_progress = with_placement(on_progress, evaluator)
     try:
         from alpha_evolve.strategies import seed_source
 
@@ -302,6 +305,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         security = _evaluation_security(evaluator)
     finally:
         evaluator.close()
+    where = placement(evaluator)
+    logger.info("candidates evaluated on %s", ", ".join(
+        f"{n.get('host')} ({n.get('done', '-')} done)" for n in where["nodes"]))
     counts = _counts(store, experiment, result, n_val)
     for r in ranked:  # refusals found while validating (causality check, replay) count as failures too
         if r.status in _SECURITY_KINDS:
@@ -331,6 +337,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
         "counts": counts,
         "evaluation_security": security,
+        "evaluation": where,
         "stop_reason": getattr(result, "stop_reason", None),
         "best_program": {
             "id": int(best.program.id),

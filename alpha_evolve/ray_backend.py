@@ -53,9 +53,6 @@ from alpha_evolve.metrics import aggregate
 
 logger = logging.getLogger("alpha_evolve.ray_backend")
 
-NODES_FILE = "evaluation_nodes.json"
-"""Live placement of a run's candidates (node, in flight, done), written into the run directory."""
-
 _NAMESPACE = "alpha-evolve"
 _ACTOR_THREADS = 256  # calls an actor accepts at once; beyond its pool's slots they queue inside the evaluator
 _ACTOR_RESTARTS = 3  # per node, for actors lost while their node stays alive
