@@ -16,11 +16,12 @@ import logging
 import os
 import platform
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,27 @@ class _LogFile(logging.FileHandler):
         pass
 
 
+class _OtherRunsFilter(logging.Filter):
+    """Keeps another run's lines out of this run's log when runs share a process (``self-evolve
+    --parallel-runs``): records logged on another run's thread are dropped; helper threads' records are kept."""
+
+    _run_threads: ClassVar[set[int]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        with self._lock:
+            self._run_threads.add(self.thread)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread or record.thread not in self._run_threads
+
+    def close(self) -> None:
+        with self._lock:
+            self._run_threads.discard(self.thread)
+
+
 @contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
@@ -112,15 +134,18 @@ def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
         handlers.append(_LogFile(options.log_file, encoding="utf-8"))
     previous = root.level
     level = logging.getLevelName(options.log_level)
+    own = _OtherRunsFilter()
     for h in handlers:
         h.setFormatter(fmt)
         h.setLevel(level)
+        h.addFilter(own)
         root.addHandler(h)
     if root.level == logging.NOTSET or root.level > level:
         root.setLevel(level)
     try:
         yield
     finally:
+        own.close()
         for h in handlers:
             root.removeHandler(h)
             h.close()

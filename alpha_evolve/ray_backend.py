@@ -78,8 +78,16 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+_CONNECT_LOCK = threading.Lock()  # concurrent pipeline runs (--parallel-runs) share one connection
+
+
 def connect(address: str = "") -> str:
     """Join (``auto``, host:port) or start (empty) a Ray instance once per process; returns where it is."""
+    with _CONNECT_LOCK:
+        return _connect(address)
+
+
+def _connect(address: str) -> str:
     import ray
 
     if ray.is_initialized():
