@@ -56,8 +56,13 @@ class SessionLockedError(SessionError):
     """Another process drives this session."""
 
 
-class SessionInterrupted(BaseException):
-    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress."""
+class SessionInterrupted(KeyboardInterrupt):
+    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress.
+
+    A ``KeyboardInterrupt`` on purpose: the run's event loop (asyncio or uvloop) lets only KeyboardInterrupt and
+    SystemExit out of a callback. Anything else raised by a signal handler while the loop dispatches signals is
+    logged as "Exception in callback" with a traceback and swallowed, and the run goes on to its end.
+    """
 
 
 def utc_now() -> str:
@@ -525,6 +530,10 @@ class SelfEvolutionLoop:
             return None
         self._set_status("awaiting_approval")
         self._out(f"iteration {iteration}: awaiting approval of {action['action_id']}")
+        from alpha_evolve.briefing import describe_proposal
+
+        for line in describe_proposal(action, state.get("proposal")):
+            self._out("  " + line)
         for line in self.backend.approval_hint(action):
             self._out("  " + line)
         self.backend.post_action(action)
