@@ -188,16 +188,18 @@ class Deflation:
 
 def deflate_winner(rows: Sequence[Mapping[str, Any]], *, validation_sharpe: float, validation_obs: int,
                    validation_returns: Sequence[float] | np.ndarray, train_sharpe: float, train_obs: int,
-                   periods_per_year: float, train_period: str = "train") -> Deflation:
+                   periods_per_year: float, train_period: str = "train",
+                   shape: tuple[float, float] | None = None) -> Deflation:
     """Deflate the crowned program of one selection (a run, or a session's runs pooled) at both stages.
 
     ``rows`` are ledger rows of the level where the selection happened; ``train_period`` is ``train_folds`` when
     fitness was measured on folds. Sharpes are annual and are converted to per-bar with ``periods_per_year``;
     ``validation_returns`` (the winner's validation curve, possibly sampled) give the skew and kurtosis only, so a
-    curve downsampled for storage still yields per-bar figures consistent with the ledger's.
+    curve downsampled for storage still yields per-bar figures consistent with the ledger's. ``shape`` (skew,
+    kurtosis of every bar's return, from the evaluator's full curve) replaces the sampled curve's when given.
     """
     ppy = periods_per_year if periods_per_year > 0 else 252.0
-    skew, kurt = _shape(np.asarray(validation_returns, dtype=float))
+    skew, kurt = shape if shape is not None else _shape(np.asarray(validation_returns, dtype=float))
     has_folds = any(_period_matches(str(r.get("period")), train_period) for r in rows)
     train = stage_stats(rows, train_period if has_folds else "train", train_obs)
     val = stage_stats(rows, "validation", validation_obs)
