@@ -56,8 +56,13 @@ class SessionLockedError(SessionError):
     """Another process drives this session."""
 
 
-class SessionInterrupted(BaseException):
-    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress."""
+class SessionInterrupted(KeyboardInterrupt):
+    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress.
+
+    A ``KeyboardInterrupt`` on purpose: the run's event loop (asyncio or uvloop) lets only KeyboardInterrupt and
+    SystemExit out of a callback. Anything else raised by a signal handler while the loop dispatches signals is
+    logged as "Exception in callback" with a traceback and swallowed, and the run goes on to its end.
+    """
 
 
 def utc_now() -> str:
@@ -533,6 +538,10 @@ class SelfEvolutionLoop:
             return None
         self._set_status("awaiting_approval")
         self._out(f"iteration {iteration}: awaiting approval of {action['action_id']}")
+        from alpha_evolve.briefing import describe_proposal
+
+        for line in describe_proposal(action, state.get("proposal")):
+            self._out("  " + line)
         for line in self.backend.approval_hint(action):
             self._out("  " + line)
         self.backend.post_action(action)
@@ -706,6 +715,7 @@ class SelfEvolutionLoop:
             "objective": objective,
             "success": failure is None,
             "failure_reason": failure,
+            "crowned": _run_crowned(run_dir) if failure is None else None,
             "reruns": reruns,
             "timings": {
                 "started_at": started_at,
@@ -724,6 +734,7 @@ class SelfEvolutionLoop:
                 proposal = self._edited(proposal, candidate)
             self.sampler.tell(proposal, objective, success=failure is None)
         self._update_best(record)
+        self._count_trials(iteration, run_dir)
         self.summary["iterations_completed"] = self._last_iteration()
         self._after_record(iteration)
         verdict = f"{self.settings.objective} = {objective:.4g}" if objective is not None else f"failed: {failure}"
@@ -774,8 +785,19 @@ class SelfEvolutionLoop:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.settings.maximize else a < b
 
+    def _count_trials(self, iteration: int, run_dir: Path | None) -> None:
+        """Session-level trial ledger and deflated Sharpe of the session best (see session_trials)."""
+        from alpha_evolve import session_trials
+
+        try:
+            session_trials.absorb_run(self.backend.artifact_dir, iteration, run_dir)
+            self.summary["selection"] = session_trials.session_selection(
+                self.backend.artifact_dir, self.summary.get("best"), self.summary.get("selection"))
+        except Exception as exc:  # bookkeeping must not fail the session; say so in the summary instead
+            logger.warning("session trial ledger not updated: %s", exc)
+
     def _update_best(self, record: dict[str, Any]) -> None:
-        if not record["success"]:
+        if not record["success"] or record.get("crowned") is False:  # a flagged winner cannot be crowned
             return
         best = self.summary.get("best")
         if best is None or self._better(record["objective"], best["objective"]):
@@ -856,10 +878,21 @@ class SelfEvolutionLoop:
                 self.backend.resolve_action(action, status, decision)
         if status == "session_complete":
             self.summary["state"] = {"phase": "done", "iteration": self._last_iteration()}
+            if "confirmation" not in self.summary:
+                # The session ranked on validation only: its best is confirmed once on the sealed holdout.
+                from alpha_evolve.session_trials import confirm_on_holdout
+
+                self.summary["confirmation"] = confirm_on_holdout(self.summary.get("best"))
         self.summary["status"] = status
         self.summary["finished_at"] = utc_now()
         self._save_summary()
         return SessionResult(status, self.summary, interrupted=interrupted)
+
+
+def _run_crowned(run_dir: Path | None) -> bool:
+    from alpha_evolve.session_trials import crowned
+
+    return crowned(run_dir)
 
 
 def load_base_config(summary: Mapping[str, Any] | None, config_path: str | None) -> RunConfig:
