@@ -31,6 +31,15 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 logger = logging.getLogger("alpha_evolve.approval")
 
+
+def _not_a_shutdown_race(record: logging.LogRecord) -> bool:
+    """watchdog logs "queue_events() called when the thread is inactive" at ERROR when an event arrives while an
+    observer stops (our own last write of the session, or an agent's answer): harmless, and noise at exit."""
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_not_a_shutdown_race)
+
 DEBOUNCE_SECONDS = 0.05
 """Delay after ``created``/``modified`` before reading: long enough for a writer to finish a small file."""
 
