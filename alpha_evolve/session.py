@@ -311,7 +311,13 @@ class SelfEvolutionLoop:
         self._stop_requested = True
 
     def run(self) -> SessionResult:
-        self.backend.open()
+        try:
+            self.backend.open()
+        except Exception as exc:  # a read-only or full session folder or registry: nothing has run yet
+            fault = as_infrastructure(exc)
+            if fault is None:
+                raise
+            raise InfrastructureError(f"session {self.backend.location} cannot be opened: {fault}") from None
         try:
             from alpha_evolve.files import cleanup_stale_temp_files
 
