@@ -108,12 +108,15 @@ def _open_store(db: str, *, create: bool) -> Any:
     path = Path(db)
     if not create and not path.exists():
         raise UserError(f"{path}: program store not found (start an experiment first, or pass --db)")
+    from alpha_evolve.faults import EXIT_INFRASTRUCTURE, infrastructure_problem
+
     try:
         return ProgramStore(path, create=create)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    except StoreError as exc:  # full or read-only: the machine's (exit 75); corrupt or foreign: the user's (2)
+        raise UserError(str(exc), EXIT_INFRASTRUCTURE if infrastructure_problem(exc) else 2) from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot open program store ({exc})") from None
+        raise UserError(f"{path}: cannot open program store ({exc})",
+                        EXIT_INFRASTRUCTURE if infrastructure_problem(exc) else 2) from None
 
 
 def _require(store: Any, name: str) -> Any:
