@@ -4,6 +4,12 @@ Two evaluators: ``guarded`` is the normal one (Python guards on: policy, module 
 attacks whose every name passes the static policy; ``bare`` switches every Python-level guard off in the template,
 so what stops an attack there is the boundary alone: the kernel (Landlock + seccomp + rlimits) and the trusted
 replay. Both are built while a fake ANTHROPIC_API_KEY sits in this process's environment.
+
+Checked against the evaluator before #9 (main at 8d252c0, same data): purge_losers scored Sharpe 3.28 where its
+honest replay scores far less; rebind_update_wrapper / rebind_global_enum / poison changed the figures of the next
+honest candidate in the same worker; secret_format returned the parent's ANTHROPIC_API_KEY in the result's error
+and printed os.environ on the CLI's stdout; stdout_forge put a forged result line on stdout; lookahead_frames (with
+the Python guards off, as its frame walk needs) scored Sharpe 16.3 on validation.
 """
 
 from __future__ import annotations
@@ -190,3 +196,22 @@ def test_concurrent_hostile_and_honest(bare: StrategyEvaluator, honest: dict[str
     assert [r.status for r in results] == ["tampered", "ok", "crash", "ok"]
     assert results[1].metrics == honest == results[3].metrics
 
+
+
+def test_backtest_json_is_one_trusted_object(tmp_path: Path) -> None:
+    """The CLI with a printing, secret-hunting strategy and a key in its environment: one JSON line, no key."""
+    from tests.conftest import run_cli
+
+    forge = tmp_path / "forge.py"
+    forge.write_text(hostile("stdout_forge"))
+    proc = run_cli("backtest", "--strategy-file", str(forge), "--json", env={"ANTHROPIC_API_KEY": FAKE_KEY})
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout[:500]
+    out = json.loads(lines[0])
+    assert out["status"] == "ok" and '"Sharpe": 42.0' in out["log"] and out["metrics"]["Sharpe"] != 42.0
+    assert len(proc.stdout) < 200_000 and "x" * 100 not in proc.stderr
+    secret = tmp_path / "secret.py"
+    secret.write_text(hostile("secret_format"))
+    proc = run_cli("backtest", "--strategy-file", str(secret), "--json", env={"ANTHROPIC_API_KEY": FAKE_KEY})
+    assert len(proc.stdout.splitlines()) == 1 and json.loads(proc.stdout)["status"] == "runtime"
+    assert "LOOT" in proc.stdout and FAKE_KEY not in proc.stdout + proc.stderr
