@@ -323,9 +323,13 @@ class StrategyEvaluator:
             )
 
         fraction = self.settings.screen_fraction if screen else 0.0
+        prefix: dict[str, tuple[int, list[tuple[int, int]]]] = {}
         if split == "train" and fraction > 0:
             outcomes, log = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
             result = self._result(outcomes, "screen", split, started, log)
+            # The screen ran on a truncated series: the full run must decide the same up to the cut (a free,
+            # partial causality check on every candidate; the perturbed-future check runs on promoting splits).
+            prefix = {o.symbol: (o.bars, list(o.decisions)) for o in outcomes if o.status == "ok"}
             if not result.ok:
                 return result
             reason = self._screen_reason(result.metrics)
@@ -336,7 +340,8 @@ class StrategyEvaluator:
             return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
 
         causality = split in self.causality_splits
-        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality}
+        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality,
+                "prefix": prefix}
         outcomes, log = self._dispatch(task)
         result = self._result(outcomes, "full", split, started, log)
         return _replace(result, passed=result.ok)

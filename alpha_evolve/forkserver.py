@@ -283,6 +283,13 @@ def _run_task(task: Mapping[str, Any], state: _State, replayer: _Replayer, pertu
         if fraction:
             prepared = prepared.slice(0, max(int(len(prepared) * fraction), 2))
         outcome, decisions = _verified_run(task["code"], prepared, state, replayer, key, fraction)
+        earlier = (task.get("prefix") or {}).get(symbol)
+        if outcome.status == "ok" and earlier is not None and not fraction:
+            cut, screen_decisions = earlier
+            first = replay.first_divergence(decisions, screen_decisions, int(cut))
+            if first is not None:
+                outcome = _fail(outcome, "lookahead", f"{symbol}: its decision at bar {first} differs between a run "
+                                f"on the first {cut} bars and the full run: the strategy uses future bars")
         if outcome.status == "ok" and task.get("causality") and not fraction:
             cut = state.cuts[key]
             if key not in perturbed:

@@ -24,7 +24,7 @@ from alpha_evolve.strategies.base import ACTION_FLAT, ACTION_LONG, ACTION_SHORT,
 
 ACTIONS = (ACTION_FLAT, ACTION_LONG, ACTION_SHORT)
 # A strategy may call the helpers several times a bar; more than this is no strategy, just a way to make us work.
-MAX_DECISIONS_PER_BAR = 8
+MAX_DECISIONS_PER_BAR = 32
 
 
 class ReplayStrategy(EvolvableStrategy):

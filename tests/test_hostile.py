@@ -215,3 +215,16 @@ def test_backtest_json_is_one_trusted_object(tmp_path: Path) -> None:
     proc = run_cli("backtest", "--strategy-file", str(secret), "--json", env={"ANTHROPIC_API_KEY": FAKE_KEY})
     assert len(proc.stdout.splitlines()) == 1 and json.loads(proc.stdout)["status"] == "runtime"
     assert "LOOT" in proc.stdout and FAKE_KEY not in proc.stdout + proc.stderr
+
+
+def test_lookahead_is_caught_at_the_screen_cut_on_train(tmp_path: Path) -> None:
+    """With the quick screen on, every train evaluation compares its decisions with the screen's truncated run."""
+    code = hostile("lookahead_frames").replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
+                                                "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
+    settings = dataclasses.replace(LEAN, screen_fraction=0.5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
+        with StrategyEvaluator({"SYN": _splits(n=240)}, settings, 1, disable_python_guards_for_tests=True) as ev:
+            result = ev.evaluate(code)
+            assert result.status == "lookahead", (result.status, result.error)
+            assert ev.evaluate(MOMENTUM).ok
