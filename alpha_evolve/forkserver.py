@@ -224,6 +224,8 @@ class _State:
 
 
 def _prepare(setup: Mapping[str, Any]) -> _State:
+    import orjson  # noqa: F401 - preload: the confined child imports nothing it can avoid
+
     from alpha_evolve import backtest, confinement, metrics, policy, replay, sandbox  # noqa: F401 - preload
     from alpha_evolve.strategies import base  # noqa: F401
 
