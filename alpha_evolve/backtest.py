@@ -233,8 +233,9 @@ def prepare_bars(
     if not math.isfinite(min_close) or min_close <= 0:
         raise ValueError(f"{symbol}: close prices must be positive and finite")
     precision = 2 if min_close >= 1.0 else 4
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in symbol) or "X"
-    instrument_id = InstrumentId(Symbol(safe), Venue(VENUE))
+    from alpha_evolve.instrument_ids import instrument_symbol
+
+    instrument_id = InstrumentId(Symbol(instrument_symbol(symbol)), Venue(VENUE))
     instrument = _equity(instrument_id, precision, settings)
     bar_type = BarType.from_str(f"{instrument_id}-{_bar_spec(frame.index)}-LAST-EXTERNAL")
     bars = BarDataWrangler(bar_type, instrument).process(frame)

@@ -1,9 +1,9 @@
 """Typed, validated run configuration read from TOML.
 
-A config file has three sections, ``[evolution]``, ``[backtest]`` and ``[pipeline]``. Every field is declared
-once, in the dataclasses below, with its type, range and a one-line documentation string kept in the field's
-metadata; validation, error messages, the self-evolution search-space key resolver and the commented TOML
-snapshots all read that single declaration, so a new field is one line here and nowhere else.
+A config file has four sections, ``[evolution]``, ``[backtest]``, ``[pipeline]`` and ``[evaluation]``. Every
+field is declared once, in the dataclasses below, with its type, range and a one-line documentation string kept
+in the field's metadata; validation, error messages, the self-evolution search-space key resolver and the
+commented TOML snapshots all read that single declaration, so a new field is one line here and nowhere else.
 
 Errors are ``ConfigError`` with one line naming the file, the key, what was expected and, for a misspelt key,
 the closest valid key: users read them on a terminal, never a traceback.
@@ -36,6 +36,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
+EVALUATION_BACKENDS = ("local", "ray")
 FOLD_AGGREGATES = ("mean", "worst")
 RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
 
@@ -143,6 +144,8 @@ class BacktestConfig:
                                      le=86_400.0)
     memory_limit_mb: int = _f(2048, "address-space limit of each worker process", ge=256, le=1_000_000)
     recycle_after: int = _f(50, "tasks a worker runs before it is replaced (engines leak)", ge=1, le=100_000)
+    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~680 bytes of memory a bar)", ge=2,
+                       le=1_000_000_000)
     allow_unconfined: bool = _f(False, "run candidates WITHOUT kernel confinement (Landlock/seccomp) on kernels "
                                 "that lack it; off by default, recorded in SUMMARY.json when on")
 
@@ -158,20 +161,35 @@ class PipelineOptions:
     align_cache_dir: str = _f(".cache/align", "where prepared data is cached")
 
 
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Where candidates are evaluated; the figures do not depend on it (docs/ray.md)."""
+
+    backend: str = _f("local", "local (confined worker pool on this machine) or ray (one such pool on every Ray "
+                      "node)", choices=EVALUATION_BACKENDS)
+    ray_address: str = _f("", "Ray cluster for backend = ray: empty = start a local Ray instance, 'auto' = join "
+                          "the running cluster, or host:port")
+    workers_per_node: int = _f(0, "confined workers per Ray node (0 = the node's CPU count)", ge=0, le=4096)
+    max_task_retries: int = _f(2, "times a candidate lost with its Ray node or actor is retried on another node "
+                               "before it is recorded as crash", ge=0, le=10)
+
+
 SECTIONS: dict[str, type[Any]] = {
     "evolution": EvolutionConfig,
     "backtest": BacktestConfig,
     "pipeline": PipelineOptions,
+    "evaluation": EvaluationConfig,
 }
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The three sections of one config file, plus where it came from (for messages and snapshots)."""
+    """The sections of one config file, plus where it came from (for messages and snapshots)."""
 
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source: str = "<defaults>"
 
     @property
@@ -395,12 +413,13 @@ def _check_cross_fields(cfg: RunConfig) -> None:
 def from_mapping(data: Mapping[str, Any], *, source: str = "<config>") -> RunConfig:
     """Build a validated config from nested plain data (a parsed TOML document or a dict)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a table with sections [evolution], [backtest], [pipeline]")
+        raise ConfigError(f"{source}: expected a table with sections [evolution], [backtest], [pipeline], "
+                          "[evaluation]")
     sections: dict[str, Any] = {}
     for sec_name, sec_data in data.items():
         if sec_name not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{sec_name}]{_closest(sec_name, list(SECTIONS))}; "
-                              "expected [evolution], [backtest] or [pipeline]")
+                              "expected [evolution], [backtest], [pipeline] or [evaluation]")
         if not isinstance(sec_data, Mapping):
             raise ConfigError(f"{source}: [{sec_name}] must be a table of settings, got {sec_data!r}")
         kwargs: dict[str, Any] = {}

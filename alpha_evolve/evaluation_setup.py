@@ -18,6 +18,7 @@ import pandas as pd
 from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.data import DataError, Dataset, DataSplits, load_dataset, periods_per_year, split_bars
+from alpha_evolve.evaluation_backend import Evaluator
 from alpha_evolve.evaluator import StrategyEvaluator
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
@@ -52,6 +53,7 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_seed=bt.synthetic_seed,
         synthetic_freq=bt.synthetic_freq,
         cache_dir=cache,
+        max_bars=bt.max_bars,
     )
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():
@@ -79,10 +81,22 @@ def build_evaluator(
     include: Iterable[str] = EVOLUTION_SPLITS,
     max_concurrent: int | None = None,
     settings: BacktestSettings | None = None,
-) -> StrategyEvaluator:
-    """An evaluator holding only the ``include`` splits; evolution never gets the holdout."""
-    run_data = data or load_run_data(config)
+    unseal: bool = False,
+    status_path: str | Path | None = None,
+) -> Evaluator:
+    """An evaluator holding only the ``include`` splits; evolution never gets the holdout.
+
+    Holdout bars are only loaded with ``unseal=True``, which the holdout door (``holdout_door``) passes after it
+    has arranged for the look to be ledgered. ``[evaluation] backend`` picks where candidates run (``ray``: every
+    node of a cluster, same figures); ``status_path`` is where a cluster backend keeps its live placement (node,
+    in flight, done).
+    """
     wanted = set(include)
+    if "holdout" in wanted and not unseal:
+        from alpha_evolve.holdout_door import refuse
+
+        raise refuse("build_evaluator")
+    run_data = data or load_run_data(config)
     frames: dict[str, Mapping[str, pd.DataFrame]] = {
         symbol: {name: getattr(s, name) for name in ("train", "validation", "holdout") if name in wanted}
         for symbol, s in run_data.splits.items()
@@ -90,6 +104,20 @@ def build_evaluator(
     # Annualise every split with the frequency of the whole series, so a short holdout is not mis-scaled.
     instruments = run_data.dataset.instruments
     ppy = {symbol: periods_per_year(pd.DatetimeIndex(bars.index)) for symbol, bars in instruments.items()}
+    if config.evaluation.backend == "ray":
+        from alpha_evolve.ray_backend import RayEvaluator
+
+        ev = config.evaluation
+        return RayEvaluator(
+            frames,
+            settings or backtest_settings(config),
+            max_concurrent=max_concurrent or config.evolution.max_concurrent,
+            periods_per_year=ppy,
+            address=ev.ray_address,
+            workers_per_node=ev.workers_per_node,
+            max_task_retries=ev.max_task_retries,
+            status_path=status_path,
+        )
     return StrategyEvaluator(
         frames,
         settings or backtest_settings(config),

@@ -28,6 +28,7 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 
 logger = logging.getLogger("alpha_evolve.pipeline")
@@ -92,15 +93,23 @@ def latest_run(base: str | Path) -> Path | None:
     return run if run.is_dir() else None
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that goes quiet when the disk is full or read-only: logging's default prints a traceback per
+    record on stderr, and the run itself reports the machine's failure once, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
     root = logging.getLogger("alpha_evolve")
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [_LogFile(run_dir / "pipeline.log", encoding="utf-8")]
     if options.log_file:
         Path(options.log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(options.log_file, encoding="utf-8"))
+        handlers.append(_LogFile(options.log_file, encoding="utf-8"))
     previous = root.level
     level = logging.getLevelName(options.log_level)
     for h in handlers:
@@ -136,8 +145,8 @@ def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _code_key(code: str) -> str:
-    """Programs that differ only in whitespace or comments are the same program for ``bt_top``."""
-    from alpha_evolve.trials import code_key
+    """Programs that differ only in whitespace, comments or docstrings are the same program for ``bt_top``."""
+    from alpha_evolve.program_keys import code_key
 
     return code_key(code)
 
@@ -226,6 +235,12 @@ def run_pipeline(
         try:
             summary = _run(config, options, experiment, run_dir, started, on_progress)
         except Exception as exc:  # every failure must still leave a SUMMARY.json for the outer loop
+            fault = as_infrastructure(exc)
+            if fault is not None:
+                # The machine failed, not the settings: no "failed" SUMMARY (the outer loop would record it as
+                # the proposal's failure); the caller stops and a resume runs this again.
+                logger.info("pipeline run %s stopped: %s", run_dir, fault)
+                raise fault from None
             reason = str(exc).strip() or type(exc).__name__
             if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):
                 logger.exception("pipeline run failed unexpectedly")
@@ -447,7 +462,7 @@ def _record_trials(store: Any, experiment: str, ranked: Sequence[RankedProgram],
     rows = []
     for p in store.evaluated_programs(experiment):
         role = "seed" if p.is_seed else "candidate"
-        bkey = behavior_key_of(p.behavior)
+        bkey = p.behavior_key or behavior_key_of(p.behavior)  # the store's key: stage, metrics and equity
         rows.append(trial_row(p.code, "train", metrics=p.metrics, status=p.status, program_id=p.id, role=role,
                               periods_per_year=ppy, n_obs=bars.get("train", 0), behavior_key=bkey))
         for fold, sharpe in _fold_sharpes(p.metrics):
@@ -488,6 +503,12 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "successful_evaluations": int(getattr(result, "successful_evaluations", 0)),
         "validation_evaluations": n_validation,
         "screened_out": int(by_status.get("screened", 0)),
+        # Never evaluate the same thing twice: identical code reused a stored result (no backtest); behaviour
+        # duplicates were backtested and traded exactly like an earlier program (the wasted evaluations).
+        "cache_hits": int(stats["cache_hits"]),
+        "behavior_duplicates": int(stats["behavior_duplicates"]),
+        "wasted_evaluation_share": round(
+            int(stats["behavior_duplicates"]) / max(1, int(stats["total_evaluations"]) - 1), 6),
         "failures": failures,
         "input_tokens": int(stats["input_tokens"]),
         "output_tokens": int(stats["output_tokens"]),
@@ -499,7 +520,8 @@ def _train_sharpes(store: Any, experiment: str) -> list[float]:
     """Train Sharpe of every successful candidate (the ledger in ``store.trials`` is the complete record)."""
     with store.snapshot() as conn:
         rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL", (experiment,)
+            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+            " AND duplicate_of IS NULL", (experiment,)
         ).fetchall()
     return [float(r[0]) for r in rows]
 

@@ -30,7 +30,6 @@ key is recorded, programs that behave identically (same trades, same curve) are 
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from alpha_evolve.metrics import expected_max_sharpe, probabilistic_sharpe_from_stats
-from alpha_evolve.source import parse as parse_source
 
 PERIODS = ("train", "validation", "holdout")
 """Periods of the ledger besides the train folds, which are written ``train_fold<k>``."""
@@ -52,12 +50,10 @@ def program_hash(code: str) -> str:
 
 
 def code_key(code: str) -> str:
-    """Programs that differ only in whitespace or comments are one program (one trial)."""
-    try:
-        normal = ast.dump(parse_source(code))
-    except (SyntaxError, ValueError, RecursionError):
-        normal = code
-    return hashlib.sha256(normal.encode()).hexdigest()
+    """Programs that differ only in whitespace, comments or docstrings are one program (one trial)."""
+    from alpha_evolve.program_keys import code_key as normalised_code_key  # one definition of "same code"
+
+    return normalised_code_key(code)
 
 
 def trial_row(code: str, period: str, *, metrics: Mapping[str, Any] | None, status: str = "ok",
