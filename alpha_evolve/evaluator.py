@@ -100,6 +100,8 @@ class StrategyEvaluator:
     changed after a secret cut (decisions before the cut must not change, else `lookahead`). By default the
     splits that promote programs (validation ranks the top-K, holdout reports the winner).
     `allow_unconfined` is the documented opt-out for kernels without Landlock/seccomp (never the default).
+    `fast_replay`: train-time figures may be confirmed by the numpy replay (`replay.vector_fills`) instead of an
+    engine replay when it reproduces the claimed fills exactly; validation/holdout always use the engine replay.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class StrategyEvaluator:
         *,
         causality_splits: Iterable[str] = ("validation", "holdout"),
         allow_unconfined: bool | None = None,
+        fast_replay: bool = True,
         disable_python_guards_for_tests: bool = False,
     ) -> None:
         if not data:
@@ -152,6 +155,7 @@ class StrategyEvaluator:
                 "ppy": ppy_of,
                 "settings": self.settings,
                 "kernel": not unconfined,
+                "fast_replay": fast_replay,
                 "disable_python_guards_for_tests": disable_python_guards_for_tests,
             }
         )

@@ -221,6 +221,7 @@ class _State:
     cuts: dict[tuple[str, str], int]
     log_cap: int
     python_guards: bool = True
+    fast_replay: bool = True
 
 
 def _prepare(setup: Mapping[str, Any]) -> _State:
@@ -250,7 +251,8 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
     if kernel:
         confinement.seccomp_available()  # load libseccomp now: a confined child cannot open it
     return _State(datasets, settings, kernel, abi, confinement.readable_paths(), cuts,
-                  int(setup.get("log_cap", LOG_CAP)), not setup.get("disable_python_guards_for_tests"))  # fmt: skip
+                  int(setup.get("log_cap", LOG_CAP)), not setup.get("disable_python_guards_for_tests"),
+                  bool(setup.get("fast_replay", True)))  # fmt: skip
 
 
 # ============================================================================================ slot
@@ -334,6 +336,16 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         decisions = replay.validate_decisions(claim.get("decisions"), n)
     except ValueError as exc:
         return failure("tampered", f"{prepared.symbol}: the candidate's run returned a forged decision log ({exc})"), []
+    if state.fast_replay and key[1] == "train":
+        # Train-time fitness: a numpy replay in this (clean) process confirms the claimed fills without an engine;
+        # any disagreement (or a case it does not model) goes to the engine replay, which decides.
+        fast = replay.vector_fills(prepared, state.settings, decisions)
+        if fast is not None and replay.fills_agree(claim.get("fills"), fast):
+            from alpha_evolve.backtest import _outcome
+
+            scored = _outcome(prepared, state.settings, fast, started)
+            scored.decisions, scored.fills, scored.log = decisions, fast.tolist(), log
+            return scored, decisions
     trusted = replayer.replay(key, fraction, decisions)
     if trusted.status != "ok":
         return failure(trusted.status, trusted.error or trusted.status), decisions

@@ -13,6 +13,7 @@ the look-ahead check's perturbed series and prefix comparison.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,7 +87,7 @@ def run_replay(
     return outcome
 
 
-def fills_agree(claimed: Any, trusted: Sequence[Sequence[float]]) -> bool:
+def fills_agree(claimed: Any, trusted: Any) -> bool:
     """Whether the fills a candidate's process reported are the replay's fills (exact up to float noise)."""
     try:
         a = np.asarray(claimed, dtype=float)
@@ -143,3 +144,132 @@ def perturbed(prepared: PreparedBars, cut: int) -> PreparedBars:
         frame=pd.concat([frame.iloc[:cut], mirrored]),
         closes=np.asarray([float(bar.close) for bar in bars], dtype=float),
     )
+
+
+# --------------------------------------------------------------------------------------------- fast path
+
+
+class _Amount:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def as_double(self) -> float:
+        return self.value
+
+
+class _ShadowAccount:
+    def __init__(self, book: _ShadowBook) -> None:
+        from nautilus_trader.model.enums import AccountType
+
+        self.type = AccountType.CASH
+        self._book = book
+
+    def balance_free(self, currency: Any) -> _Amount:
+        return _Amount(self._book.cash)
+
+    def balance_total(self, currency: Any) -> _Amount:
+        return _Amount(self._book.cash)
+
+
+class _ShadowBook:
+    """The slice of the portfolio API the base strategy's sizing reads, for a cash account with market orders."""
+
+    def __init__(self, cash: float) -> None:
+        self.cash = cash
+        self.position = 0.0
+        self.account_ = _ShadowAccount(self)
+
+    def account(self, venue: Any) -> _ShadowAccount:
+        return self.account_
+
+    def net_position(self, instrument_id: Any) -> float:
+        return self.position
+
+    def unrealized_pnl(self, instrument_id: Any) -> None:  # pragma: no cover - cash accounts never ask
+        return None
+
+
+class _Shadow:
+    """Stands in for the strategy when calling the base strategy's own sizing methods (so they cannot drift)."""
+
+    def __init__(self, prepared: PreparedBars, settings: BacktestSettings, book: _ShadowBook) -> None:
+        import types
+
+        self.instrument = prepared.instrument
+        self.instrument_id = prepared.instrument.id
+        self.trade_fraction = float(settings.trade_fraction)
+        self.portfolio = book
+        self._last_close = float("nan")
+        self._equity = types.MethodType(EvolvableStrategy._equity, self)
+
+    def units(self, side: Any) -> int:
+        return int(EvolvableStrategy._order_quantity(self, side))  # type: ignore[arg-type]
+
+
+def vector_fills(
+    prepared: PreparedBars, settings: BacktestSettings, decisions: Sequence[tuple[int, int]]
+) -> np.ndarray | None:
+    """The fills of a decision log without an engine, for a long-only cash account (None = not this case).
+
+    Same rules as the engine run: market orders fill at the bar's close for up to max(volume/4, size increment)
+    and one tick worse beyond; taker commission per fill rounded to the cent; sizing by the base strategy's own
+    ``_order_quantity``; the position closed at the last bar when the run stops. It is only ever used to *confirm*
+    a candidate's claimed fills: any disagreement falls back to the engine replay, which decides.
+    """
+    from nautilus_trader.model.enums import OrderSide
+
+    if settings.account_type != "cash" or settings.allow_short or len(prepared) < 2:
+        return None
+    inst = prepared.instrument
+    mult = float(inst.multiplier)
+    tick = float(inst.price_increment)
+    fee = float(settings.taker_fee)
+    size_inc = float(inst.size_increment)
+    book = _ShadowBook(float(settings.starting_capital))
+    shadow = _Shadow(prepared, settings, book)
+    rows: list[tuple[float, float, float, float]] = []
+
+    def execute(i: int, qty: float) -> None:
+        bar = prepared.bars[i]
+        close = float(bar.close)
+        level = max(math.floor(float(bar.volume) / 4.0 / size_inc + 0.5) * size_inc, size_inc)  # half up
+        remaining = abs(qty)
+        sign = 1.0 if qty > 0 else -1.0
+        for px, part in ((close, min(remaining, level)), (close + sign * tick, remaining - min(remaining, level))):
+            if part <= 0:
+                continue
+            px = round(px, inst.price_precision)
+            commission = round(part * px * mult * fee + 1e-9, 2)
+            rows.append((float(prepared.ts[i]), sign * part, px, commission))
+            book.cash -= sign * part * px * mult + commission
+            book.position += sign * part
+
+    try:
+        for i, actions in sorted(plan_of(decisions).items()):
+            # Orders submitted during a bar fill after ``decide`` returns, so every helper call of one bar sees
+            # the position as it was when the bar arrived.
+            shadow._last_close = float(prepared.closes[i])
+            long_now = book.position > 0
+            order: float | None = None
+            for action in actions:
+                if action == ACTION_LONG and not long_now:
+                    units = shadow.units(OrderSide.BUY)
+                    if units <= 0:
+                        continue
+                    if order is not None:
+                        return None  # two orders in one bar: leave it to the engine
+                    order = float(units)
+                elif action == ACTION_FLAT and long_now:
+                    if order is not None:
+                        return None
+                    order = -book.position
+            if order is not None:
+                execute(i, order)
+        if book.position != 0:
+            execute(len(prepared) - 1, -book.position)
+    except (AttributeError, TypeError):  # the base strategy's sizing now reads something the shadow lacks
+        return None
+    if not rows:
+        return np.zeros((0, 4))
+    arr = np.asarray(rows, dtype=float)
+    return arr[np.argsort(arr[:, 0], kind="stable")]
