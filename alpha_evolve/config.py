@@ -36,6 +36,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
+ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")  # = market.ASSET_CLASSES (kept import-free here)
+FILL_MODELS = ("close", "volume")  # = market.FILL_MODELS
 EVALUATION_BACKENDS = ("local", "ray")
 FOLD_AGGREGATES = ("mean", "worst")
 RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
@@ -52,6 +54,8 @@ def _f(default: Any, doc: str, *, ge: float | None = None, le: float | None = No
     meta = {"doc": doc, "ge": ge, "le": le, "gt": gt, "lt": lt, "choices": choices, "optional": optional}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -122,12 +126,26 @@ class BacktestConfig:
                                     lt=1.0)
     train_end: str = _f("", "ISO date ending the train period (overrides train_fraction)")
     validation_end: str = _f("", "ISO date ending the validation period (overrides validation_fraction)")
-    starting_capital: float = _f(100_000.0, "starting account balance in USD", gt=0.0)
+    starting_capital: float = _f(100_000.0, "starting account balance, in the quote currency (USD for US "
+                                 "stocks and XXX/USD pairs)", gt=0.0)
     account_type: str = _f("cash", "cash (long only) or margin (allows shorts)", choices=ACCOUNT_TYPES)
     allow_short: bool = _f(False, "let strategies go short (requires account_type = margin)")
     trade_fraction: float = _f(0.95, "fraction of equity committed per position", gt=0.0, le=1.0)
     taker_fee: float = _f(0.001, "taker fee as a fraction of notional (0.001 = 10 bps)", ge=0.0, lt=0.1)
     maker_fee: float = _f(0.001, "maker fee as a fraction of notional", ge=0.0, lt=0.1)
+    asset_class: str = _f("auto", "asset class of every symbol: auto (fx/crypto pairs recognised from the "
+                          "symbol, else equity), equity, fx, crypto or future", choices=ASSET_CLASSES)
+    instruments: dict[str, Any] = _f({}, "per-symbol overrides, as [backtest.instruments.SYMBOL] tables with "
+                                     "asset_class, price_precision, tick, size_increment, lot_size, multiplier, "
+                                     "base_currency, quote_currency (see docs/market-model.md)")
+    fill_model: str = _f("close", "close: whole order at the bar close, fees only; volume: at most volume_share "
+                         "of the bar's volume at the close, the rest slippage_bps worse", choices=FILL_MODELS)
+    volume_share: float = _f(0.25, "fill_model volume: share of a bar's volume that fills at the close", gt=0.0,
+                             le=1.0)
+    slippage_bps: float = _f(0.0, "fill_model volume: price concession on the rest of an order, in basis points",
+                             ge=0.0, le=1000.0)
+    warmup_bars: int = _f(250, "bars just before the validation/holdout period that warm indicators up "
+                          "(not scored; 0 = start cold)", ge=0, le=1_000_000)
     bt_top: int = _f(5, "distinct top programs re-evaluated on the validation period", ge=1, le=1000)
     objective: str = _f("Sharpe", "validation metric that ranks the top programs (InfoRatio = excess over "
                         "buy-and-hold)", choices=RANKING_METRICS)
@@ -249,7 +267,7 @@ class FieldSpec:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                list: "a list of strings"}[self.type]
+                list: "a list of strings", dict: "a table"}[self.type]
         bounds = []
         if self.ge is not None:
             bounds.append(f">= {self.ge:g}")
@@ -267,6 +285,8 @@ def _field_type(cls: type[Any], name: str) -> type[Any]:
     origin = get_origin(hint)
     if origin is list:
         return list
+    if origin is dict:
+        return dict
     if origin is Literal:
         return type(get_args(hint)[0])
     return hint
@@ -342,6 +362,13 @@ def coerce_value(spec: FieldSpec, value: Any, *, source: str) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if ok:
             value = list(value)
+    elif t is dict:
+        from alpha_evolve.market import MarketError, validate_overrides
+
+        try:
+            return validate_overrides(value, f"{source}: [{spec.section}] {spec.name}")
+        except MarketError as exc:
+            raise ConfigError(str(exc)) from None
     else:  # pragma: no cover - a field type this module forgot to handle
         ok = False
     if not ok:

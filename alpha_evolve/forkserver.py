@@ -238,14 +238,19 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
         policy.module_or_parent_allowed = lambda module: True
         policy.FORBIDDEN_BUILTINS = frozenset()
     datasets: dict[tuple[str, str], Any] = {}
+    specs, warmups = setup.get("specs") or {}, setup.get("warmups") or {}
     for (symbol, split), frame in setup["frames"].items():
-        datasets[(symbol, split)] = backtest.prepare_bars(symbol, frame, settings, setup["ppy"].get(symbol))
+        datasets[(symbol, split)] = backtest.prepare_bars(
+            symbol, frame, settings, setup["ppy"].get(symbol), spec=specs.get(symbol),
+            warmup=warmups.get((symbol, split)),
+        )
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
-    cuts = {key: rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
+    # Cuts index the engine's bar list, whose first `warmup` bars only warm indicators up (no decisions there).
+    cuts = {key: p.warmup + rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
     if datasets:
         # One trusted engine run here pays the once-per-process engine set-up (~25 ms) for every fork after it.
         warm = next(iter(datasets.values()))
-        replay.run_replay(warm.slice(0, min(len(warm), 40)), settings, [(5, 1), (10, 0)])
+        replay.run_replay(warm.slice(0, min(len(warm), 40)), settings, [(warm.warmup + 5, 1), (warm.warmup + 10, 0)])
     kernel = bool(setup.get("kernel", True))
     abi = confinement.landlock_abi()
     if kernel:
@@ -290,7 +295,8 @@ def _run_task(task: Mapping[str, Any], state: _State, replayer: _Replayer, pertu
         earlier = (task.get("prefix") or {}).get(symbol)
         if outcome.status == "ok" and earlier is not None and not fraction:
             cut, screen_decisions = earlier
-            first = replay.first_divergence(decisions, screen_decisions, int(cut))
+            cut = state.datasets[key].warmup + int(cut)  # decision indexes count the warm-up bars too
+            first = replay.first_divergence(decisions, screen_decisions, cut)
             if first is not None:
                 outcome = _fail(outcome, "lookahead", f"{symbol}: its decision at bar {first} differs between a run "
                                 f"on the first {cut} bars and the full run: the strategy uses future bars")
@@ -333,7 +339,7 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         kind = status if status in FAILURE_KINDS and status not in ("tampered", "lookahead") else "crash"
         return failure(kind, _one_line(str(claim.get("error") or kind))[:500]), []
     try:
-        decisions = replay.validate_decisions(claim.get("decisions"), n)
+        decisions = replay.validate_decisions(claim.get("decisions"), len(prepared.bars))  # warm-up included
     except ValueError as exc:
         return failure("tampered", f"{prepared.symbol}: the candidate's run returned a forged decision log ({exc})"), []
     if state.fast_replay and key[1] == "train":
@@ -369,7 +375,7 @@ def _causality_problem(code: str, perturbed: Any, cut: int, decisions: list[tupl
         return (f"the causality check (same bars up to bar {cut}, different ones after) failed: "
                 f"{_one_line(str(claim.get('error') or claim.get('status')))[:300]}")  # fmt: skip
     try:
-        other = replay.validate_decisions(claim.get("decisions"), len(perturbed))
+        other = replay.validate_decisions(claim.get("decisions"), len(perturbed.bars))
     except ValueError as exc:
         return f"the causality check run returned a forged decision log ({exc})"
     first = replay.first_divergence(decisions, other, cut)

@@ -218,10 +218,14 @@ class RayEvaluator:
         self.status_path = Path(status_path) if status_path else None
         self._actor_start_timeout = float(actor_start_timeout)
         self._options = dict(evaluator_options)  # StrategyEvaluator keywords for every node (causality_splits, ...)
+        self.instruments: dict[str, Any] = dict(self._options.get("instruments") or {})  # market.InstrumentSpec
         frames: dict[str, dict[str, pd.DataFrame]] = {}
         for symbol, splits in data.items():
             frames[symbol] = {s: f for s in SPLITS if (f := _frame_of(splits, s)) is not None}
         self._available = {(symbol, s) for symbol, per in frames.items() for s in per}
+        for symbol, splits in data.items():  # each period's warm-up bars (market model) travel with it
+            warm = {f"{s}_warmup": _frame_of(splits, f"{s}_warmup") for s in SPLITS}
+            frames[symbol].update({k: f for k, f in warm.items() if f is not None})
         self._lock = threading.RLock()
         self._nodes: dict[str, _Node] = {}
         self._closed = False

@@ -266,7 +266,7 @@ def vector_fills(
             if order is not None:
                 execute(i, order)
         if book.position != 0:
-            execute(len(prepared) - 1, -book.position)
+            execute(len(prepared.bars) - 1, -book.position)
     except (AttributeError, TypeError):  # the base strategy's sizing now reads something the shadow lacks
         return None
     if not rows:
