@@ -200,10 +200,12 @@ class _Shadow:
         self.trade_fraction = float(settings.trade_fraction)
         self.portfolio = book
         self._last_close = float("nan")
+        fills = getattr(settings, "fills", None)
+        self._adverse_fraction = float(fills.adverse_fraction()) if fills is not None else 0.0
         self._equity = types.MethodType(EvolvableStrategy._equity, self)
 
-    def units(self, side: Any) -> int:
-        return int(EvolvableStrategy._order_quantity(self, side))  # type: ignore[arg-type]
+    def units(self, side: Any) -> float:
+        return float(EvolvableStrategy._order_quantity(self, side))  # type: ignore[arg-type]
 
 
 def vector_fills(
@@ -211,38 +213,56 @@ def vector_fills(
 ) -> np.ndarray | None:
     """The fills of a decision log without an engine, for a long-only cash account (None = not this case).
 
-    Same rules as the engine run: market orders fill at the bar's close for up to max(volume/4, size increment)
-    and one tick worse beyond; taker commission per fill rounded to the cent; sizing by the base strategy's own
+    Same rules as the engine run (``market.fill_model``): a market order fills at the bar's close, or with the
+    "volume" model up to ``volume_share`` of the bar's volume at the close and the rest at the slipped price;
+    taker commission per fill rounded to the quote currency; sizing by the base strategy's own
     ``_order_quantity``; the position closed at the last bar when the run stops. It is only ever used to *confirm*
     a candidate's claimed fills: any disagreement falls back to the engine replay, which decides.
     """
     from nautilus_trader.model.enums import OrderSide
 
-    if settings.account_type != "cash" or settings.allow_short or len(prepared) < 2:
+    fills_cfg = getattr(settings, "fills", None)
+    model = getattr(fills_cfg, "model", "close")
+    if settings.account_type != "cash" or settings.allow_short or len(prepared) < 2 or model not in (
+            "close", "volume"):  # fmt: skip
+        return None
+    if model == "volume" and prepared.volume is None:
         return None
     inst = prepared.instrument
     mult = float(inst.multiplier)
     tick = float(inst.price_increment)
-    fee = float(settings.taker_fee)
-    size_inc = float(inst.size_increment)
+    fee = float(inst.taker_fee)
+    increment = float(inst.size_increment)
+    size_prec = int(inst.size_precision)
+    money_prec = int(inst.quote_currency.precision)
     book = _ShadowBook(float(settings.starting_capital))
     shadow = _Shadow(prepared, settings, book)
     rows: list[tuple[float, float, float, float]] = []
 
+    def priced(close: float, offset: float, sign: float) -> float:
+        px = close * (1.0 + sign * offset)
+        steps = math.ceil(px / tick - 1e-9) if sign > 0 else math.floor(px / tick + 1e-9)
+        return round(steps * tick, inst.price_precision)
+
     def execute(i: int, qty: float) -> None:
-        bar = prepared.bars[i]
-        close = float(bar.close)
-        level = max(math.floor(float(bar.volume) / 4.0 / size_inc + 0.5) * size_inc, size_inc)  # half up
-        remaining = abs(qty)
+        close = float(prepared.closes[i])
         sign = 1.0 if qty > 0 else -1.0
-        for px, part in ((close, min(remaining, level)), (close + sign * tick, remaining - min(remaining, level))):
+        size = round(abs(qty), size_prec)
+        parts = [(0.0, size)]
+        if model == "volume":
+            assert prepared.volume is not None
+            share = float(fills_cfg.volume_share)  # type: ignore[union-attr]
+            level = math.floor(max(float(prepared.volume[i]) * share, 0.0) / increment + 1e-9) * increment
+            at_close = round(min(size, level), size_prec)
+            parts = [(0.0, at_close), (float(fills_cfg.slippage_bps) / 1e4, round(size - at_close, size_prec))]  # type: ignore[union-attr]
+        for offset, part in parts:
             if part <= 0:
                 continue
-            px = round(px, inst.price_precision)
-            commission = round(part * px * mult * fee + 1e-9, 2)
+            px = priced(close, offset, sign)
+            commission = round(part * px * mult * fee + 1e-12, money_prec)
             rows.append((float(prepared.ts[i]), sign * part, px, commission))
             book.cash -= sign * part * px * mult + commission
-            book.position += sign * part
+            book.position = round(book.position + sign * part, size_prec)
 
     try:
         for i, actions in sorted(plan_of(decisions).items()):
@@ -258,7 +278,7 @@ def vector_fills(
                         continue
                     if order is not None:
                         return None  # two orders in one bar: leave it to the engine
-                    order = float(units)
+                    order = units
                 elif action == ACTION_FLAT and long_now:
                     if order is not None:
                         return None

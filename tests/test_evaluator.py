@@ -182,7 +182,7 @@ def test_sandbox_refuses_writes_and_network(unpoliced: StrategyEvaluator, tmp_pa
 def test_recycling_replaces_the_replay_process() -> None:
     """Candidate processes are single-use; the trusted replay worker (engines leak) is recycled by tasks."""
     settings = BacktestSettings(recycle_after=2, screen_fraction=0.0)
-    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1) as ev:
+    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
         slots = ev.worker_pids
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1
@@ -192,7 +192,7 @@ def test_recycling_replaces_the_replay_process() -> None:
 
 def test_recycling_by_bars_run() -> None:
     settings = BacktestSettings(recycle_after_bars=500, screen_fraction=0.0)
-    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1) as ev:
+    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1  # 400 bars
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1  # 800 >= 500: recycled after it
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 2

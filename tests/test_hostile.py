@@ -250,9 +250,10 @@ def test_vector_replay_reproduces_the_engine_replay() -> None:
 
     compared = 0
     for seed, thin in ((1, False), (2, True)):
-        settings = dataclasses.replace(LEAN, taker_fee=0.002 if thin else 0.001, trade_fraction=0.6 if thin else 0.95)
+        settings = dataclasses.replace(LEAN, taker_fee=0.002 if thin else 0.001, trade_fraction=0.6 if thin else 0.95,
+                                       fill_model="volume" if thin else "close", slippage_bps=7.0 if thin else 0.0)
         bars = synthetic_bars(300, seed=seed)
-        if thin:  # partial fills: the book quotes only volume/4 at the close
+        if thin:  # partial fills: the "volume" model fills only volume_share of a bar's volume at the close
             bars["volume"] = (bars["volume"] / 2000).round() + 1
         prepared = prepare_bars("SYN", bars, settings)
         rng = random.Random(seed)
