@@ -674,6 +674,7 @@ class SelfEvolutionLoop:
             "objective": objective,
             "success": failure is None,
             "failure_reason": failure,
+            "crowned": _run_crowned(run_dir) if failure is None else None,
             "reruns": reruns,
             "timings": {
                 "started_at": started_at,
@@ -692,6 +693,7 @@ class SelfEvolutionLoop:
                 proposal = self._edited(proposal, candidate)
             self.sampler.tell(proposal, objective, success=failure is None)
         self._update_best(record)
+        self._count_trials(iteration, run_dir)
         self.summary["iterations_completed"] = self._last_iteration()
         self._save_state({"phase": "idle", "iteration": iteration})
         verdict = f"{self.settings.objective} = {objective:.4g}" if objective is not None else f"failed: {failure}"
@@ -735,8 +737,19 @@ class SelfEvolutionLoop:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.settings.maximize else a < b
 
+    def _count_trials(self, iteration: int, run_dir: Path | None) -> None:
+        """Session-level trial ledger and deflated Sharpe of the session best (see session_trials)."""
+        from alpha_evolve import session_trials
+
+        try:
+            session_trials.absorb_run(self.backend.artifact_dir, iteration, run_dir)
+            self.summary["selection"] = session_trials.session_selection(
+                self.backend.artifact_dir, self.summary.get("best"), self.summary.get("selection"))
+        except Exception as exc:  # bookkeeping must not fail the session; say so in the summary instead
+            logger.warning("session trial ledger not updated: %s", exc)
+
     def _update_best(self, record: dict[str, Any]) -> None:
-        if not record["success"]:
+        if not record["success"] or record.get("crowned") is False:  # a flagged winner cannot be crowned
             return
         best = self.summary.get("best")
         if best is None or self._better(record["objective"], best["objective"]):
@@ -817,10 +830,21 @@ class SelfEvolutionLoop:
                 self.backend.resolve_action(action, status, decision)
         if status == "session_complete":
             self.summary["state"] = {"phase": "done", "iteration": self._last_iteration()}
+            if "confirmation" not in self.summary:
+                # The session ranked on validation only: its best is confirmed once on the sealed holdout.
+                from alpha_evolve.session_trials import confirm_on_holdout
+
+                self.summary["confirmation"] = confirm_on_holdout(self.summary.get("best"))
         self.summary["status"] = status
         self.summary["finished_at"] = utc_now()
         self._save_summary()
         return SessionResult(status, self.summary, interrupted=interrupted)
+
+
+def _run_crowned(run_dir: Path | None) -> bool:
+    from alpha_evolve.session_trials import crowned
+
+    return crowned(run_dir)
 
 
 def load_base_config(summary: Mapping[str, Any] | None, config_path: str | None) -> RunConfig:
