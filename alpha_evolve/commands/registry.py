@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 from rich.console import Console
 from rich.table import Column, Table
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.registry import (
     DEFAULT_REGISTRY_DB,
     ENV_REGISTRY_DB,
@@ -260,7 +262,7 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
         reg.close()
     code = report_result(
         result, settings, f"{session_id} ({reg.path})",
-        f"alpha-evolve self-evolve --mode tracked --registry-db {reg.path} --resume {session_id}",
+        cli("self-evolve", "--mode", "tracked", "--registry-db", shlex.quote(str(reg.path)), "--resume", session_id),
     )
     # A stop asked for from the dashboard or the CLI is a decision, not an interruption.
     return 0 if result.status == "stopped" and stop_from_registry else code
