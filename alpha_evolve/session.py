@@ -373,29 +373,9 @@ class SelfEvolutionLoop:
                 self._set_status("running")
                 rerun = state if state.get("phase") == "running" and state.get("iteration") == 0 else None
                 self._run_iteration(0, {}, state=rerun)
-            while not self._stop_requested:
-                iteration = self._last_iteration() + 1
-                if iteration > self.settings.iterations:
-                    return self._finish("session_complete")
-                state = self.summary.get("state") or {}
-                if state.get("iteration") == iteration and state.get("phase") == "running":
-                    self._out(f"iteration {iteration}: re-running the approved candidate interrupted by a crash")
-                    self._set_status("running")
-                    self._last_action = state.get("action")
-                    if self._last_action:  # the pending file may say "stopped" from the interrupted attempt
-                        self.backend.resolve_action(self._last_action, "running", None)
-                    self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
-                    continue
-                if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
-                    action = dict(state["action"])
-                    if resuming:
-                        self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
-                else:
-                    action = self._propose(iteration, rejected=[])
-                resuming = False
-                outcome = self._decide(action)
-                if outcome is not None:
-                    return outcome
+            outcome = self._proposal_loop(state, resuming)
+            if outcome is not None:
+                return outcome
             return self._finish("stopped", interrupted=True)
         except SessionInterrupted:
             return self._finish("stopped", interrupted=True)
@@ -407,6 +387,34 @@ class SelfEvolutionLoop:
             self.summary["failure_reason"] = reason
             self._finish("failed")
             raise
+
+    def _proposal_loop(self, state: dict[str, Any], resuming: bool) -> SessionResult | None:
+        """Propose, decide and run iterations 1..N one at a time; a result when the session ends here, None when
+        a stop was requested (``parallel_runs.ParallelRunsLoop`` keeps several approved runs in flight instead)."""
+        while not self._stop_requested:
+            iteration = self._last_iteration() + 1
+            if iteration > self.settings.iterations:
+                return self._finish("session_complete")
+            state = self.summary.get("state") or {}
+            if state.get("iteration") == iteration and state.get("phase") == "running":
+                self._out(f"iteration {iteration}: re-running the approved candidate interrupted by a crash")
+                self._set_status("running")
+                self._last_action = state.get("action")
+                if self._last_action:  # the pending file may say "stopped" from the interrupted attempt
+                    self.backend.resolve_action(self._last_action, "running", None)
+                self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
+                continue
+            if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
+                action = dict(state["action"])
+                if resuming:
+                    self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
+            else:
+                action = self._propose(iteration, rejected=[])
+            resuming = False
+            outcome = self._decide(action)
+            if outcome is not None:
+                return outcome
+        return None
 
     def _check_history(self) -> None:
         """Refuse to resume on a history record that fails its schema (what ``validate`` reports): the loop would
@@ -544,7 +552,7 @@ class SelfEvolutionLoop:
             action,
             check_candidate=lambda c: self._check_candidate(c, posted),
             timeout=self.settings.approval_timeout,
-            should_stop=lambda: self._stop_requested,
+            should_stop=self._waiting_should_stop,
         )
         if result.outcome == "timed_out":
             self._out(f"no decision on {action['action_id']} within {self.settings.approval_timeout:g} s")
@@ -568,6 +576,10 @@ class SelfEvolutionLoop:
             return None
         self._start_run(action, decision, state)
         return None
+
+    def _waiting_should_stop(self) -> bool:
+        """Polled while a decision is awaited (a loop with runs in flight records the finished ones here)."""
+        return self._stop_requested
 
     def _start_run(self, action: dict[str, Any], decision: Decision, state: dict[str, Any]) -> None:
         iteration = action["next_iteration"]
@@ -610,6 +622,16 @@ class SelfEvolutionLoop:
         return dataclasses.replace(config.evaluation, **changes)
 
     def _run_iteration(self, iteration: int, candidate: dict[str, Any], *, state: dict[str, Any] | None) -> None:
+        run = self._begin_run(iteration, candidate, state)
+        self._in_run = True
+        try:
+            self._execute_run(run)
+        finally:
+            self._in_run = False
+        self._record_run(run)
+
+    def _begin_run(self, iteration: int, candidate: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any]:
+        """Persist that ``iteration`` runs (resume re-runs it) and write its config; the run's context."""
         state = dict(
             state or {"phase": "running", "iteration": iteration, "attempt": 1, "candidate": candidate, "reruns": 0}
         )
@@ -619,7 +641,7 @@ class SelfEvolutionLoop:
         stamp = str(self.summary["session_id"]).removeprefix("self_evo_session_")
         experiment = f"se{stamp}_it{iteration:03d}" + (f"_r{reruns}" if reruns else "")
         state.update(phase="running", iteration=iteration, reruns=reruns, experiment=experiment, started_at=utc_now())
-        self._save_state(state)
+        self._save_run_state(state)
 
         config = (
             self.base_config.with_updates(candidate, source=f"iteration {iteration}") if candidate else self.base_config
@@ -638,17 +660,19 @@ class SelfEvolutionLoop:
             )
             snapshot = str(path)
 
+        return {"iteration": iteration, "candidate": candidate, "state": state, "config": config,
+                "options": options, "experiment": experiment, "reruns": reruns, "snapshot": snapshot}
+
+    def _execute_run(self, run: dict[str, Any]) -> None:
+        """Run the pipeline (the only part that may run on another thread); fills in the run's outcome."""
         runner = self._runner or _default_runner()
-        started_at, t0 = utc_now(), time.perf_counter()
+        run["started_at"], t0 = utc_now(), time.perf_counter()
         run_dir: Path | None = None
         failure: str | None = None
-        metrics: dict[str, Any] = {}
-        pipeline_status: str | None = None
-        self._in_run = True
         try:
             if self._stop_requested:
                 raise SessionInterrupted("stop requested")
-            run_dir = Path(runner(config, options, experiment=experiment))
+            run_dir = Path(runner(run["config"], run["options"], experiment=run["experiment"]))
         except SessionInterrupted:
             raise
         except Exception as exc:  # a runner that raises is a failed iteration, not a failed session
@@ -657,9 +681,17 @@ class SelfEvolutionLoop:
                 raise fault from None
             failure = f"pipeline raised {type(exc).__name__}: {' '.join(str(exc).split())}"
             logger.debug("pipeline runner raised", exc_info=True)
-        finally:
-            self._in_run = False
-        duration = time.perf_counter() - t0
+        run.update(run_dir=run_dir, failure=failure, duration=time.perf_counter() - t0)
+
+    def _record_run(self, run: dict[str, Any]) -> None:
+        """Append the run's history record and tell the sampler (on the loop's thread)."""
+        iteration, candidate, state = run["iteration"], run["candidate"], run["state"]
+        run_dir: Path | None = run["run_dir"]
+        failure: str | None = run["failure"]
+        duration, started_at = run["duration"], run["started_at"]
+        snapshot, experiment, reruns = run["snapshot"], run["experiment"], run["reruns"]
+        metrics: dict[str, Any] = {}
+        pipeline_status: str | None = None
         if run_dir is not None:
             pipeline_status, metrics, failure = self._read_run(run_dir)
         objective = _finite(metrics.get(self.settings.objective)) if failure is None else None
@@ -706,9 +738,16 @@ class SelfEvolutionLoop:
         self._update_best(record)
         self._count_trials(iteration, run_dir)
         self.summary["iterations_completed"] = self._last_iteration()
-        self._save_state({"phase": "idle", "iteration": iteration})
+        self._after_record(iteration)
         verdict = f"{self.settings.objective} = {objective:.4g}" if objective is not None else f"failed: {failure}"
         self._out(f"iteration {iteration}: {verdict} ({duration:.1f} s, {run_dir})")
+
+    def _save_run_state(self, state: dict[str, Any]) -> None:
+        """Persist a starting run's state (one run at a time: it is the loop's state)."""
+        self._save_state(state)
+
+    def _after_record(self, iteration: int) -> None:
+        self._save_state({"phase": "idle", "iteration": iteration})
 
     @staticmethod
     def _edited(proposal: Any, candidate: dict[str, Any]) -> Any:

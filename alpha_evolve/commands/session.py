@@ -338,6 +338,9 @@ def describe_settings(settings: SessionSettings) -> str:
     return (
         f"objective {settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
         f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'}"
+        + (f", up to {settings.parallel_runs} approved runs in flight" if settings.parallel_runs > 1 else "")
+        + (f", evaluation on {settings.backend or 'ray'} {settings.ray_address or ''}".rstrip()
+           if settings.backend or settings.ray_address is not None else "")
     )
 
 
@@ -367,7 +370,12 @@ def build_loop(
         maximize=settings.maximize,
         state_dir=state_dir,
     )
-    return SelfEvolutionLoop(
+    loop_class: Any = SelfEvolutionLoop
+    if settings.parallel_runs > 1:
+        from alpha_evolve.parallel_runs import ParallelRunsLoop
+
+        loop_class = ParallelRunsLoop
+    return loop_class(
         backend,
         settings,
         base_config=base_config,
