@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import secrets
+import shlex
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 
@@ -432,7 +434,7 @@ class SelfEvolutionLoop:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise SessionError(
                     f"{self.backend.location}: history record {i}: {problems[0]}{more}; the session cannot resume "
-                    "until it is fixed (see: alpha-evolve validate)"
+                    f"until it is fixed (see: {cli('validate', shlex.quote(self.backend.location))})"
                 )
 
     def _stop_for_fault(self, reason: str) -> None:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alpha_evolve.cli import UserError
+from alpha_evolve.command_hint import cli
 from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
 
 DEFAULT_DB = "artifacts/evolution/programs.sqlite"
@@ -280,8 +281,8 @@ def _start(args: argparse.Namespace) -> int:
     try:
         if store.get_experiment(name) is not None:
             raise UserError(
-                f"experiment {name!r} already exists in store {store.path}; use `alpha-evolve evolve "
-                "resume` or another name"
+                f"experiment {name!r} already exists in store {store.path}; use `{cli('evolve', 'resume')}` "
+                "or another name"
             )
         return _controller_call(
             args,
