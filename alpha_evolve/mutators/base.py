@@ -111,6 +111,10 @@ class FitnessSpec:
     period: str = "train"
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.description == f"{self.metric} on the {self.period} period":
+            object.__setattr__(self, "description", "")  # the default wording: one spelling of one spec
+
     @property
     def direction(self) -> str:
         return "maximize" if self.maximize else "minimize"
