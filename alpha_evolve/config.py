@@ -36,6 +36,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
+SYNTHETIC_GENERATORS = ("planted", "regimes")  # alpha_evolve.synthetic.GENERATORS (not imported: numpy-free)
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,13 @@ class BacktestConfig:
     synthetic_bars: int = _f(1500, "bars of the embedded synthetic series", ge=200, le=5_000_000)
     synthetic_seed: int = _f(7, "seed of the embedded synthetic series", ge=0)
     synthetic_freq: str = _f("1D", "bar interval of the synthetic series (pandas offset, e.g. 1D, 1h, 1min)")
+    synthetic_generator: str = _f("planted", "synthetic market: planted (trend/chop regimes with a known rule and "
+                                  "an oracle) or regimes (the original up/down/chop series)",
+                                  choices=SYNTHETIC_GENERATORS)
+    synthetic_signal: float = _f(1.0, "planted market: strength of the exploitable rule (0 = nothing to find)",
+                                 ge=0.0, le=5.0)
+    synthetic_regime_bars: float = _f(40.0, "planted market: mean length of a trend or chop regime, in bars",
+                                      ge=2.0, le=100_000.0)
     train_fraction: float = _f(0.6, "share of bars in the train period (evolution sees only this)", gt=0.0,
                                lt=1.0)
     validation_fraction: float = _f(0.2, "share of bars in the validation period (picks winners)", gt=0.0,
