@@ -29,6 +29,44 @@ class HoldoutError(PipelineError):
     """The holdout cannot (or should not) be opened; one line saying why."""
 
 
+def result_metrics(result: Any) -> dict[str, float]:
+    from alpha_evolve.references import metrics_of
+
+    return metrics_of(result)
+
+
+def _reference_codes(config: Any, summary: dict[str, Any]) -> dict[str, str]:
+    """The seed (when its source can still be read) and, on the planted market, the oracle: compared on the holdout."""
+    from alpha_evolve.controller import load_seed
+    from alpha_evolve.references import ORACLE, oracle_applies
+    from alpha_evolve.strategies import seed_source
+
+    codes: dict[str, str] = {}
+    try:
+        codes["seed"] = load_seed(config.evolution.seed_strategy)[1]
+    except ValueError as exc:  # a seed file moved or edited since the run: report the rest
+        logger.warning("the seed's holdout figures are left out: %s", exc)
+    if oracle_applies(summary.get("data")):
+        codes[ORACLE] = seed_source(ORACLE)
+    return codes
+
+
+def _reference_figures(best: dict[str, float], bh: dict[str, float], others: dict[str, Any]) -> dict[str, Any]:
+    """holdout.json fields: the seed's and oracle's metrics and one Sharpe row with the winner and buy-and-hold."""
+    from alpha_evolve.references import gap_closed, sharpe_row
+
+    seed = result_metrics(others.get("seed"))
+    row = {"winner": best, "seed": seed, "buy_and_hold": bh}
+    out: dict[str, Any] = {"seed_metrics": seed}
+    if "oracle" in others:
+        row["oracle"] = out["oracle_metrics"] = result_metrics(others["oracle"])
+    out["sharpe"] = sharpe_row(row)
+    if "oracle" in others:
+        s = out["sharpe"]
+        out["gap_closed"] = gap_closed(s["winner"], s["seed"], s["oracle"])
+    return out
+
+
 def openings(run_dir: str | Path) -> list[dict[str, Any]]:
     return [r for r in read_jsonl(Path(run_dir) / LEDGER_NAME) if isinstance(r, dict)]
 
@@ -66,8 +104,11 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
             f"{expected_hash[:12]}); a holdout on other data would not test this run"
         )
     code = code_path.read_text(encoding="utf-8")
+    references = _reference_codes(config, summary)
     with build_evaluator(config, data=data, include=("holdout",), max_concurrent=2) as evaluator:
-        best, bh = evaluator.evaluate_many([code, seed_source("buy_and_hold")], split="holdout", stage="full")
+        best, bh, *others = evaluator.evaluate_many([code, seed_source("buy_and_hold"), *references.values()],
+                                                    split="holdout", stage="full")
+    reference_results = dict(zip(references, others, strict=True))
     if not best.ok:
         raise HoldoutError(f"{run}: the best program failed on the holdout ({best.status}: {best.error})")
     opened_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -85,6 +126,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
         "metrics": {m: best.metrics.get(m, 0.0) for m in METRIC_NAMES},
         "per_instrument": best.per_instrument,
         "buy_and_hold_metrics": {m: bh.metrics.get(m, 0.0) for m in METRIC_NAMES} if bh.ok else {},
+        **_reference_figures(result_metrics(best), result_metrics(bh), reference_results),
         "validation_metrics": summary.get("best_metrics", {}),
     }
     atomic_write_json(run / "holdout.json", result)
@@ -92,7 +134,8 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
              "by": who or os.environ.get("USER", "unknown"), "Sharpe": result["metrics"].get("Sharpe")}
     append_jsonl(run / LEDGER_NAME, entry)
     append_jsonl(run.parent / GLOBAL_LEDGER_NAME, entry)
-    summary["holdout"] = {"sealed": False, "openings": number, "result": "holdout.json"}
+    summary["holdout"] = {"sealed": False, "openings": number, "result": "holdout.json",
+                          "sharpe": result["sharpe"]}
     atomic_write_json(summary_path, summary)
     logger.warning("holdout of %s opened (look #%d)", run, number)
     return result

@@ -299,6 +299,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         )
         evolve_seconds = time.perf_counter() - t0
         ranked, seed_val, bh_val, n_val = _validate_top(config, store, evaluator, experiment, seed_code)
+        references = _reference_runs(evaluator, data_info)
     finally:
         evaluator.close()
     if not ranked or ranked[0].status != "ok":
@@ -308,7 +309,11 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     train_sharpes = _train_sharpes(store, experiment)
     store.close()
     best = ranked[0]
-    artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info)
+    oracle = references.get("oracle") or {}
+    oracle_val = oracle.get("validation")
+    artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info,
+                                 oracle=RankedProgram(None, {}, dict(oracle_val.metrics), list(oracle_val.equity),
+                                                      oracle_val.status, oracle_val.error) if oracle_val else None)
     overfit = _overfitting(best, train_sharpes, counts)
     finished = _now()
     objective = config.backtest.objective
@@ -341,6 +346,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "train_metrics": _metrics_only(best.train),
         "seed_metrics": {"train": _metrics_only(seed_val.train), "validation": _metrics_only(seed_val.validation)},
         "buy_and_hold_metrics": _metrics_only(bh_val.validation),
+        **_reference_summary(best, seed_val, bh_val, references),
         "overfitting": overfit,
         "top_programs": "top_programs.json",
         "artifacts": artifacts,
@@ -385,6 +391,42 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
                              seed_res.status, seed_res.error)
     bh_val = RankedProgram(None, {}, dict(bh_res.metrics), list(bh_res.equity), bh_res.status, bh_res.error)
     return ranked, seed_val, bh_val, len(codes)
+
+
+def _reference_runs(evaluator: Any, data_info: Mapping[str, Any]) -> dict[str, Any]:
+    """Buy-and-hold on train and, on the planted market, the oracle on train and validation (never the holdout)."""
+    from alpha_evolve.references import evaluate_oracle, oracle_applies
+    from alpha_evolve.strategies import seed_source
+
+    runs: dict[str, Any] = {
+        "buy_and_hold_train": evaluator.evaluate_many([seed_source("buy_and_hold")], split="train", stage="full")[0]
+    }
+    if oracle_applies(data_info):
+        runs["oracle"] = evaluate_oracle(evaluator, ("train", "validation"))
+    return runs
+
+
+def _reference_summary(best: RankedProgram, seed: RankedProgram, bh: RankedProgram,
+                       references: Mapping[str, Any]) -> dict[str, Any]:
+    """SUMMARY fields putting the winner next to the seed, buy-and-hold and (planted market) the oracle."""
+    from alpha_evolve.references import gap_closed, metrics_of, sharpe_row
+
+    oracle = references.get("oracle")
+    oracle_metrics = {split: metrics_of(r) for split, r in oracle.items()} if oracle else None
+    table: dict[str, dict[str, float | None]] = {}
+    for split, winner, seed_m, bh_m in (
+        ("train", best.train, seed.train, metrics_of(references.get("buy_and_hold_train"))),
+        ("validation", best.validation, seed.validation, bh.validation if bh.status == "ok" else {}),
+    ):
+        row = {"winner": _metrics_only(winner) if winner else {}, "seed": _metrics_only(seed_m) if seed_m else {},
+               "buy_and_hold": _metrics_only(bh_m) if bh_m else {}}
+        if oracle_metrics is not None:
+            row["oracle"] = oracle_metrics.get(split, {})
+        table[split] = sharpe_row(row)
+    out: dict[str, Any] = {"oracle_metrics": oracle_metrics, "sharpe_by_split": table}
+    if oracle_metrics is not None:
+        out["gap_closed"] = {split: gap_closed(r["winner"], r["seed"], r.get("oracle")) for split, r in table.items()}
+    return out
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
@@ -448,7 +490,8 @@ def _span_years(points: Sequence[Any]) -> float:
 
 
 def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedProgram], seed: RankedProgram,
-                     bh: RankedProgram, data_info: Mapping[str, Any]) -> dict[str, str]:
+                     bh: RankedProgram, data_info: Mapping[str, Any],
+                     oracle: RankedProgram | None = None) -> dict[str, str]:
     from alpha_evolve.report import render_report
 
     best = ranked[0]
@@ -483,7 +526,10 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
             key = f"rank{rank}_program{r.program.id}"
             curves[key] = _equity_series(r.equity)
             labels[key] = f"#{rank} program {r.program.id} ({obj} {r.validation.get(obj, 0.0):.2f})"
-    for key, ref, text in (("seed", seed, "seed"), ("buy_and_hold", bh, "buy & hold")):
+    refs = [("seed", seed, "seed"), ("buy_and_hold", bh, "buy & hold")]
+    if oracle is not None:
+        refs.append(("oracle", oracle, "oracle (planted rule)"))
+    for key, ref, text in refs:
         if ref.status == "ok" and ref.equity:
             curves[key] = _equity_series(ref.equity)
             labels[key] = f"{text} ({obj} {ref.validation.get(obj, 0.0):.2f})"
@@ -493,7 +539,8 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
     symbols = ", ".join(data_info.get("symbols", []))
     render_report(
         curves, run_dir / "report.png", labels=labels,
-        title=f"{run_dir.name}: validation period, top {len(ranked)} programs vs seed and buy & hold",
+        title=f"{run_dir.name}: validation period, top {len(ranked)} programs vs seed and buy & hold"
+        + (" (and the oracle)" if oracle is not None else ""),
         subtitle=f"{data_info.get('source', '')} [{symbols}] — costs included; the holdout is sealed",
     )
     return {

@@ -7,8 +7,8 @@ the same structure whatever its frequency.
 ``planted`` (the default data; ``planted_market``) has a documented, exploitable rule whose strength is a knob, so
 a run can be measured against a known ceiling (``strategies/oracle.py`` trades the rule):
 
-- A hidden two-state Markov chain alternates **trend** and **chop** regimes (mean length ``regime_bars`` each, so
-  train, validation and holdout all see many of both). A trend has a direction drawn at its start (up or down with
+- Hidden **trend** and **chop** regimes alternate, each lasting between 0.5 and 1.5 times ``regime_bars`` (40
+  by default), so train, validation and holdout all see several of both. A trend has a direction drawn at its start (up or down with
   equal probability) and a drift of ``signal x 0.7`` of the bar's volatility in that direction: trends persist.
   Chop pulls the log price back towards the level where the chop began by ``signal x 0.6`` of the distance each
   bar: moves revert.
@@ -155,6 +155,7 @@ _PLANTED_DRIFT = 0.7  # x the bar's volatility, in the trend's direction
 _PLANTED_PULL = 0.6  # share of the distance to the chop's anchor (log price) recovered per bar
 _PLANTED_VOL_MULT = np.array([0.7, 2.0])  # trend, chop: chop is the volatile regime
 _PLANTED_P_UP = 0.5  # probability that a new trend points up
+_PLANTED_LENGTH_SPREAD = (0.5, 1.5)  # a regime lasts uniformly between these multiples of regime_bars
 
 
 def planted_market(
@@ -181,19 +182,19 @@ def planted_market(
     rng = np.random.default_rng(seed)
     index = pd.date_range(start=pd.Timestamp(start, tz="UTC"), periods=n_bars, freq=freq, name="timestamp")
 
-    switch = rng.random(n_bars) < 1.0 / regime_bars
-    ups = rng.random(n_bars) < _PLANTED_P_UP
+    # Regimes alternate; each lasts between half and one and a half times ``regime_bars`` (not a memoryless
+    # length, whose long tail can leave a 300-bar validation period inside one regime).
     regimes = np.empty(n_bars, dtype=np.int64)
     directions = np.empty(n_bars)
     regime = int(rng.integers(0, 2))
-    direction = 1.0 if ups[0] else -1.0
-    for i in range(n_bars):
-        if i > 0 and switch[i]:
-            regime = 1 - regime
-            if regime == 0:
-                direction = 1.0 if ups[i] else -1.0
-        regimes[i] = regime
-        directions[i] = direction
+    i = 0
+    while i < n_bars:
+        length = max(2, round(rng.uniform(_PLANTED_LENGTH_SPREAD[0], _PLANTED_LENGTH_SPREAD[1]) * regime_bars))
+        direction = 1.0 if rng.random() < _PLANTED_P_UP else -1.0
+        regimes[i : i + length] = regime
+        directions[i : i + length] = direction
+        regime = 1 - regime
+        i += length
 
     shocks = rng.standard_normal(n_bars)
     log_close = np.empty(n_bars)

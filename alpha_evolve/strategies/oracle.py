@@ -15,7 +15,8 @@ from alpha_evolve.strategies.base import EvolvableStrategy
 
 EFFICIENCY_PERIOD = 15
 AVERAGE_PERIOD = 15
-TREND_THRESHOLD = 0.4  # efficiency ratio above which the market is read as trending
+TREND_THRESHOLD = 0.37  # efficiency ratio above which the market is read as trending (not 0.4: cent prices make
+# ratios like 2/5 common, and a ratio exactly at the threshold would hang on the last bit of a float)
 DIP = 0.01  # in chop, buy a close this far below the moving average
 
 
