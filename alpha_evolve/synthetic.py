@@ -8,10 +8,10 @@ the same structure whatever its frequency.
 a run can be measured against a known ceiling (``strategies/oracle.py`` trades the rule):
 
 - Hidden **trend** and **chop** regimes alternate, each lasting between 0.5 and 1.5 times ``regime_bars`` (40
-  by default), so train, validation and holdout all see several of both. A trend has a direction drawn at its start (up or down with
-  equal probability) and a drift of ``signal x 0.7`` of the bar's volatility in that direction: trends persist.
-  Chop pulls the log price back towards the level where the chop began by ``signal x 0.6`` of the distance each
-  bar: moves revert.
+  by default), so train, validation and holdout all see several of both. A trend has a direction drawn at its
+  start (up or down with equal probability) and a drift of ``signal x 0.7`` of the bar's volatility in that
+  direction: trends persist. Chop pulls the log price back towards the level where the chop began by
+  ``signal x 0.6`` of the distance each bar: moves revert.
 - Volatility clusters: a GARCH(1,1) shock (long-run 1 % a bar) scaled by 0.7 in trends and 2.0 in chop.
 - What native NautilusTrader indicators see: Kaufman's ``EfficiencyRatio`` is high in trends and low in chop, so
   "follow the trend when the efficiency ratio is high, buy dips below a short moving average when it is low"

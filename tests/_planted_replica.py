@@ -48,7 +48,7 @@ def oracle_targets(close: np.ndarray, er_period: int, ma_period: int, threshold:
 
 
 def trend_filter_targets(close: np.ndarray, er_period: int = 15, ma_period: int = 10,
-                         threshold: float = 0.21) -> np.ndarray:
+                         threshold: float = 0.17) -> np.ndarray:
     er, ma = efficiency_ratio(close, er_period), sma(close, ma_period)
     ready = ~(np.isnan(er) | np.isnan(ma))
     enter = ready & (er > threshold) & (close > ma)

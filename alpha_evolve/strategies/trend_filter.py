@@ -21,7 +21,7 @@ class TrendFilterStrategy(EvolvableStrategy):
     def decide(self, bar: Bar) -> None:
         # === EVOLVE-BLOCK: decision_logic ===
         close = bar.close.as_double()
-        if self.efficiency.value > 0.21 and close > self.average.value:
+        if self.efficiency.value > 0.17 and close > self.average.value:
             self.go_long()
         elif close < self.average.value:
             if self.allow_short:
