@@ -97,13 +97,15 @@ class _Handler(FileSystemEventHandler):
             if kind == "moved":
                 if os.fsencode(event.dest_path) == self._target:
                     self._events.put(_NOW)
+                elif os.fsencode(event.src_path) == self._target:
+                    self._events.put(_SOON)  # renamed away: as good as deleted unless something takes its place
                 return
             if os.fsencode(event.src_path) != self._target:
                 return
             if kind == "closed":
                 self._events.put(_NOW)
-            elif kind in ("created", "modified", "attrib"):
-                self._events.put(_SOON)
+            elif kind in ("created", "modified", "attrib", "deleted"):
+                self._events.put(_SOON)  # "deleted": the file may be gone for good (reported after a settle time)
         except Exception:  # pragma: no cover - defensive: keep the observer thread alive
             logger.exception("approval watcher: ignoring an event it could not handle")
 
@@ -159,17 +161,33 @@ class FileWatch:
         self.stop()
 
 
-def _read(path: Path) -> tuple[bytes | None, float | None]:
+_MISSING = "was deleted (or renamed away)"
+
+
+def _read(path: Path) -> tuple[bytes | None, float | None, str | None]:
+    """(content, mtime, trouble): ``trouble`` says why the path is not a readable regular file (deleted, a
+    directory, a FIFO, a device, a dangling or looping link, too big). Never blocks: a FIFO put in place of the
+    file would otherwise hang ``open`` in the kernel, deaf to SIGTERM."""
+    from alpha_evolve.files import MAX_JSON_BYTES, FileFormatError, not_a_file_reason, read_regular_file
+
+    reason = not_a_file_reason(path)
+    if reason == "does not exist":
+        return None, None, _MISSING
+    if reason is not None:
+        return None, None, reason
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-            mtime = os.fstat(fh.fileno()).st_mtime
-        return raw, mtime
-    except (FileNotFoundError, IsADirectoryError):
-        return None, None
+        raw = read_regular_file(path, max_bytes=MAX_JSON_BYTES, what="file")
+        mtime = os.stat(path).st_mtime
+    except FileFormatError as exc:
+        text = str(exc).split(": file ", 1)[-1]
+        if isinstance(exc.__cause__, OSError):  # EACCES while a writer fixes permissions, and the like: wait
+            logger.debug("cannot read %s yet: %s", path, exc)
+            return None, None, None
+        return None, None, _MISSING if text == "not found" else text
     except OSError as exc:
         logger.debug("cannot read %s yet: %s", path, exc)
-        return None, None
+        return None, None, None
+    return raw, mtime, None
 
 
 def wait_for_answer(
@@ -180,6 +198,7 @@ def wait_for_answer(
     poll_interval: float,
     timeout: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    restore: Callable[[], None] | None = None,
 ) -> WaitOutcome:
     """Block until ``evaluate`` accepts the file's content, the timeout passes, or ``should_stop()`` is true.
 
@@ -187,6 +206,11 @@ def wait_for_answer(
     reported only once it has stayed the same for ``SETTLE_SECONDS`` (or two polls), because an event can be
     delivered late and a ``moved``/``closed`` event alone does not prove the bytes read after it are final. The
     file itself is never touched, so a person's broken edit is never lost.
+
+    When the path stops being a regular file (deleted, replaced by a directory, a FIFO, a link to a device or to
+    nowhere) for ``SETTLE_SECONDS`` — a delete-and-recreate save is over well within that — the problem is
+    reported and ``restore()`` (when given) puts the open question back; without ``restore`` a missing file is
+    simply awaited.
     """
     path = watch.path
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -198,12 +222,34 @@ def wait_for_answer(
     last_raw: bytes | None = None  # content last evaluated
     last_kind: str | None = None
     reported: bytes | None = None  # content last reported as a problem
+    trouble_at: float | None = None  # re-check of a path that is not a regular file, to report and restore it
+    trouble_seen: str | None = None
+    trouble_reported: str | None = None
 
     def consider(confirming: bool = False) -> WaitOutcome | None:
-        nonlocal last_raw, last_kind, reported, confirm_at
-        raw, mtime = _read(path)
+        nonlocal last_raw, last_kind, reported, confirm_at, trouble_at, trouble_seen, trouble_reported
+        raw, mtime, trouble = _read(path)
+        if trouble is not None:
+            if trouble == _MISSING and restore is None:
+                return None
+            if not confirming or trouble != trouble_seen:
+                if trouble != trouble_seen or trouble_at is None:
+                    trouble_seen, trouble_at = trouble, time.monotonic() + SETTLE_SECONDS
+                return None
+            if trouble != trouble_reported:
+                trouble_reported = trouble
+                on_problem(f"{trouble}" + ("; restored the open action in its place" if restore else ""))
+            if restore is not None:
+                try:
+                    restore()
+                except Exception as exc:  # keep waiting: a later edit or the periodic re-read may still succeed
+                    logger.warning("cannot restore %s: %s", path, exc)
+            last_raw = None
+            return None
+        trouble_seen = trouble_at = None
         if raw is None:
             return None
+        trouble_reported = None
         if raw == last_raw and not (confirming and last_kind == "incomplete"):
             return None
         verdict = evaluate(raw)
@@ -235,9 +281,12 @@ def wait_for_answer(
         elif confirm_at is not None and now >= confirm_at:
             confirm_at = None
             outcome = consider(confirming=True)
+        elif trouble_at is not None and now >= trouble_at:
+            trouble_at = None
+            outcome = consider(confirming=True)
         if outcome:
             return outcome
-        wake = min(x for x in (next_rescan, read_at, confirm_at, deadline, now + _STOP_CHECK_SECONDS)
+        wake = min(x for x in (next_rescan, read_at, confirm_at, trouble_at, deadline, now + _STOP_CHECK_SECONDS)
                    if x is not None)
         try:
             signal = watch.events.get(timeout=max(wake - time.monotonic(), 0.0))

@@ -44,7 +44,11 @@ logger = logging.getLogger("alpha_evolve.backtest")
 
 VENUE = "SIM"
 CANDIDATE_FILENAME = sandbox.CANDIDATE_FILENAME  # the audit hook recognises candidate frames by it
-FAILURE_KINDS = ("syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete")
+FAILURE_KINDS = (
+    "syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete",
+    # the trusted replay of the decision log disagrees with the candidate's own run / a future-dependent decision
+    "tampered", "lookahead",
+)  # fmt: skip
 _BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
@@ -73,6 +77,9 @@ class BacktestSettings:
     recycle_after_bars: int = 1_000_000
     equity_points: int = 1000  # equity curve points returned per result (0 = every bar)
     log_level: str = "ERROR"  # NautilusTrader log level inside workers (only DEBUG/INFO/WARNING/ERROR)
+    # Documented opt-out for kernels without Landlock/seccomp: run candidates without kernel confinement (the
+    # trusted replay still scores them). Off by default; recorded in SUMMARY.json when on.
+    allow_unconfined: bool = False
 
     def __post_init__(self) -> None:
         if self.account_type not in ("cash", "margin"):
@@ -140,6 +147,9 @@ class BacktestOutcome:
     equity_values: list[float] = field(default_factory=list)
     trades: list[float] = field(default_factory=list)  # round-trip PnLs after costs
     elapsed: float = 0.0
+    decisions: list[tuple[int, int]] = field(default_factory=list)  # (bar index, ACTION_*) of the strategy
+    fills: list[list[float]] = field(default_factory=list)  # (ts_ns, signed qty, price, commission) rows
+    log: str = ""  # what the candidate printed (captured, bounded)
 
 
 class CandidateLoadError(Exception):
@@ -223,8 +233,9 @@ def prepare_bars(
     if not math.isfinite(min_close) or min_close <= 0:
         raise ValueError(f"{symbol}: close prices must be positive and finite")
     precision = 2 if min_close >= 1.0 else 4
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in symbol) or "X"
-    instrument_id = InstrumentId(Symbol(safe), Venue(VENUE))
+    from alpha_evolve.instrument_ids import instrument_symbol
+
+    instrument_id = InstrumentId(Symbol(instrument_symbol(symbol)), Venue(VENUE))
     instrument = _equity(instrument_id, precision, settings)
     bar_type = BarType.from_str(f"{instrument_id}-{_bar_spec(frame.index)}-LAST-EXTERNAL")
     bars = BarDataWrangler(bar_type, instrument).process(frame)
@@ -350,13 +361,42 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
     """Backtest candidate source on one instrument; every failure becomes a typed outcome, never an exception.
 
     Exceptions that are not the candidate's fault in a normal sense (the evaluator's timeout signal,
-    MemoryError) propagate so the worker loop can classify them.
+    MemoryError) propagate so the worker loop can classify them. The outcome carries the decision log and the
+    fills as this process saw them: in a candidate's process they are a *claim*, checked by a trusted replay.
     """
     import time
 
+    started = time.perf_counter()
+    n_bars = len(prepared.bars)
+    if n_bars < 2:
+        return BacktestOutcome("data", f"{prepared.symbol}: only {n_bars} bar(s) to backtest", prepared.symbol,
+                               n_bars)  # fmt: skip
+    try:
+        strategy_cls = load_strategy_class(code)
+    except CandidateLoadError as exc:
+        return BacktestOutcome(exc.kind, str(exc), prepared.symbol, n_bars, elapsed=time.perf_counter() - started)
+    return run_strategy(strategy_cls, prepared, settings, started=started)
+
+
+def strategy_config(prepared: PreparedBars, settings: BacktestSettings) -> Any:
+    """The one configuration every strategy (candidate or trusted replay) is built with."""
     from alpha_evolve.strategies.base import EvolvableStrategyConfig
 
-    started = time.perf_counter()
+    return EvolvableStrategyConfig(
+        instrument_id=prepared.instrument.id,
+        bar_type=prepared.bar_type,
+        trade_fraction=settings.trade_fraction,
+        allow_short=settings.allow_short,
+    )
+
+
+def run_strategy(
+    make_strategy: Any, prepared: PreparedBars, settings: BacktestSettings, *, started: float | None = None
+) -> BacktestOutcome:
+    """Run ``make_strategy(config)`` on a fresh engine and score it from its fills (see module docstring)."""
+    import time
+
+    started = time.perf_counter() if started is None else started
     n_bars = len(prepared.bars)
 
     def fail(kind: str, message: str) -> BacktestOutcome:
@@ -364,22 +404,10 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
 
     if n_bars < 2:
         return fail("data", f"{prepared.symbol}: only {n_bars} bar(s) to backtest")
-    try:
-        strategy_cls = load_strategy_class(code)
-    except CandidateLoadError as exc:
-        return fail(exc.kind, str(exc))
-
     engine = _engine(settings, prepared)
     try:
         try:
-            strategy = strategy_cls(
-                EvolvableStrategyConfig(
-                    instrument_id=prepared.instrument.id,
-                    bar_type=prepared.bar_type,
-                    trade_fraction=settings.trade_fraction,
-                    allow_short=settings.allow_short,
-                )
-            )
+            strategy = make_strategy(strategy_config(prepared, settings))
             engine.add_strategy(strategy)
         except Exception as exc:
             return fail("import", _describe(exc))
@@ -399,13 +427,18 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
                 "(e.g. a negative account balance)",
             )
         fills = _fills(engine)
+        log = getattr(strategy, "decision_log", None)
+        decisions = [(int(i), int(a)) for i, a in log()] if callable(log) else []
     finally:
         try:
             engine.dispose()
         except Exception:  # pragma: no cover - disposal problems must not mask the result
             logger.debug("engine.dispose failed", exc_info=True)
 
-    return _outcome(prepared, settings, fills, started)
+    outcome = _outcome(prepared, settings, fills, started)
+    outcome.decisions = decisions
+    outcome.fills = fills.tolist()
+    return outcome
 
 
 def _fills(engine: BacktestEngine) -> np.ndarray:

@@ -86,6 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), exc.code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except Exception as exc:
+        from alpha_evolve.faults import EXIT_INFRASTRUCTURE, infrastructure_problem
+
+        reason = infrastructure_problem(exc)
+        if reason is None or args.debug:
+            return _unexpected(args, exc)
+        # The machine's failure (disk full, read-only, I/O): one line, its own exit code, nothing to debug here.
+        own = isinstance(exc, ValueError) or type(exc).__name__ == "InfrastructureError"  # already one good line
+        return fail(str(exc) if own and str(exc) else f"stopped: {reason}", EXIT_INFRASTRUCTURE)
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    try:
+        raise exc
     except (ValueError, OSError, LookupError) as exc:
         # Library code raises ValueError subclasses (ConfigError, DataError, ...) with one-line messages.
         if args.debug:

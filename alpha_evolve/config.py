@@ -37,6 +37,8 @@ EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
 SYNTHETIC_GENERATORS = ("planted", "regimes")  # alpha_evolve.synthetic.GENERATORS (not imported: numpy-free)
+FOLD_AGGREGATES = ("mean", "worst")
+RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
 
 
 class ConfigError(ValueError):
@@ -74,7 +76,13 @@ class EvolutionConfig:
                               le=1.0)
     novelty_boost_w: float = _f(0.0, "extra selection weight for parents that behave unlike the elite", ge=0.0,
                                 le=10.0)
-    fitness_metric: str = _f("Sharpe", "train metric used as fitness", choices=METRIC_NAMES)
+    fitness_metric: str = _f("Sharpe", "train metric used as fitness (InfoRatio = excess over buy-and-hold)",
+                             choices=RANKING_METRICS)
+    fitness_folds: int = _f(1, "robust fitness: contiguous train folds the fitness is measured on (1 = whole "
+                            "train period)", ge=1, le=20)
+    fitness_fold_aggregate: str = _f("mean", "robust fitness over the folds: mean or worst", choices=FOLD_AGGREGATES)
+    fitness_fold_purge: float = _f(0.02, "robust fitness: share of the train curve dropped after each fold "
+                                   "boundary (purge gap)", ge=0.0, lt=0.5)
     mutator: str = _f("auto", "auto (llm if ANTHROPIC_API_KEY is set, else offline), offline, llm or agent",
                       choices=MUTATOR_KINDS)
     model: str = _f("", "Anthropic model id for the llm mutator; empty = the toolkit's current default")
@@ -128,7 +136,10 @@ class BacktestConfig:
     taker_fee: float = _f(0.001, "taker fee as a fraction of notional (0.001 = 10 bps)", ge=0.0, lt=0.1)
     maker_fee: float = _f(0.001, "maker fee as a fraction of notional", ge=0.0, lt=0.1)
     bt_top: int = _f(5, "distinct top programs re-evaluated on the validation period", ge=1, le=1000)
-    objective: str = _f("Sharpe", "validation metric that ranks the top programs", choices=METRIC_NAMES)
+    objective: str = _f("Sharpe", "validation metric that ranks the top programs (InfoRatio = excess over "
+                        "buy-and-hold)", choices=RANKING_METRICS)
+    min_round_trips: int = _f(3, "a program with fewer round trips on train or validation is flagged and cannot "
+                              "be crowned", ge=0, le=100_000)
     screen_fraction: float = _f(0.3, "share of the train period used by the quick screen (0 = no screen)",
                                 ge=0.0, lt=1.0)
     screen_min_trades: int = _f(1, "screen: minimum round trips to pass", ge=0)
@@ -140,6 +151,10 @@ class BacktestConfig:
                                      le=86_400.0)
     memory_limit_mb: int = _f(2048, "address-space limit of each worker process", ge=256, le=1_000_000)
     recycle_after: int = _f(50, "tasks a worker runs before it is replaced (engines leak)", ge=1, le=100_000)
+    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~680 bytes of memory a bar)", ge=2,
+                       le=1_000_000_000)
+    allow_unconfined: bool = _f(False, "run candidates WITHOUT kernel confinement (Landlock/seccomp) on kernels "
+                                "that lack it; off by default, recorded in SUMMARY.json when on")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ Why it is shaped like this:
   condition. Store corruption ends it ``failed`` with a one-line ``RuntimeError``.
 - **Fitness** is the train metric named by ``fitness_metric`` from the *full* stage (sign flipped for metrics
   where lower is better); screened-out and failed programs get none and are never parents.
+- **Nothing is evaluated twice** (``program_keys``). A candidate whose normalised code matches a program already
+  evaluated in the experiment is sent back to the mutator ("this change did nothing new") while attempts remain,
+  and otherwise recorded with that program's result and no backtest (``duplicate_kind = "code"``). A backtested
+  candidate that traded exactly like an earlier program is sent back the same way (the backtest stays on record
+  as a discarded attempt) or, on the last attempt, recorded as its duplicate (``"behavior"``). Duplicates are
+  stored and linked but are never parents, novelty references, top programs or separate trials. Which program is
+  a duplicate is decided when it is recorded, in iteration order, so concurrency cannot change it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import random
 import sqlite3
 import time
@@ -44,8 +52,12 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.crowning import RANKING_METRICS
+from alpha_evolve.faults import InfrastructureError, as_infrastructure
+from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
+from alpha_evolve.program_keys import code_key, result_behavior_key
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
     FAILURE_KINDS,
@@ -188,6 +200,8 @@ class EvolutionResult:
     target_iterations: int = 0
     best_fitness: float | None = None
     iterations_run: int = 0  # recorded by this call (run or resume)
+    cache_hits: int = 0  # candidates whose code was already evaluated: result reused, no backtest
+    behavior_duplicates: int = 0  # backtests that traded exactly like an earlier program (wasted)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -248,11 +262,9 @@ def load_seed(seed_strategy: str) -> tuple[str, str]:
     from alpha_evolve.strategies import seed_source
 
     path = Path(seed_strategy)
-    if seed_strategy.endswith(".py") and path.is_file():
-        try:
-            code = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read seed strategy ({exc})") from None
+    if seed_strategy.endswith(".py") and os.path.lexists(path):
+        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
+        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
         label = str(path)
     else:
         code = seed_source(seed_strategy)  # ValueError listing the valid names
@@ -309,17 +321,19 @@ def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | fl
     """Counters derived from the store, so they survive crashes and agree between processes.
 
     A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
-    evaluated (the seed included).
+    evaluated (the seed included) except cache hits (``duplicate_kind = 'code'``), which reused a stored result.
+    ``behavior_duplicates`` were backtested and traded exactly like an earlier program: wasted evaluations.
     """
     with store.snapshot() as conn:
         row = conn.execute(
             "SELECT COUNT(*),"
             " COALESCE(SUM(is_seed = 0), 0),"
             " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
-            " COALESCE(SUM(stage IS NOT NULL), 0),"
-            " COALESCE(SUM(status = 'ok'), 0),"
+            " COALESCE(SUM(stage IS NOT NULL AND duplicate_kind IS NOT 'code'), 0),"
+            " COALESCE(SUM(status = 'ok' AND duplicate_kind IS NOT 'code'), 0),"
             " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
-            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0)"
+            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0),"
+            " COALESCE(SUM(duplicate_kind = 'code'), 0), COALESCE(SUM(duplicate_kind = 'behavior'), 0)"
             " FROM programs WHERE experiment = ?",
             (experiment,),
         ).fetchone()
@@ -333,6 +347,8 @@ def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | fl
         "input_tokens",
         "output_tokens",
         "cost_usd",
+        "cache_hits",
+        "behavior_duplicates",
     )
     return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(keys, row, strict=True)}
 
@@ -387,7 +403,7 @@ def _metric_from_toml(text: str) -> str | None:
         if stripped.startswith("fitness_metric"):
             _, _, value = stripped.partition("=")
             name = value.split("#")[0].strip().strip("\"'")
-            return name if name in METRIC_NAMES else None
+            return name if name in RANKING_METRICS else None
     return None
 
 
@@ -416,6 +432,7 @@ class _Prepared:
     mode: str
     request: MutationRequest
     started: float
+    horizon: int = 0  # the last program id stored when the iteration started: what its duplicate checks see
 
 
 @dataclass
@@ -468,8 +485,8 @@ class EvolutionController:
             raise ValueError(f"elite/exploit/explore ratios must be >= 0 and sum to 1, got {ratios}")
         if ev.population_size < 2 or ev.max_concurrent < 1 or ev.max_retries < 1:
             raise ValueError("population_size must be >= 2, max_concurrent >= 1 and max_retries >= 1")
-        if ev.fitness_metric not in METRIC_NAMES:
-            raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(METRIC_NAMES)}")
+        if ev.fitness_metric not in RANKING_METRICS:
+            raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(RANKING_METRICS)}")
         self.config = ev
         self.store = store
         self.evaluator = evaluator
@@ -482,6 +499,11 @@ class EvolutionController:
         self._force = False
         self._inflight: dict[asyncio.Task[Program], int] = {}
         self._modes: dict[int, str] = {}
+        self._discarded: dict[int, list[Program]] = {}  # backtested attempts set aside, by iteration
+        # Extra train figures folded into fitness (fold fitness, information ratio); see folds.fitness_hook.
+        # Built on first evaluation unless a caller (the pipeline) already set it.
+        self.metric_hook: Callable[[EvalResult], dict[str, float]] | None = None
+        self._hook_checked = False
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -685,16 +707,30 @@ class EvolutionController:
                 _fmt(s.best),
             )
             return self._result(s, status, reason.value)
-        except (StoreError, sqlite3.DatabaseError) as exc:
-            await self._cancel_inflight()
-            message = _one_line(exc)
-            logger.error("experiment %s failed: %s", s.experiment, message)
-            with contextlib.suppress(Exception):
-                self.store.update_experiment(
-                    s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
-                )
-            raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
-        except BaseException:
+        except BaseException as exc:
+            fault = as_infrastructure(exc) if isinstance(exc, Exception) else None
+            if fault is not None:
+                # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
+                # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
+                await self._cancel_inflight()
+                logger.error("experiment %s stopped: %s", s.experiment, fault)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
+                    )
+                raise InfrastructureError(
+                    f"experiment {s.experiment!r} stopped: {fault} (nothing was recorded as a candidate's failure; "
+                    "free space or fix permissions, then resume)"
+                ) from None
+            if isinstance(exc, StoreError | sqlite3.DatabaseError):
+                await self._cancel_inflight()
+                message = _one_line(exc)
+                logger.error("experiment %s failed: %s", s.experiment, message)
+                with contextlib.suppress(Exception):
+                    self.store.update_experiment(
+                        s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
+                    )
+                raise RuntimeError(f"experiment {s.experiment!r} failed: {message}") from None
             # ValueError (bad seed), cancellation, KeyboardInterrupt: nothing in flight survives; leave the
             # experiment resumable.
             await self._cancel_inflight()
@@ -717,11 +753,26 @@ class EvolutionController:
         self.store.update_metrics(
             seed.id, fresh.metrics, fresh.fitness, status=fresh.status, stage=fresh.stage,
             failure_message=fresh.failure_message, behavior=fresh.behavior, elapsed_s=result.elapsed,
+            behavior_key=fresh.behavior_key,
         )
+        if fresh.status == "timeout":
+            raise ValueError(self._seed_timeout_message(result))
         if fresh.status != "ok":
             raise ValueError(
                 f"the seed strategy failed evaluation again ({fresh.status}): {fresh.failure_message}"
             )
+
+    def _seed_timeout_message(self, result: EvalResult) -> str:
+        """A seed that runs out of time says the limit is too low for this much data: the seed is the known-good
+        reference, and blaming it sends people hunting for a bug that is not there."""
+        bt = getattr(self.evaluator, "settings", None) or self.run_config.backtest
+        bars = f"{result.bars:,} train bars" if result.bars else "the train split"
+        return (
+            f"the seed strategy did not finish within the timeout on {bars} ({_one_line(result.error or 'timeout')}): "
+            f"the limit is too low for this much data, not a broken seed; raise [backtest] soft_timeout_seconds "
+            f"(now {bt.soft_timeout_seconds:g}) and hard_timeout_seconds (now {bt.hard_timeout_seconds:g}), or use "
+            "fewer bars"
+        )
 
     async def _evaluate_seed(self, s: _Session, code: str) -> None:
         """Score the seed on the whole train split (never screened out: it is the reference parent)."""
@@ -735,6 +786,7 @@ class EvolutionController:
             is_seed=True,
             stage=result.stage,
             elapsed_s=result.elapsed,
+            code_key=code_key(code),
         )
         self._apply_result(program, result)
         self.store.insert(program)
@@ -748,6 +800,8 @@ class EvolutionController:
             self.store.update_experiment(
                 s.experiment, status=EvolutionStatus.FAILED.value, stop_reason=StopReason.ERROR.value
             )
+            if program.status == "timeout":
+                raise ValueError(self._seed_timeout_message(result))
             raise ValueError(
                 f"the seed strategy failed evaluation on the train split ({program.status}): {program.failure_message}"
             )
@@ -944,6 +998,7 @@ class EvolutionController:
             logger.info("cancelled %d unrecorded iteration(s)", len(tasks))
         self._inflight.clear()
         self._modes.clear()
+        self._discarded.clear()
 
     # ------------------------------------------------------------------------------------- one iteration
 
@@ -967,36 +1022,65 @@ class EvolutionController:
             guidance=ev.guidance,
             inspirations=self._inspirations(s.experiment, parent),
         )
-        return _Prepared(iteration, parent, mode, request, time.monotonic())
+        return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
 
     async def _iteration(self, s: _Session, prepared: _Prepared) -> Program:
-        """Mutate and evaluate; the result is recorded by the loop, in iteration order."""
+        """Mutate and evaluate; the result is recorded by the loop, in iteration order.
+
+        Attempts (``max_retries``) are shared by invalid candidates, code already evaluated and candidates that
+        traded exactly like an earlier program: each is sent back to the mutator with the reason.
+        """
         iteration, parent, request = prepared.iteration, prepared.parent, prepared.request
-        code, response, tokens, usd, error, kind = await self._mutate(request, parent)
-        program = Program(
-            experiment=s.experiment,
-            code=code or parent.code,
-            parent_id=parent.id,
-            generation=parent.generation + 1,
-            iteration=iteration,
-            mutator=response.mutator if response else getattr(self.mutator, "name", None),
-            model=response.model if response else None,
-            input_tokens=tokens[0],
-            output_tokens=tokens[1],
-            cost_usd=usd,
-        )
-        if code is None:
-            program.status = _MUTATION_TO_STORE_KIND.get(kind or "", "syntax")
-            program.blocks = dict(response.blocks) if response else {}
-            program.failure_message = f"mutation failed ({kind}): {error}"
-            program.stage = None
-        else:
+        discarded: list[Program] = []
+        attempt, error = 1, None
+        while True:
+            code, response, tokens, usd, error, kind, attempt = await self._mutate(
+                request, parent, attempt, error, prepared.horizon
+            )
+            program = Program(
+                experiment=s.experiment,
+                code=code or parent.code,
+                parent_id=parent.id,
+                generation=parent.generation + 1,
+                iteration=iteration,
+                mutator=response.mutator if response else getattr(self.mutator, "name", None),
+                model=response.model if response else None,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cost_usd=usd,
+            )
+            if code is None:
+                program.status = _MUTATION_TO_STORE_KIND.get(kind or "", "syntax")
+                program.blocks = dict(response.blocks) if response else {}
+                program.failure_message = f"mutation failed ({kind}): {error}"
+                program.stage = None
+                break
             program.blocks = extract_blocks(code)
+            program.code_key = code_key(code)
+            cached = self.store.find_by_code_key(s.experiment, program.code_key, max_id=prepared.horizon)
+            if cached is not None:  # the last attempt repeated known code: reuse its result, no backtest
+                _reuse_result(program, cached)
+                logger.info("iteration %d: same code as program %s; its result is reused", iteration, cached.id)
+                break
             result = await self._evaluate(code, parent_code=parent.code)
             self._apply_result(program, result)
             if result.status == "timeout":
                 logger.warning("iteration %d: evaluation timed out: %s", iteration, result.error)
+            twin = self._behavior_twin(program, prepared.horizon)
+            if twin is None or attempt >= self.config.max_retries:
+                break
+            program.iteration = None  # a discarded attempt: on record, but not the iteration's program
+            program.elapsed_s = time.monotonic() - prepared.started
+            discarded.append(program)
+            error = (f"this change did nothing: the candidate traded exactly like program #{twin} on the train "
+                     "period (same trades, metrics and equity curve); make a different change that alters when "
+                     "the strategy trades")
+            logger.info("iteration %d: attempt %d behaves like program %s; asking for another", iteration,
+                        attempt, twin)
+            attempt += 1
         program.elapsed_s = time.monotonic() - prepared.started
+        if discarded:
+            self._discarded[iteration] = discarded
         logger.debug(
             "iteration %d: %s fitness %s (%s)",
             iteration,
@@ -1006,10 +1090,31 @@ class EvolutionController:
         )
         return program
 
+    def _behavior_twin(self, program: Program, horizon: int | None = None) -> int | None:
+        """The id of the first program of the experiment that behaved exactly like ``program``, if any."""
+        if program.behavior_key is None:
+            return None
+        twin = self.store.find_by_behavior_key(program.experiment, program.behavior_key, max_id=horizon)
+        if twin is None or twin.id == program.id:
+            return None
+        return twin.duplicate_of or twin.id
+
+    def _mark_duplicate(self, program: Program) -> None:
+        """Decided at record time, in iteration order: concurrent siblings cannot both be "the first"."""
+        if program.duplicate_of is not None:
+            return
+        twin = self._behavior_twin(program)
+        if twin is not None:
+            program.duplicate_of, program.duplicate_kind = twin, "behavior"
+
     def _record(self, s: _Session, iteration: int, program: Program) -> _Outcome:
         mode = self._modes.pop(iteration, "?")
+        discarded = self._discarded.pop(iteration, [])
+        for attempt in discarded:
+            self._mark_duplicate(attempt)
+        self._mark_duplicate(program)
         try:
-            self.store.record_iteration(program)
+            self.store.record_iteration(program, discarded=discarded)
         except DuplicateIterationError as exc:
             logger.warning("iteration %d already recorded; skipped (%s)", iteration, _one_line(exc))
             return _Outcome(program, mode, recorded=False)
@@ -1028,16 +1133,26 @@ class EvolutionController:
         )
 
     async def _mutate(
-        self, request: MutationRequest, parent: Program
-    ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None]:
-        """Up to ``max_retries`` attempts, each told the previous attempt's validation error."""
+        self,
+        request: MutationRequest,
+        parent: Program,
+        first_attempt: int = 1,
+        error: str | None = None,
+        horizon: int | None = None,
+    ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None, int]:
+        """Attempts ``first_attempt..max_retries``, each told why the previous one was not used.
+
+        Returns (code, response, tokens, usd, error, kind, attempt used). Code identical to a program already
+        evaluated is sent back while attempts remain; on the last attempt it is returned (the caller reuses the
+        stored result).
+        """
         assert self.mutator is not None
-        error: str | None = None
         kind: str | None = None
         response: MutationResponse | None = None
         tin = tout = 0
         usd = 0.0
-        for attempt in range(1, self.config.max_retries + 1):
+        attempt = first_attempt
+        for attempt in range(first_attempt, self.config.max_retries + 1):
             try:
                 response = await self.mutator.mutate(request.with_error(error, attempt))
             except BudgetExceeded as exc:
@@ -1058,6 +1173,7 @@ class EvolutionController:
             tout += response.output_tokens
             usd += response.cost_usd
             if response.fatal:
+                self._record_attempt(request, attempt, response, response.failure_kind, response.error)
                 raise _FatalMutator(response)
             if response.ok and response.code is not None:
                 try:
@@ -1065,9 +1181,16 @@ class EvolutionController:
                 except CandidateError as exc:
                     error, kind = _one_line(exc), exc.kind
                 else:
-                    return response.code, response, (tin, tout), usd, None, None
+                    known = self.store.find_by_code_key(request.experiment, code_key(response.code), max_id=horizon)
+                    if known is None or attempt >= self.config.max_retries:
+                        self._record_attempt(request, attempt, response, None, None)
+                        return response.code, response, (tin, tout), usd, None, None, attempt
+                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known.id} "
+                                   "(already evaluated; only comments, layout or literal spelling differ); make "
+                                   "a different change"), "duplicate"
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
+            self._record_attempt(request, attempt, response, kind, error)
             if attempt < self.config.max_retries:
                 logger.warning(
                     "iteration %d: mutation attempt %d failed (%s): %s; retrying",
@@ -1078,9 +1201,97 @@ class EvolutionController:
                 )
             elif kind == "timeout":
                 logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
-        return None, response, (tin, tout), usd, error, kind
+        return None, response, (tin, tout), usd, error, kind, attempt
+
+    async def _ensure_metric_hook(self) -> None:
+        if self._hook_checked or self.metric_hook is not None:
+            return
+        self._hook_checked = True
+        from alpha_evolve.folds import fitness_hook, needs_hook
+        from alpha_evolve.strategies import seed_source
+
+        if needs_hook(self.config):
+            bench = await self.evaluator.aevaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
+            self.metric_hook = fitness_hook(self.config, list(bench.equity) if bench.ok else [])
+
+    def _record_attempt(
+        self, request: MutationRequest, attempt: int, response: MutationResponse, kind: str | None, error: str | None
+    ) -> None:
+        """One row per mutation attempt (failed ones too): the iteration's program row shows only the last."""
+        try:
+            self.store.record_attempt(
+                experiment=request.experiment,
+                iteration=request.iteration,
+                attempt=attempt,
+                request_id=response.request_id or request.request_id,
+                mutator=response.mutator or getattr(self.mutator, "name", None),
+                model=response.model,
+                status=kind or "ok",
+                error=error,
+                blocks=dict(response.blocks),
+                input_tokens=response.input_tokens + response.cache_read_tokens + response.cache_creation_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                elapsed_s=response.elapsed,
+            )
+        except Exception as exc:  # the attempt log is a record, never a reason to lose the iteration
+            logger.warning("iteration %d: attempt %d not recorded: %s", request.iteration, attempt, _one_line(exc))
+
+    # ------------------------------------------------------------------------------------- contract names
+
+    def _select_parent(self, experiment: str) -> Program:
+        """Draw one parent the way the loop does (elite / exploit / explore by the configured ratios).
+
+        The controller contract's name for it; the loop itself draws in ``_prepare`` with a per-iteration random
+        generator so that runs are reproducible. Raises RuntimeError when the experiment has no eligible parent.
+        """
+        ev = self.config
+        rng = self.__dict__.setdefault("_contract_rng", random.Random(ev.random_seed))
+        parent, mode = select_parent(
+            self.store, experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
+        )
+        logger.debug("_select_parent(%s): %s by %s", experiment, parent.id, mode)
+        return parent
+
+    async def _request_mutation(
+        self, parent: Program, retry_count: int = 0, *, previous_error: str | None = None
+    ) -> MutationResponse:
+        """Ask the mutator once for a child of ``parent`` (the contract's single-mutation call).
+
+        ``retry_count`` is the number of attempts already made (0 = first; at most ``max_retries - 1``);
+        ``previous_error`` is what was wrong with the last one. The candidate is checked like the loop's own
+        (a failed check is returned as ``failure_kind``/``error``, never raised) and the attempt is recorded in
+        the store. The mutator defaults to the configured one, as in ``run``.
+        """
+        if not 0 <= retry_count < self.config.max_retries:
+            raise ValueError(f"retry_count {retry_count}: expected 0..{self.config.max_retries - 1} (max_retries)")
+        if self.mutator is None:
+            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / parent.experiment)
+        iteration = (self.store.max_iteration(parent.experiment) or 0) + 1
+        request = MutationRequest(
+            request_id=f"{parent.experiment}-{iteration}",
+            experiment=parent.experiment,
+            iteration=iteration,
+            parent_id=str(parent.id),
+            parent_code=parent.code,
+            parent_blocks=parent.blocks or extract_blocks(parent.code),
+            parent_metrics=parent.metrics,
+            guidance=self.config.guidance,
+            inspirations=self._inspirations(parent.experiment, parent),
+        ).with_error(previous_error, retry_count + 1)
+        response = await self.mutator.mutate(request)
+        kind, error = response.failure_kind, response.error
+        if response.ok and response.code is not None:
+            try:
+                validate_candidate(parent.code, response.code)
+            except CandidateError as exc:
+                kind, error = exc.kind, _one_line(exc)
+                response = dataclasses.replace(response, code=None, failure_kind=kind, error=error)
+        self._record_attempt(request, retry_count + 1, response, kind if error else None, error)
+        return response
 
     async def _evaluate(self, code: str, parent_code: str | None, screen: bool = True) -> EvalResult:
+        await self._ensure_metric_hook()
         # The seed skips the screen: it is the reference parent and must be scored on the whole train split.
         return await self.evaluator.aevaluate(code, "train", "full", parent_code=parent_code, screen=screen)
 
@@ -1093,11 +1304,18 @@ class EvolutionController:
             program.metrics = {}
             return
         program.behavior = behavior_descriptor(result)
+        program.behavior_key = result_behavior_key(result)
         if not result.passed:
             program.status = "screened"
             program.failure_message = result.reason or "screened out"
             return
-        fitness = fitness_from_metrics(result.metrics, self.config.fitness_metric)
+        extras = self.metric_hook(result) if self.metric_hook is not None else {}
+        program.metrics.update({k: v for k, v in extras.items() if k != "fitness"})
+        if "fitness" in extras:
+            value = extras["fitness"]
+            fitness = float(value) if math.isfinite(value) else None
+        else:
+            fitness = fitness_from_metrics(program.metrics, self.config.fitness_metric)
         if fitness is None:
             program.status = "screened"
             program.failure_message = f"train {self.config.fitness_metric} is not a finite number"
@@ -1126,7 +1344,22 @@ class EvolutionController:
             target_iterations=exp.target_iterations,
             best_fitness=best[0].fitness if best else None,
             iterations_run=s.recorded,
+            cache_hits=int(stats["cache_hits"]),
+            behavior_duplicates=int(stats["behavior_duplicates"]),
         )
+
+
+def _reuse_result(program: Program, cached: Program) -> None:
+    """Give ``program`` the stored evaluation of the identical ``cached`` program (a cache hit, no backtest)."""
+    program.stage = cached.stage
+    program.status = cached.status
+    program.metrics = dict(cached.metrics)
+    program.fitness = cached.fitness
+    program.failure_message = cached.failure_message
+    program.behavior = None if cached.behavior is None else dict(cached.behavior)
+    program.behavior_key = cached.behavior_key
+    program.duplicate_of = cached.duplicate_of or cached.id
+    program.duplicate_kind = "code"
 
 
 def _tokens(response: MutationResponse) -> int:

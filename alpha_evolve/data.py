@@ -17,7 +17,6 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import logging
@@ -32,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from alpha_evolve.files import decompress_gzip, not_a_file_reason, read_regular_file
 from alpha_evolve.synthetic import generate_bars, generator_parameters
 from alpha_evolve.synthetic import synthetic_bars as _synthetic_bars
 
@@ -65,6 +65,21 @@ _LOADER_VERSION = "1"
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _FORMATS = ("auto", "csv", "parquet", "catalog")
+
+DEFAULT_MAX_BARS = 2_000_000
+"""Bars per instrument a run may load (``[backtest] max_bars``). Memory grows ~linearly with bars: the loader,
+the prepared NautilusTrader bars and each forked worker's copy cost about ``_BYTES_PER_BAR_IN_MEMORY`` a bar
+(a 10-million-row minute file took 6.4 GiB), so 2 million bars is ~1.3 GiB — what a 2-core, few-GiB machine can
+hold next to its workers. Above the limit a file is refused with one line before it is parsed."""
+_BYTES_PER_BAR_IN_MEMORY = 680
+_MAX_BYTES_PER_ROW = 256
+"""Text a CSV row may take on average before the file counts as too big to read (typical rows are 40-120 bytes)."""
+
+PRICE_MAX = 17_014_118_346_046.0
+"""NautilusTrader 1.221's ``PRICE_MAX`` (model.objects); a larger price cannot be represented by the engine."""
+QUANTITY_MAX = 34_028_236_692_093.0
+"""NautilusTrader 1.221's ``QUANTITY_MAX``: the largest volume a bar can carry."""
+EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 synthetic_bars = _synthetic_bars
 
@@ -169,24 +184,32 @@ def _file_format(path: Path, fmt: str) -> str:
     )
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, max_bars: int = DEFAULT_MAX_BARS) -> bytes:
+    """The file's bytes, read without blocking (a FIFO, a device or a directory is refused at once) and capped
+    at ``max_file_bytes(max_bars)`` so a huge file is refused before it is read, not after memory runs out."""
+    limit = max_file_bytes(max_bars)
+    if not os.path.lexists(path):
+        raise _fail(path, "no such file")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _fail(path, "no such file") from None
-    except IsADirectoryError:
-        raise _fail(path, "is a directory, expected a file") from None
-    except OSError as exc:
-        raise _fail(path, f"unreadable file ({_first_line(exc)})") from None
-    return data
+        return read_regular_file(path, max_bytes=limit, what="data file", error=DataError)
+    except DataError as exc:
+        if "more than the limit" in str(exc):
+            raise _fail(path, f"{str(exc).split(': ', 1)[1]} ({_limit_hint(max_bars)})") from None
+        if isinstance(exc.__cause__, OSError):  # keep the errno in the chain: EIO/EACCES are the machine's fault
+            raise _fail(path, f"unreadable file ({_first_line(exc.__cause__)})") from exc.__cause__
+        raise
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _decode(path: Path, data: bytes, max_bars: int = DEFAULT_MAX_BARS) -> str:
     if data[:2] == b"\x1f\x8b":
+        limit = max_file_bytes(max_bars)
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise _fail(path, f"unreadable gzip file ({_first_line(exc)})") from None
+            data = decompress_gzip(data, max_bytes=limit, source=path, error=DataError)
+        except DataError as exc:
+            if "more than the limit" in str(exc):
+                raise _fail(path, f"decompresses to more than {limit // (1024 * 1024)} MiB "
+                                  f"({_limit_hint(max_bars)})") from None
+            raise
     if b"\x00" in data[:4096]:
         raise _fail(path, "unreadable file: looks binary, not CSV text")
     try:
@@ -195,8 +218,24 @@ def _decode(path: Path, data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _read_csv(path: Path, data: bytes) -> _Table:
-    text = _decode(path, data)
+def _limit_hint(max_bars: int) -> str:
+    return (f"the limit is {max_bars:,} bars per instrument, about {_BYTES_PER_BAR_IN_MEMORY * max_bars / 2**30:.1f} "
+            "GiB to load and backtest; raise [backtest] max_bars if the machine has the memory, or use fewer bars")
+
+
+def max_file_bytes(max_bars: int) -> int:
+    """Largest data file (after decompression) read for ``max_bars`` bars: generous per-row room for wide rows."""
+    return max(max_bars, 1) * _MAX_BYTES_PER_ROW + (1 << 20)
+
+
+def _check_bar_count(path: Path, rows: int, max_bars: int, where: str = "") -> None:
+    if rows > max_bars:
+        raise _fail(path, f"{rows:,} rows{where}, more than {max_bars:,} bars per instrument ({_limit_hint(max_bars)})")
+
+
+def _read_csv(path: Path, data: bytes, max_bars: int = DEFAULT_MAX_BARS) -> _Table:
+    text = _decode(path, data, max_bars)
+    _check_bar_count(path, text.count("\n") - 1, max_bars)  # before the per-line work below, which costs memory
     lines = text.splitlines()
     header_idx = next((i for i, line in enumerate(lines) if line.strip()), None)
     if header_idx is None:
@@ -260,9 +299,17 @@ def _drop_yfinance_subheaders(frame: pd.DataFrame, lines: np.ndarray) -> tuple[p
     return frame, lines
 
 
-def _read_parquet(path: Path, data: bytes) -> _Table:
+def _read_parquet(path: Path, data: bytes, max_bars: int = DEFAULT_MAX_BARS) -> _Table:
     if not data:
         raise _fail(path, "empty file (0 bytes)")
+    try:
+        import pyarrow.parquet as pq
+
+        _check_bar_count(path, int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows), max_bars)
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow raises many types for damaged files
+        raise _fail(path, f"unreadable Parquet file ({_first_line(exc)})") from None
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises many types for damaged files
@@ -530,8 +577,15 @@ def _clean(table: _Table, use_adjusted: bool) -> tuple[pd.DataFrame, bool]:
                 )
             raise _fail(table.path, problem, here)
 
+    if n and ns[0] < 0:  # ascending by now: the first bar is the earliest
+        early = int((ns < 0).sum())
+        raise _fail(table.path, f"date {times[0].isoformat()} is before 1970-01-01, the earliest time NautilusTrader "
+                    f"can represent; drop the earlier rows ({early} bar(s))", table.row_labels(int(rows[0])))
     for role in ("open", "high", "low", "close"):
         _check_positive(table, roles[role], values[role], rows)
+        _check_at_most(table, roles[role], values[role], rows, PRICE_MAX, "price")
+    if not volume_filled:
+        _check_at_most(table, roles["volume"], values["volume"], rows, QUANTITY_MAX, "volume")
     o, h, lo, c, v = (values[k] for k in COLUMNS)
     tol = 1e-9 * np.maximum(np.abs(h), 1.0)
     checks = (
@@ -558,6 +612,16 @@ def _check_positive(table: _Table, column: str, values: np.ndarray, rows: np.nda
         j = int(np.argmax(bad))
         row = int(rows[j]) if rows is not None else j
         raise _fail(table.path, f"non-positive price {values[j]:g} in column '{column}'", table.row_labels(row))
+
+
+def _check_at_most(table: _Table, column: str, values: np.ndarray, rows: np.ndarray, limit: float, what: str) -> None:
+    bad = values > limit
+    if bad.any():
+        j = int(np.argmax(bad))
+        more = int(bad.sum()) - 1
+        suffix = f" ({more} more bar(s) like this)" if more else ""
+        raise _fail(table.path, f"{what} {values[j]:g} in column '{column}' is above the engine's maximum {limit:g}"
+                    + suffix, table.row_labels(int(rows[j])))
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -630,17 +694,22 @@ def _cache_write(cache_dir: Path | None, key: str, frame: pd.DataFrame, volume_f
 
 
 def _load_file(
-    path: Path, fmt: str = "auto", use_adjusted: bool = False, cache_dir: Path | None = None
+    path: Path,
+    fmt: str = "auto",
+    use_adjusted: bool = False,
+    cache_dir: Path | None = None,
+    max_bars: int = DEFAULT_MAX_BARS,
 ) -> tuple[pd.DataFrame, bool]:
     kind = _file_format(path, fmt)
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_bars)
     key = _cache_key(hashlib.sha256(data).hexdigest(), f"file|{kind}|adjusted={use_adjusted}")
     cached = _cache_read(cache_dir, key)
     if cached is not None:
+        _check_bar_count(path, len(cached[0]), max_bars)
         return cached
     if not data.strip():
         raise _fail(path, "empty file (0 bytes)" if not data else "empty file (only whitespace)")
-    table = _read_csv(path, data) if kind == "csv" else _read_parquet(path, data)
+    table = _read_csv(path, data, max_bars) if kind == "csv" else _read_parquet(path, data, max_bars)
     bars, volume_filled = _clean(table, use_adjusted)
     _cache_write(cache_dir, key, bars, volume_filled)
     return bars, volume_filled
@@ -654,10 +723,12 @@ def _warn_filled(paths: Sequence[Path]) -> None:
         )
 
 
-def load_bars(path: str | Path, *, fmt: str = "auto", use_adjusted: bool = False) -> pd.DataFrame:
+def load_bars(
+    path: str | Path, *, fmt: str = "auto", use_adjusted: bool = False, max_bars: int = DEFAULT_MAX_BARS
+) -> pd.DataFrame:
     """Load one CSV or Parquet file of OHLCV bars into the standard shape, or raise DataError."""
     path = Path(path)
-    bars, filled = _load_file(path, fmt, use_adjusted)
+    bars, filled = _load_file(path, fmt, use_adjusted, None, max_bars)
     _warn_filled([path] if filled else [])
     return bars
 
@@ -673,8 +744,11 @@ def _universe_files(folder: Path, symbols: Sequence[str] | None, pattern: str) -
         raise _fail(folder, "not a directory")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or not _matches(pattern, path.name):
+        if path.name.startswith(".") or not _matches(pattern, path.name):
             continue
+        reason = not_a_file_reason(path)
+        if reason is not None:  # a FIFO, device, dangling link or folder named like data: say so, never block on it
+            raise _fail(path, f"{reason.replace(', expected a regular file', '')}, expected a data file")
         symbol = path.name[: len(path.name) - len(_suffix(path))].upper() if _suffix(path) else path.stem.upper()
         if symbol in files:
             raise _fail(path, f"symbol {symbol} also comes from {files[symbol].name}; keep one file per symbol")
@@ -697,13 +771,14 @@ def load_universe(
     *,
     use_adjusted: bool = False,
     cache_dir: Path | None = None,
+    max_bars: int = DEFAULT_MAX_BARS,
 ) -> dict[str, pd.DataFrame]:
     """Load every matching file in a folder as one instrument each (symbol = file stem, upper-cased)."""
     folder = Path(folder)
     out: dict[str, pd.DataFrame] = {}
     filled: list[Path] = []
     for symbol, path in _universe_files(folder, symbols, pattern).items():
-        bars, was_filled = _load_file(path, "auto", use_adjusted, cache_dir)
+        bars, was_filled = _load_file(path, "auto", use_adjusted, cache_dir, max_bars)
         out[symbol] = bars
         if was_filled:
             filled.append(path)
@@ -1012,6 +1087,7 @@ def load_dataset(
     synthetic_seed: int = 7,
     synthetic_freq: str = "1D",
     cache_dir: Path | None = None,
+    max_bars: int = DEFAULT_MAX_BARS,
     synthetic_generator: str = "regimes",
     synthetic_signal: float = 1.0,
     synthetic_regime_bars: float = 40.0,
@@ -1044,21 +1120,28 @@ def load_dataset(
 
     path = Path(source).expanduser()
     if not path.exists():
-        raise _fail(path, "no such file or directory")
+        reason = not_a_file_reason(path)
+        raise _fail(path, "no such file or directory" if reason in (None, "does not exist") else reason)
+    if path.is_dir() and _suffix(path) in _CSV_SUFFIXES + _PARQUET_SUFFIXES and not is_catalog(path):
+        raise _fail(path, "is a directory, expected a data file")
     if path.is_dir():
         if fmt == "catalog" or (fmt == "auto" and is_catalog(path)):
             if not is_catalog(path):
                 raise _fail(path, "not a NautilusTrader ParquetDataCatalog (no data/bar directory)")
             instruments = _catalog_instruments(path, symbols, cache_dir)
+            for name, frame in instruments.items():
+                _check_bar_count(path, len(frame), max_bars, f" of {name}")
         else:
             pattern = {"csv": "*.csv|*.tsv|*.txt|*.csv.gz", "parquet": "*.parquet|*.pq"}.get(fmt, "*.csv|*.parquet")
-            instruments = load_universe(path, symbols or None, pattern, use_adjusted=use_adjusted, cache_dir=cache_dir)
+            instruments = load_universe(
+                path, symbols or None, pattern, use_adjusted=use_adjusted, cache_dir=cache_dir, max_bars=max_bars
+            )
     else:
         if fmt == "catalog":
             raise _fail(path, "fmt='catalog' needs a catalog directory, not a file")
         if len(symbols) > 1:
             raise _fail(path, f"one file holds one instrument, but {len(symbols)} symbols were named")
-        bars, filled = _load_file(path, fmt, use_adjusted, cache_dir)
+        bars, filled = _load_file(path, fmt, use_adjusted, cache_dir, max_bars)
         _warn_filled([path] if filled else [])
         name = symbols[0].upper() if symbols else path.name[: len(path.name) - len(_suffix(path))].upper()
         instruments = {name: bars}

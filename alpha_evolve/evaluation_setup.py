@@ -55,6 +55,7 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_signal=bt.synthetic_signal,
         synthetic_regime_bars=bt.synthetic_regime_bars,
         cache_dir=cache,
+        max_bars=bt.max_bars,
     )
     splits: dict[str, DataSplits] = {}
     for symbol, bars in dataset.instruments.items():
@@ -82,10 +83,19 @@ def build_evaluator(
     include: Iterable[str] = EVOLUTION_SPLITS,
     max_concurrent: int | None = None,
     settings: BacktestSettings | None = None,
+    unseal: bool = False,
 ) -> StrategyEvaluator:
-    """An evaluator holding only the ``include`` splits; evolution never gets the holdout."""
-    run_data = data or load_run_data(config)
+    """An evaluator holding only the ``include`` splits; evolution never gets the holdout.
+
+    Holdout bars are only loaded with ``unseal=True``, which the holdout door (``holdout_door``) passes after it
+    has arranged for the look to be ledgered.
+    """
     wanted = set(include)
+    if "holdout" in wanted and not unseal:
+        from alpha_evolve.holdout_door import refuse
+
+        raise refuse("build_evaluator")
+    run_data = data or load_run_data(config)
     frames: dict[str, Mapping[str, pd.DataFrame]] = {
         symbol: {name: getattr(s, name) for name in ("train", "validation", "holdout") if name in wanted}
         for symbol, s in run_data.splits.items()

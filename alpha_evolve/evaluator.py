@@ -1,15 +1,18 @@
-"""Evaluate candidate strategies on NautilusTrader in a pool of persistent, forked, sandboxed workers.
+"""Evaluate candidate strategies: confined single-use processes run them, a trusted replay scores them.
 
-Design choices (FIELD_NOTES, NautilusTrader 1.221):
-- NautilusTrader is imported and every instrument's bars are wrangled in the parent *before* forking, so a
-  worker (re)start is a cheap fork; no engine is ever built in the parent.
-- Workers are persistent (a fresh `python` per candidate costs ~1.2 s of imports) but recycled after
-  `recycle_after` tasks, and after any timeout or memory failure, because finished engines leak.
-- Limits: a soft timeout (SIGALRM inside the worker) per instrument run, a hard timeout after which the parent
-  SIGKILLs the worker, an address-space limit, and an audit-hook sandbox (see `sandbox.py`). A dead worker is
-  noticed at once through its process sentinel, so every failure is reported promptly.
-- The cascade: static checks in the parent (no execution) → a quick screen on the first `screen_fraction` of the
-  train split (train only) → the full split. Holdout bars are only ever run when `split="holdout"` is asked.
+Threat model (ARCHITECTURE.md, "Evaluation security"): candidate code is an attacker. Python-level checks (the
+static policy, restricted builtins, module views, the audit hook) only reject early with readable reasons; the
+boundary is (1) the kernel (Landlock + seccomp + rlimits in every process that runs candidate code) and (2) the
+trusted recomputation: figures come from replaying the candidate's decision log in a process where no candidate
+code ever ran (`forkserver.py`, `replay.py`), and a run whose own fills disagree with that replay is `tampered`.
+
+Process design (`forkserver.py`): a template interpreter exec'd with a scrubbed environment imports NautilusTrader
+and wrangles the bars once; per concurrent evaluation it forks a slot; per candidate run the slot forks a fresh
+child (never reused: nothing carries over) that confines itself and runs; a replay worker forked from the slot
+replays. Limits: a soft timeout (SIGALRM in the child), a hard timeout (the slot SIGKILLs the child), an address
+space limit, a CPU limit, output capped. The cascade: static checks in the parent (no execution) -> a quick screen
+on the first `screen_fraction` of the train split -> the full split (+ a causality check on promoting splits).
+Holdout bars are only ever run when `split="holdout"` is asked.
 """
 
 from __future__ import annotations
@@ -17,15 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import queue
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import weakref
@@ -37,23 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alpha_evolve import sandbox
-from alpha_evolve.backtest import (
-    CANDIDATE_FILENAME,
-    BacktestOutcome,
-    BacktestSettings,
-    PreparedBars,
-    infer_periods_per_year,
-    prepare_bars,
-    run_backtest,
-)
+from alpha_evolve.backtest import CANDIDATE_FILENAME, BacktestOutcome, BacktestSettings, infer_periods_per_year
+from alpha_evolve.forkserver import ForkServer, SlotHandle
 from alpha_evolve.metrics import aggregate
 
 logger = logging.getLogger("alpha_evolve.evaluator")
 
 SPLITS = ("train", "validation", "holdout")
 STAGES = ("static", "screen", "full")
-_STDERR_NAME = "stderr.log"
 
 
 @dataclass(frozen=True)
@@ -77,6 +66,7 @@ class EvalResult:
     per_instrument: dict[str, dict[str, float]] = field(default_factory=dict)
     equity: list[tuple[str, float]] = field(default_factory=list)
     elapsed: float = 0.0
+    log: str = ""  # what the candidate printed, captured and bounded (never the CLI's stdout)
 
     @property
     def ok(self) -> bool:
@@ -94,134 +84,22 @@ class EvalResult:
         return cls(**values)
 
 
-class _CandidateTimeout(BaseException):
-    """Raised by SIGALRM in a worker; a BaseException so `except Exception` in candidate code cannot eat it."""
-
-
-# ============================================================================================ worker process
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise _CandidateTimeout()
-
-
-def _worker_main(
-    conn: multiprocessing.connection.Connection,
-    datasets: Mapping[tuple[str, str], PreparedBars],
-    settings: BacktestSettings,
-    workdir: str,
-    parent_ends: tuple[multiprocessing.connection.Connection, ...] = (),
-) -> None:
-    """Loop: receive a task, run it under the guards, send the outcomes. Exits with os._exit (no finalizers).
-
-    ``parent_ends`` are the parent's ends of this worker's pipe and of its siblings', inherited through fork:
-    closed at once, or a worker whose parent was killed (``kill -9``) never sees EOF and lives on forever.
-    """
-    for end in parent_ends:
-        with contextlib.suppress(OSError):
-            end.close()
-    # Everything inherited from the parent (prepared bars, the parent's own state) lives as long as the worker:
-    # keep it out of the garbage collector's scans, which otherwise re-walk it on every full collection of a
-    # long backtest (and touch its pages, undoing copy-on-write sharing).
-    gc.freeze()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.chdir(workdir)
-    with contextlib.suppress(OSError):
-        fd = os.open(os.path.join(workdir, _STDERR_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(fd, 2)
-        os.close(fd)
-    sandbox.isolate_process(workdir)
-    sandbox.install_audit_hook()
-    sandbox.limit_memory(settings.memory_limit_mb)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    code = 0
-    try:
-        while True:
-            try:
-                task = conn.recv()
-            except (EOFError, OSError):
-                break
-            if task is None:
-                break
-            conn.send(_run_task(task, datasets, settings))
-    except BaseException:  # pragma: no cover - a broken pipe or the like: just go
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def _run_task(
-    task: Mapping[str, Any], datasets: Mapping[tuple[str, str], PreparedBars], settings: BacktestSettings
-) -> list[BacktestOutcome]:
-    outcomes: list[BacktestOutcome] = []
-    for symbol in task["symbols"]:
-        prepared = datasets[(symbol, task["split"])]
-        fraction = task.get("fraction")
-        if fraction:
-            prepared = prepared.slice(0, max(int(len(prepared) * fraction), 2))
-        outcome = _guarded_run(task["code"], prepared, settings)
-        outcomes.append(outcome)
-        if outcome.status != "ok":
-            break
-    return outcomes
-
-
-def _guarded_run(code: str, prepared: PreparedBars, settings: BacktestSettings) -> BacktestOutcome:
-    started = time.perf_counter()
-    signal.setitimer(signal.ITIMER_REAL, settings.soft_timeout_seconds)
-    try:
-        with sandbox.armed():
-            return run_backtest(code, prepared, settings)
-    except _CandidateTimeout:
-        return BacktestOutcome(
-            "timeout",
-            f"{prepared.symbol}: no result after the soft timeout of {settings.soft_timeout_seconds:g} s",
-            prepared.symbol,
-            len(prepared),
-            elapsed=time.perf_counter() - started,
-        )
-    except MemoryError:
-        return BacktestOutcome(
-            "memory",
-            f"{prepared.symbol}: MemoryError (limit {settings.memory_limit_mb} MiB on top of the worker)",
-            prepared.symbol,
-            len(prepared),
-            elapsed=time.perf_counter() - started,
-        )
-    except RecursionError as exc:
-        return BacktestOutcome("runtime", f"RecursionError: {exc}", prepared.symbol, len(prepared))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-# ============================================================================================ parent side
-
-
-@dataclass
-class _Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: multiprocessing.connection.Connection
-    workdir: str
-    tasks: int = 0
-    bars: int = 0
-
-    @property
-    def pid(self) -> int:
-        return int(self.process.pid or 0)
-
-
 def _frame_of(splits: Any, split: str) -> pd.DataFrame | None:
     value = splits.get(split) if isinstance(splits, Mapping) else getattr(splits, split, None)
     return value if isinstance(value, pd.DataFrame) and len(value) > 0 else None
 
 
 class StrategyEvaluator:
-    """A pool of `max_concurrent` forked workers that backtest candidate source code.
+    """Backtests candidate source code in confined, single-use processes and scores it by a trusted replay.
 
     `data` maps each symbol to its splits: any object with `train`/`validation`/`holdout` DataFrame attributes
     (e.g. `data.DataSplits`) or a mapping with those keys; a missing or empty split is a `data` failure when
     asked for. `periods_per_year` (per symbol) overrides the frequency inferred from the train index.
+
+    `causality_splits`: splits on which every successful full run is also re-run on a series whose future was
+    changed after a secret cut (decisions before the cut must not change, else `lookahead`). By default the
+    splits that promote programs (validation ranks the top-K, holdout reports the winner).
+    `allow_unconfined` is the documented opt-out for kernels without Landlock/seccomp (never the default).
     """
 
     def __init__(
@@ -230,6 +108,10 @@ class StrategyEvaluator:
         settings: BacktestSettings | None = None,
         max_concurrent: int = 2,
         periods_per_year: Mapping[str, float] | None = None,
+        *,
+        causality_splits: Iterable[str] = ("validation", "holdout"),
+        allow_unconfined: bool | None = None,
+        disable_python_guards_for_tests: bool = False,
     ) -> None:
         if not data:
             raise ValueError("the evaluator needs at least one instrument")
@@ -238,86 +120,108 @@ class StrategyEvaluator:
         self.settings = settings or BacktestSettings()
         self.max_concurrent = int(max_concurrent)
         self.symbols: tuple[str, ...] = tuple(data)
-        self._datasets: dict[tuple[str, str], PreparedBars] = {}
+        self.causality_splits = frozenset(causality_splits)
+        unconfined = self.settings.allow_unconfined if allow_unconfined is None else bool(allow_unconfined)
+        self.confinement = "off (allow_unconfined)" if unconfined else "landlock+seccomp+rlimits"
+        frames: dict[tuple[str, str], pd.DataFrame] = {}
+        ppy_of: dict[str, float] = {}
         for symbol, splits in data.items():
             train = _frame_of(splits, "train")
             ppy = (periods_per_year or {}).get(symbol)
             if ppy is None and train is not None:
                 ppy = infer_periods_per_year(train.index)
+            if ppy is not None:
+                ppy_of[symbol] = float(ppy)
             for split in SPLITS:
                 frame = _frame_of(splits, split)
                 if frame is not None:
-                    self._datasets[(symbol, split)] = prepare_bars(symbol, frame, self.settings, ppy)
-        self._ctx = multiprocessing.get_context("fork")
+                    frames[(symbol, split)] = frame
+        self._available = frozenset(frames)
         self._lock = threading.Lock()
-        self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._workers: dict[int, _Worker] = {}
+        self._idle: queue.Queue[SlotHandle] = queue.Queue()
+        self._slots: dict[int, SlotHandle] = {}
         self._active = 0
         self.peak_concurrency = 0
         self.workers_started = 0
+        self.replay_workers_started = 0
         self._closed = False
+        # The template is exec'd with a scrubbed environment: secrets of this process never reach it.
+        self._server = ForkServer(
+            {
+                "frames": frames,
+                "ppy": ppy_of,
+                "settings": self.settings,
+                "kernel": not unconfined,
+                "disable_python_guards_for_tests": disable_python_guards_for_tests,
+            }
+        )
+        if unconfined:
+            logger.warning("kernel confinement is OFF (allow_unconfined): candidate code is not contained")
         self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="ae-eval")
-        # Kills whatever workers are alive if the evaluator is dropped without close() (holds the dict, not self).
-        self._finalizer = weakref.finalize(self, StrategyEvaluator._kill_all, self._workers)
-        for _ in range(self.max_concurrent):
-            self._idle.put(self._spawn())
+        self._finalizer = weakref.finalize(self, StrategyEvaluator._kill_all, self._slots, self._server)
+        try:
+            for _ in range(self.max_concurrent):
+                self._idle.put(self._spawn())
+        except BaseException:
+            self.close()
+            raise
 
-    # ------------------------------------------------------------------ worker lifecycle
+    # ------------------------------------------------------------------ slot lifecycle
 
-    def _spawn(self) -> _Worker:
-        workdir = tempfile.mkdtemp(prefix="alpha-evolve-worker-")
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        with self._lock:  # one fork at a time: a fork while another thread forks could copy a held lock
-            parent_ends = (parent_conn, *(w.conn for w in self._workers.values()))
-            process = self._ctx.Process(
-                target=_worker_main,
-                args=(child_conn, self._datasets, self.settings, workdir, parent_ends),
-                name="alpha-evolve-worker",
-                daemon=True,
-            )
-            process.start()
-            self.workers_started += 1
-            child_conn.close()  # so the parent sees EOF as soon as the worker dies
-            worker = _Worker(process, parent_conn, workdir)
-            self._workers[worker.pid] = worker
-        return worker
-
-    def _retire(self, worker: _Worker, graceful: bool = True) -> None:
+    def _spawn(self) -> SlotHandle:
         with self._lock:
-            self._workers.pop(worker.pid, None)
-        if graceful and worker.process.is_alive():
-            with contextlib.suppress(OSError, ValueError):
-                worker.conn.send(None)
-            worker.process.join(1.0)
-        if worker.process.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-            worker.process.join(5.0)
+            slot = self._server.spawn_slot()
+            self.workers_started += 1
+            self._slots[slot.pid] = slot
+        return slot
+
+    def _retire(self, slot: SlotHandle) -> None:
+        with self._lock:
+            self._slots.pop(slot.pid, None)
         with contextlib.suppress(OSError):
-            worker.conn.close()
-        shutil.rmtree(worker.workdir, ignore_errors=True)
+            slot.conn.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(slot.pid, signal.SIGKILL)
 
     @staticmethod
-    def _kill_all(workers: dict[int, _Worker]) -> None:
-        for worker in list(workers.values()):
+    def _kill_all(slots: dict[int, SlotHandle], server: ForkServer) -> None:
+        for slot in list(slots.values()):
             with contextlib.suppress(Exception):
-                if worker.process.is_alive():
-                    os.kill(worker.pid, signal.SIGKILL)
-            shutil.rmtree(worker.workdir, ignore_errors=True)
+                slot.conn.close()
+        with contextlib.suppress(Exception):
+            server.close()
 
     @property
     def worker_pids(self) -> list[int]:
+        """Pids of the evaluation slots (candidate processes are short-lived children of these)."""
         with self._lock:
-            return sorted(self._workers)
+            return sorted(self._slots)
+
+    @property
+    def template_pid(self) -> int:
+        return self._server.pid
 
     def close(self) -> None:
-        """Stop every worker; safe to call twice."""
+        """Stop every process; safe to call twice."""
         if self._closed:
             return
         self._closed = True
         self._executor.shutdown(wait=True)
-        for worker in list(self._workers.values()):
-            self._retire(worker)
+        slots = list(self._slots.values())
+        for slot in slots:
+            with contextlib.suppress(OSError, ValueError):
+                slot.conn.send(None)
+            with contextlib.suppress(OSError):
+                slot.conn.close()
+        deadline = time.monotonic() + 2.0
+        for slot in slots:  # slots are the template's children (reaped there): wait until they are gone
+            while _alive(slot.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if _alive(slot.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+        self._slots.clear()
+        self._server.close()
         self._finalizer.detach()
 
     def __enter__(self) -> StrategyEvaluator:
@@ -332,74 +236,50 @@ class StrategyEvaluator:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-    # ------------------------------------------------------------------ running one task on a worker
+    # ------------------------------------------------------------------ running one task on a slot
 
-    def _dispatch(self, task: dict[str, Any]) -> list[BacktestOutcome]:
+    def _dispatch(self, task: dict[str, Any]) -> tuple[list[BacktestOutcome], str]:
         if self._closed:
             raise RuntimeError("the evaluator is closed")
-        worker = self._idle.get()
+        slot = self._idle.get()
         with self._lock:
             self._active += 1
             self.peak_concurrency = max(self.peak_concurrency, self._active)
-        replace = False
+        broken = False
         try:
-            outcomes, replace = self._exchange(worker, task)
-            worker.bars += sum(o.bars for o in outcomes)
-            return outcomes
+            outcomes, broken = self._exchange(slot, task)
+            log = "\n".join(o.log for o in outcomes if o.log)
+            return outcomes, log
         finally:
             with self._lock:
                 self._active -= 1
-            worker.tasks += 1
-            worn = worker.tasks >= self.settings.recycle_after or worker.bars >= self.settings.recycle_after_bars
-            if replace or worn:
-                self._retire(worker, graceful=not replace)
-                worker = self._spawn()
-            self._idle.put(worker)
+            if broken:
+                self._retire(slot)
+                slot = self._spawn()
+            self._idle.put(slot)
 
-    def _exchange(self, worker: _Worker, task: dict[str, Any]) -> tuple[list[BacktestOutcome], bool]:
-        """Send a task and wait for its outcomes, the worker's death or the hard timeout."""
-        n = len(task["symbols"])
-        hard = self.settings.hard_timeout_seconds * n
-        try:
-            worker.conn.send(task)
-        except (OSError, ValueError):
-            return [self._death_outcome(worker, task)], True
-        ready = multiprocessing.connection.wait([worker.conn, worker.process.sentinel], timeout=hard)
-        if worker.conn in ready:
-            try:
-                outcomes: list[BacktestOutcome] = worker.conn.recv()
-            except (EOFError, OSError):
-                return [self._death_outcome(worker, task)], True
-            replace = any(o.status in ("timeout", "memory") for o in outcomes)
-            return outcomes, replace
-        if ready:  # only the sentinel: the worker died
-            return [self._death_outcome(worker, task)], True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
-        worker.process.join(5.0)
-        msg = f"no result after the hard timeout of {hard:g} s; worker killed"
-        return [BacktestOutcome("timeout", msg, ",".join(task["symbols"]))], True
+    def _exchange(self, slot: SlotHandle, task: dict[str, Any]) -> tuple[list[BacktestOutcome], bool]:
+        """Send a task to a slot and wait for its verified outcomes.
 
-    def _death_outcome(self, worker: _Worker, task: Mapping[str, Any]) -> BacktestOutcome:
-        worker.process.join(5.0)
-        code = worker.process.exitcode
-        tail = _stderr_tail(worker.workdir)
+        The slot enforces every per-candidate limit itself; the generous wait here only guards against a slot
+        that itself went wrong (then it is replaced).
+        """
+        s = self.settings
+        runs = 2 if task.get("causality") else 1
+        budget = len(task["symbols"]) * (runs * s.hard_timeout_seconds + 4 * max(s.hard_timeout_seconds, 15)) + 30
         symbol = ",".join(task["symbols"])
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            oom = "memory allocation" in tail or "MemoryError" in tail or -code == signal.SIGKILL
-            kind = "memory" if oom else "crash"
-            what = "out of memory (killed)" if -code == signal.SIGKILL else f"died with {name}"
-            msg = f"worker {what}"
-        else:
-            kind = "memory" if "memory allocation" in tail else "crash"
-            msg = f"worker exited with code {code}"
-        if tail:
-            msg += f"; last stderr line: {tail}"
-        return BacktestOutcome(kind, msg, symbol)
+        try:
+            slot.conn.send(task)
+            if not slot.conn.poll(budget):
+                return [BacktestOutcome("crash", f"the evaluation slot gave no answer in {budget:g} s", symbol)], True
+            reply = slot.conn.recv()
+        except (EOFError, OSError, ValueError):
+            return [BacktestOutcome("crash", "the evaluation slot died", symbol)], True
+        started = int(reply.get("replay_workers_started", 0))
+        with self._lock:
+            self.replay_workers_started += max(started - slot.replays_started, 0)
+        slot.replays_started = started
+        return list(reply["outcomes"]), False
 
     # ------------------------------------------------------------------ public API
 
@@ -435,7 +315,7 @@ class StrategyEvaluator:
         if stage == "static":
             return EvalResult("ok", "static", split, passed=True, elapsed=time.perf_counter() - started)
 
-        missing = [s for s in chosen if (s, split) not in self._datasets]
+        missing = [s for s in chosen if (s, split) not in self._available]
         if missing:
             return EvalResult(
                 "data", "static", split, error=f"no {split} bars for {', '.join(missing)}",
@@ -444,8 +324,8 @@ class StrategyEvaluator:
 
         fraction = self.settings.screen_fraction if screen else 0.0
         if split == "train" and fraction > 0:
-            outcomes = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
-            result = self._result(outcomes, "screen", split, started)
+            outcomes, log = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
+            result = self._result(outcomes, "screen", split, started, log)
             if not result.ok:
                 return result
             reason = self._screen_reason(result.metrics)
@@ -455,8 +335,10 @@ class StrategyEvaluator:
             # No screen on this split: the screen stage is trivially passed without running anything.
             return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
 
-        outcomes = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": None})
-        result = self._result(outcomes, "full", split, started)
+        causality = split in self.causality_splits
+        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality}
+        outcomes, log = self._dispatch(task)
+        result = self._result(outcomes, "full", split, started, log)
         return _replace(result, passed=result.ok)
 
     async def aevaluate(
@@ -495,7 +377,9 @@ class StrategyEvaluator:
             return f"screen: MaxDD {metrics['MaxDD']:.3f} > {s.screen_max_drawdown:g}"
         return None
 
-    def _result(self, outcomes: list[BacktestOutcome], stage: str, split: str, started: float) -> EvalResult:
+    def _result(
+        self, outcomes: list[BacktestOutcome], stage: str, split: str, started: float, log: str = ""
+    ) -> EvalResult:
         elapsed = time.perf_counter() - started
         bad = next((o for o in outcomes if o.status != "ok"), None)
         bars = max((o.bars for o in outcomes), default=0)
@@ -503,7 +387,7 @@ class StrategyEvaluator:
             error = bad.error or bad.status
             if len(self.symbols) > 1 and bad.symbol and not error.startswith(bad.symbol):
                 error = f"{bad.symbol}: {error}"
-            return EvalResult(bad.status, stage, split, error=_one_line(error), bars=bars, elapsed=elapsed)
+            return EvalResult(bad.status, stage, split, error=_one_line(error), bars=bars, elapsed=elapsed, log=log)
         per = {o.symbol: o.metrics for o in outcomes}
         return EvalResult(
             "ok",
@@ -514,6 +398,7 @@ class StrategyEvaluator:
             per_instrument=per,
             equity=_combine_equity(outcomes, self.settings.starting_capital),
             elapsed=elapsed,
+            log=log,
         )
 
 
@@ -548,6 +433,16 @@ def static_check(code: str, parent_code: str | None = None) -> tuple[str, str] |
     return None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _replace(result: EvalResult, **changes: Any) -> EvalResult:
     import dataclasses
 
@@ -556,17 +451,6 @@ def _replace(result: EvalResult, **changes: Any) -> EvalResult:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _stderr_tail(workdir: str) -> str:
-    try:
-        with open(os.path.join(workdir, _STDERR_NAME), "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(fh.tell() - 4096, 0))
-            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
 
 
 def _combine_equity(outcomes: Sequence[BacktestOutcome], capital: float) -> list[tuple[str, float]]:

@@ -9,11 +9,14 @@ last line and truncates it before the next append, but a bad line in the middle 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import math
 import os
+import stat
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,8 +54,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         # mkstemp creates 0600; keep the replaced file's mode, else the usual 0644, so that an approver running
         # as another user can still read pending_action.json and friends.
-        try:
-            mode = os.stat(p).st_mode & 0o777
+        try:  # lstat: a symlink (to /dev/zero, say) put in the file's place must not lend us its mode
+            st = os.lstat(p)
+            mode = st.st_mode & 0o777 if stat.S_ISREG(st.st_mode) else 0o644
         except OSError:
             mode = 0o644
         os.fchmod(fd, mode)
@@ -95,31 +99,190 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, dumps(obj) + b"\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing or malformed file is a one-line ``FileFormatError``."""
+# ------------------------------------------------------------------------------------------- safe reading
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+MAX_JSON_BYTES = 4 * MIB
+"""Cap of a single JSON document a person or an agent hands us (pending_action.json, a response file, a
+summary): the largest the loop writes is a few KiB, so 4 MiB leaves room for any honest edit."""
+
+MAX_JSONL_BYTES = 256 * MIB
+"""Cap of a JSONL log (history, briefings): ~50 KB a record would still allow thousands of iterations."""
+
+MAX_TEXT_BYTES = 4 * MIB
+"""Cap of a config, a search space or a strategy file."""
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
+def not_a_file_reason(path: str | Path, *, follow_symlinks: bool = True) -> str | None:
+    """Why ``path`` cannot be read as a regular file (missing, dangling or looping link, FIFO, directory, device),
+    or None when it is one. Never blocks: only ``lstat``/``stat`` are used."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        lst = os.lstat(p)
     except FileNotFoundError:
-        raise FileFormatError(f"{p}: file not found") from None
+        return "does not exist"
     except OSError as exc:
-        raise FileFormatError(f"{p}: cannot read ({exc.strerror})") from None
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISLNK(lst.st_mode):
+        if not follow_symlinks:
+            return "is a symbolic link, expected a regular file"
+        try:
+            target = os.readlink(p)
+        except OSError:
+            target = "?"
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            return f"is a dangling symbolic link (to {target})"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link loop"
+            return f"is a symbolic link that cannot be followed ({exc.strerror or exc})"
+        if not stat.S_ISREG(st.st_mode):
+            return f"is a symbolic link to {_kind_of(st.st_mode)} ({target}), expected a regular file"
+        return None
+    if not stat.S_ISREG(lst.st_mode):
+        return f"is {_kind_of(lst.st_mode)}, expected a regular file"
+    return None
+
+
+def read_regular_file(
+    path: str | Path,
+    *,
+    max_bytes: int,
+    what: str = "file",
+    follow_symlinks: bool = True,
+    error: type[Exception] = FileFormatError,
+) -> bytes:
+    """The bytes of a regular file that a person or an agent gave us, or ``error`` with one line naming it.
+
+    Opened with ``O_NONBLOCK`` (a FIFO would otherwise block ``open`` in the kernel, deaf to SIGTERM) and, when
+    ``follow_symlinks`` is false, ``O_NOFOLLOW``; ``fstat`` on the open descriptor must say "regular file" (so
+    ``/dev/zero``, a directory or a FIFO is refused before a byte is read, with no race against a swap of the
+    path), and at most ``max_bytes`` are read (a file that grows while read is refused, not truncated).
+    """
+    p = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        reason = not_a_file_reason(p, follow_symlinks=follow_symlinks) or "does not exist"
+        if reason == "does not exist":
+            raise error(f"{p}: {what} not found") from None
+        raise error(f"{p}: {what} {reason}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):
+            reason = not_a_file_reason(p, follow_symlinks=follow_symlinks) or "is not a regular file"
+            raise error(f"{p}: {what} {reason}") from None
+        raise error(f"{p}: cannot read {what} ({exc.strerror or exc})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            reason = not_a_file_reason(p, follow_symlinks=follow_symlinks) or f"is {_kind_of(st.st_mode)}"
+            if "expected" not in reason:
+                reason += ", expected a regular file"
+            raise error(f"{p}: {what} {reason}")
+        if st.st_size > max_bytes:
+            raise error(f"{p}: {what} is {_size(st.st_size)}, more than the limit of {_size(max_bytes)}")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                chunk = os.read(fd, min(max_bytes + 1 - total, 1 * MIB) or 1)
+            except BlockingIOError:  # cannot happen for a regular file; never spin on it
+                raise error(f"{p}: {what} would block, expected a regular file") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise error(f"{p}: {what} grew past the limit of {_size(max_bytes)} while being read")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"{p}: cannot read {what} ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+
+
+def decompress_gzip(data: bytes, *, max_bytes: int, source: str | Path, error: type[Exception] = FileFormatError
+                    ) -> bytes:
+    """Inflate gzip ``data`` (concatenated members too) to at most ``max_bytes``: a bomb is refused, not expanded."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            buf = rest
+            while buf:
+                piece = d.decompress(buf, max_bytes + 1 - total)
+                out.append(piece)
+                total += len(piece)
+                if total > max_bytes:
+                    raise error(f"{source}: decompresses to more than the limit of {_size(max_bytes)}")
+                buf = d.unconsumed_tail
+                if d.eof:
+                    break
+            if not d.eof:
+                raise error(f"{source}: unreadable gzip file (truncated)")
+            rest = d.unused_data.lstrip(b"\x00")  # members may be padded with zeros
+    except zlib.error as exc:
+        raise error(f"{source}: unreadable gzip file ({exc})") from None
+    return b"".join(out)
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES, what: str = "file") -> Any:
+    """Read a JSON file safely (see ``read_regular_file``); any problem is a one-line ``FileFormatError``."""
+    p = Path(path)
+    raw = read_regular_file(p, max_bytes=max_bytes, what=what)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FileFormatError(f"{p}: invalid JSON ({exc})") from None
 
 
-def read_text_file(path: str | Path, *, what: str, expected: str, error: type[Exception] = FileFormatError) -> str:
+def read_text_file(
+    path: str | Path,
+    *,
+    what: str,
+    expected: str,
+    error: type[Exception] = FileFormatError,
+    max_bytes: int = MAX_TEXT_BYTES,
+) -> str:
     """A user's text file (config, search space, strategy) or ``error`` with one line saying what went wrong."""
     p = Path(path)
+    reason = not_a_file_reason(p)
+    if reason is not None and reason.startswith("is a directory"):
+        raise error(f"{p}: is a directory, expected {expected}")
+    raw = read_regular_file(p, max_bytes=max_bytes, what=what, error=error)
     try:
-        return p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{p}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{p}: is a directory, expected {expected}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise error(f"{p}: cannot read {what} ({exc})") from None
 
 
@@ -146,9 +309,9 @@ def read_jsonl(path: str | Path, *, repair: bool = False) -> list[Any]:
     reported as corruption instead of being skipped.
     """
     p = Path(path)
-    if not p.exists():
+    if not os.path.lexists(p):
         return []
-    raw = p.read_bytes()
+    raw = read_regular_file(p, max_bytes=MAX_JSONL_BYTES, what="log")
     records: list[Any] = []
     offset = 0
     lines = raw.split(b"\n")

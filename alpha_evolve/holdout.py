@@ -10,19 +10,18 @@ Looking again needs ``force`` and is counted too.
 from __future__ import annotations
 
 import logging
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alpha_evolve.config import METRIC_NAMES, load_config
-from alpha_evolve.files import append_jsonl, atomic_write_json, read_json, read_jsonl
+from alpha_evolve.files import atomic_write_json, read_json
+from alpha_evolve.holdout_door import GLOBAL_LEDGER, RUN_LEDGER, looks, record_look
 from alpha_evolve.pipeline import SUMMARY_NAME, PipelineError
 
 logger = logging.getLogger("alpha_evolve.holdout")
 
-LEDGER_NAME = "holdout_ledger.jsonl"
-GLOBAL_LEDGER_NAME = "HOLDOUT_LEDGER.jsonl"
+LEDGER_NAME = RUN_LEDGER
+GLOBAL_LEDGER_NAME = GLOBAL_LEDGER
 
 
 class HoldoutError(PipelineError):
@@ -35,29 +34,12 @@ def result_metrics(result: Any) -> dict[str, float]:
     return metrics_of(result)
 
 
-def _reference_codes(config: Any, summary: dict[str, Any]) -> dict[str, str]:
-    """The seed (when its source can still be read) and, on the planted market, the oracle: compared on the holdout."""
-    from alpha_evolve.controller import load_seed
-    from alpha_evolve.references import ORACLE, oracle_applies
-    from alpha_evolve.strategies import seed_source
-
-    codes: dict[str, str] = {}
-    try:
-        codes["seed"] = load_seed(config.evolution.seed_strategy)[1]
-    except ValueError as exc:  # a seed file moved or edited since the run: report the rest
-        logger.warning("the seed's holdout figures are left out: %s", exc)
-    if oracle_applies(summary.get("data")):
-        codes[ORACLE] = seed_source(ORACLE)
-    return codes
-
-
 def _reference_figures(best: dict[str, float], bh: dict[str, float], others: dict[str, Any]) -> dict[str, Any]:
-    """holdout.json fields: the seed's and oracle's metrics and one Sharpe row with the winner and buy-and-hold."""
+    """holdout.json fields: one Sharpe row (winner, seed, buy-and-hold, oracle) and the oracle's metrics."""
     from alpha_evolve.references import gap_closed, sharpe_row
 
-    seed = result_metrics(others.get("seed"))
-    row = {"winner": best, "seed": seed, "buy_and_hold": bh}
-    out: dict[str, Any] = {"seed_metrics": seed}
+    row = {"winner": best, "seed": result_metrics(others.get("seed")), "buy_and_hold": bh}
+    out: dict[str, Any] = {}
     if "oracle" in others:
         row["oracle"] = out["oracle_metrics"] = result_metrics(others["oracle"])
     out["sharpe"] = sharpe_row(row)
@@ -68,7 +50,8 @@ def _reference_figures(best: dict[str, float], bh: dict[str, float], others: dic
 
 
 def openings(run_dir: str | Path) -> list[dict[str, Any]]:
-    return [r for r in read_jsonl(Path(run_dir) / LEDGER_NAME) if isinstance(r, dict)]
+    """Every look at this run's holdout, through any door (``holdout``, ``backtest --open-holdout``, the API)."""
+    return looks(run_dir)
 
 
 def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = None) -> dict[str, Any]:
@@ -94,6 +77,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
     config = load_config(config_path)
 
     from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.references import ORACLE, oracle_applies
     from alpha_evolve.strategies import seed_source
 
     data = load_run_data(config)
@@ -104,38 +88,82 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
             f"{expected_hash[:12]}); a holdout on other data would not test this run"
         )
     code = code_path.read_text(encoding="utf-8")
-    references = _reference_codes(config, summary)
-    with build_evaluator(config, data=data, include=("holdout",), max_concurrent=2) as evaluator:
-        best, bh, *others = evaluator.evaluate_many([code, seed_source("buy_and_hold"), *references.values()],
-                                                    split="holdout", stage="full")
-    reference_results = dict(zip(references, others, strict=True))
+    seed_code = _seed_code(run, summary)
+    references = {"seed": seed_code} if seed_code else {}
+    if oracle_applies(summary.get("data")):
+        references[ORACLE] = seed_source(ORACLE)
+    codes = [code, seed_source("buy_and_hold"), *references.values()]
+    with build_evaluator(config, data=data, include=("holdout",), max_concurrent=2, unseal=True) as evaluator:
+        results = evaluator.evaluate_many(codes, split="holdout", stage="full")
+    best, bh = results[0], results[1]
+    others = dict(zip(references, results[2:], strict=True))
+    seed = others.get("seed")
+    program_id = (summary.get("best_program") or {}).get("id")
+    entry = record_look(code=code, via="holdout", metrics=best.metrics, status=best.status, run_dir=run,
+                        program_id=program_id, forced=bool(previous), who=who)
     if not best.ok:
         raise HoldoutError(f"{run}: the best program failed on the holdout ({best.status}: {best.error})")
-    opened_at = datetime.now(UTC).isoformat(timespec="seconds")
-    number = len(previous) + 1
     result = {
         "schema_version": 1,
         "run_dir": str(run),
-        "opened_at": opened_at,
-        "opening": number,
+        "opened_at": entry["opened_at"],
+        "opening": entry["opening"],
         "forced": bool(previous),
-        "program_id": (summary.get("best_program") or {}).get("id"),
+        "program_id": program_id,
+        "program_hash": entry["program_hash"],
         "split": "holdout",
         "period": {s: info.get("holdout") for s, info in data.describe()["splits"].items()},
         "bars": best.bars,
         "metrics": {m: best.metrics.get(m, 0.0) for m in METRIC_NAMES},
         "per_instrument": best.per_instrument,
         "buy_and_hold_metrics": {m: bh.metrics.get(m, 0.0) for m in METRIC_NAMES} if bh.ok else {},
-        **_reference_figures(result_metrics(best), result_metrics(bh), reference_results),
+        "seed_metrics": {m: seed.metrics.get(m, 0.0) for m in METRIC_NAMES} if seed is not None and seed.ok else {},
+        **_reference_figures(result_metrics(best), result_metrics(bh), others),
         "validation_metrics": summary.get("best_metrics", {}),
     }
+    result["verdict"] = _holdout_verdict(summary, result)
     atomic_write_json(run / "holdout.json", result)
-    entry = {"run_dir": str(run), "opened_at": opened_at, "opening": number, "forced": bool(previous),
-             "by": who or os.environ.get("USER", "unknown"), "Sharpe": result["metrics"].get("Sharpe")}
-    append_jsonl(run / LEDGER_NAME, entry)
-    append_jsonl(run.parent / GLOBAL_LEDGER_NAME, entry)
-    summary["holdout"] = {"sealed": False, "openings": number, "result": "holdout.json",
-                          "sharpe": result["sharpe"]}
+    summary = read_json(summary_path)  # record_look updated the count
+    summary["holdout"] = {**(summary.get("holdout") or {}), "sealed": False, "result": "holdout.json",
+                          "verdict": result["verdict"], "sharpe": result["sharpe"]}
     atomic_write_json(summary_path, summary)
-    logger.warning("holdout of %s opened (look #%d)", run, number)
+    logger.warning("holdout of %s opened (look #%d)", run, entry["opening"])
     return result
+
+
+def _seed_code(run: Path, summary: dict[str, Any]) -> str | None:
+    """The seed the run evolved from, as its store recorded it (a seed file may have changed since)."""
+    db = run / "programs.sqlite"
+    if not db.is_file():
+        return None
+    from alpha_evolve.store import ProgramStore
+
+    try:
+        with ProgramStore(db, create=False, check=False) as store:
+            seed = store.seed(str(summary.get("experiment") or ""))
+    except Exception:
+        return None
+    return seed.code if seed is not None else None
+
+
+def _holdout_verdict(summary: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The run's verdict restated on the holdout, with the gap between the reported and the holdout figure."""
+    from alpha_evolve.crowning import verdict
+
+    objective = (summary.get("objective") or {}).get("metric") or "Sharpe"
+    best = summary.get("best_program") or {}
+    is_seed = bool(best.get("is_seed"))
+    crowned = best.get("crowned", True)
+    evolved = None if is_seed or not crowned else result["metrics"]
+    basis = ("the crowned program; the holdout took no part in choosing it" if evolved is not None else
+             "the run crowned the seed or nothing" if is_seed or not crowned else "")
+    out = verdict(objective, period="holdout", evolved=evolved, evolved_id=best.get("id"),
+                  seed=result.get("seed_metrics") or {}, bh=result.get("buy_and_hold_metrics") or {}, basis=basis)
+    reported = float((summary.get("best_metrics") or {}).get("Sharpe", 0.0) or 0.0)
+    deflated = (summary.get("overfitting") or {}).get("sharpe_validation_deflated")
+    holdout_sharpe = float(result["metrics"].get("Sharpe", 0.0) or 0.0)
+    out["reported_sharpe"] = reported
+    out["reported_sharpe_deflated"] = deflated
+    out["holdout_sharpe"] = holdout_sharpe
+    out["optimism"] = reported - holdout_sharpe
+    return out

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import hashlib
 import logging
 import os
 import platform
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,9 @@ import pandas as pd
 
 from alpha_evolve import __version__
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
+from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
-from alpha_evolve.metrics import deflated_sharpe, probabilistic_sharpe
-from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -95,15 +93,23 @@ def latest_run(base: str | Path) -> Path | None:
     return run if run.is_dir() else None
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that goes quiet when the disk is full or read-only: logging's default prints a traceback per
+    record on stderr, and the run itself reports the machine's failure once, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
     root = logging.getLogger("alpha_evolve")
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [_LogFile(run_dir / "pipeline.log", encoding="utf-8")]
     if options.log_file:
         Path(options.log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(options.log_file, encoding="utf-8"))
+        handlers.append(_LogFile(options.log_file, encoding="utf-8"))
     previous = root.level
     level = logging.getLevelName(options.log_level)
     for h in handlers:
@@ -132,18 +138,17 @@ def _versions() -> dict[str, str]:
 
 
 def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {name: float(metrics.get(name, 0.0) or 0.0) for name in METRIC_NAMES}
+    out = {name: float(metrics.get(name, 0.0) or 0.0) for name in METRIC_NAMES}
+    if INFO_RATIO in metrics:
+        out[INFO_RATIO] = float(metrics[INFO_RATIO] or 0.0)
+    return out
 
 
 def _code_key(code: str) -> str:
-    """Programs that differ only in whitespace or comments are the same program for ``bt_top``."""
-    import ast
+    """Programs that differ only in whitespace, comments or docstrings are the same program for ``bt_top``."""
+    from alpha_evolve.program_keys import code_key
 
-    try:
-        normal = ast.dump(parse_source(code))
-    except SyntaxError:
-        normal = code
-    return hashlib.sha256(normal.encode()).hexdigest()
+    return code_key(code)
 
 
 def _equity_series(points: Sequence[tuple[str, float]] | Sequence[Sequence[Any]]) -> pd.Series:
@@ -160,27 +165,8 @@ def _period_returns(points: Sequence[Any]) -> np.ndarray:
     return values[1:] / values[:-1] - 1.0
 
 
-@dataclass
-class RankedProgram:
-    """A top program with its train and validation figures, in the order the objective ranks them."""
-
-    program: Any
-    train: dict[str, float]
-    validation: dict[str, float]
-    equity: list[tuple[str, float]] = field(default_factory=list)
-    status: str = "ok"
-    error: str | None = None
-
-
-def _objective_key(metric: str) -> Callable[[RankedProgram], float]:
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-
-    def key(r: RankedProgram) -> float:
-        if r.status != "ok":
-            return float("-inf")
-        return sign * float(r.validation.get(metric, 0.0))
-
-    return key
+def _objective_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
+    return crown_key(metric)
 
 
 def _failed_summary(run_dir: Path, experiment: str, started: datetime, reason: str,
@@ -249,6 +235,12 @@ def run_pipeline(
         try:
             summary = _run(config, options, experiment, run_dir, started, on_progress)
         except Exception as exc:  # every failure must still leave a SUMMARY.json for the outer loop
+            fault = as_infrastructure(exc)
+            if fault is not None:
+                # The machine failed, not the settings: no "failed" SUMMARY (the outer loop would record it as
+                # the proposal's failure); the caller stops and a resume runs this again.
+                logger.error("pipeline run %s stopped: %s", run_dir, fault)
+                raise fault from None
             reason = str(exc).strip() or type(exc).__name__
             if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):
                 logger.exception("pipeline run failed unexpectedly")
@@ -290,23 +282,32 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     store = ProgramStore(run_dir / "programs.sqlite")
     evaluator = build_evaluator(config, data=data)
     try:
+        from alpha_evolve.strategies import seed_source
+
+        bh_code = seed_source("buy_and_hold")
+        bh_train = evaluator.evaluate(bh_code, "train", "full", screen=False)
         mutator = mutator_from_config(config, run_dir=run_dir)
         controller = EvolutionController(config, store, evaluator, mutator)
         controller.data_hash = data.dataset.content_hash
+        hook = _fitness_hook(config, bh_train)
+        if hook is not None:
+            controller.metric_hook = hook
         result = asyncio.run(
             controller.run(config.evolution.seed_strategy, experiment, config.evolution.generations,
                            on_progress=on_progress)
         )
         evolve_seconds = time.perf_counter() - t0
-        ranked, seed_val, bh_val, n_val = _validate_top(config, store, evaluator, experiment, seed_code)
-        references = _reference_runs(evaluator, data_info)
+        ranked, seed_val, bh_val, n_val, overfit = select_winner(config, store, evaluator, experiment, seed_code,
+                                                                 data, bh_train=bh_train)
+        security = _evaluation_security(evaluator)
+        references = _reference_runs(evaluator, data_info, bh_train)
     finally:
         evaluator.close()
-    if not ranked or ranked[0].status != "ok":
-        errors = "; ".join(f"#{r.program.id}: {r.error}" for r in ranked[:3] if r.error)
-        raise PipelineError("no valid program survived validation" + (f" ({errors})" if errors else ""))
     counts = _counts(store, experiment, result, n_val)
-    train_sharpes = _train_sharpes(store, experiment)
+    for r in ranked:  # refusals found while validating (causality check, replay) count as failures too
+        if r.status in _SECURITY_KINDS:
+            counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
+    counts["trials"] = store.trial_counts(experiment)
     store.close()
     best = ranked[0]
     oracle = references.get("oracle") or {}
@@ -314,7 +315,8 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info,
                                  oracle=RankedProgram(None, {}, dict(oracle_val.metrics), list(oracle_val.equity),
                                                       oracle_val.status, oracle_val.error) if oracle_val else None)
-    overfit = _overfitting(best, train_sharpes, counts)
+    honest = _honest_report(config, ranked, seed_val, bh_val, dict(bh_train.metrics) if bh_train.ok else {},
+                            overfit)
     finished = _now()
     objective = config.backtest.objective
     return {
@@ -333,6 +335,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "data": data_info,
         "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
         "counts": counts,
+        "evaluation_security": security,
         "stop_reason": getattr(result, "stop_reason", None),
         "best_program": {
             "id": int(best.program.id),
@@ -341,6 +344,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
             "parent_id": best.program.parent_id,
             "code_path": "best_strategy.py",
             "mutator": best.program.mutator,
+            "is_seed": best.is_seed,
+            "crowned": best.crownable,
+            "flags": list(best.flags),
         },
         "best_metrics": _metrics_only(best.validation),
         "train_metrics": _metrics_only(best.train),
@@ -348,15 +354,22 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "buy_and_hold_metrics": _metrics_only(bh_val.validation),
         **_reference_summary(best, seed_val, bh_val, references),
         "overfitting": overfit,
+        **honest,
         "top_programs": "top_programs.json",
         "artifacts": artifacts,
         "holdout": {"sealed": True, "openings": 0},
     }
 
 
-def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str
+def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str,
+                  bh_train: Mapping[str, Any] | None = None
                   ) -> tuple[list[RankedProgram], RankedProgram, RankedProgram, int]:
-    """Re-test the ``bt_top`` best distinct train programs (plus seed and buy-and-hold) on validation."""
+    """Re-test the ``bt_top`` best distinct train programs (plus seed and buy-and-hold) on validation.
+
+    Finalists are ranked by the objective on validation, those failing the minimum-trades rule after all others
+    (flagged, never crowned). The seed is a finalist too: if evolution found nothing better, it is the answer.
+    """
+    from alpha_evolve.crowning import round_trip_flags, with_info_ratio
     from alpha_evolve.strategies import seed_source
 
     k = config.backtest.bt_top
@@ -374,33 +387,33 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
             break
     seed_program = store.seed(experiment)
     if seed_program is not None and _code_key(seed_program.code) not in seen:
-        # The seed competes too: if evolution found nothing better on validation, the seed is the answer.
         distinct.append(seed_program)
     bh_code = seed_source("buy_and_hold")
     codes = [p.code for p in distinct] + [seed_code, bh_code]
     logger.info("validating %d distinct top programs on the validation period", len(distinct))
     results = evaluator.evaluate_many(codes, split="validation", stage="full")
-    ranked = [
-        RankedProgram(p, dict(p.metrics), dict(r.metrics), list(r.equity), r.status, r.error)
-        for p, r in zip(distinct, results[: len(distinct)], strict=True)
-    ]
-    ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_res, bh_res = results[-2], results[-1]
+    bh_equity = list(bh_res.equity) if bh_res.ok else []
+    minimum = config.backtest.min_round_trips
+    ranked = []
+    for p, r in zip(distinct, results[: len(distinct)], strict=True):
+        validation = with_info_ratio(r.metrics, r.equity, bh_equity) if r.ok else dict(r.metrics)
+        flags = round_trip_flags(p.metrics, validation, minimum) if r.ok else []
+        ranked.append(RankedProgram(p, dict(p.metrics), validation, list(r.equity), r.status, r.error, flags))
+    ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_train = dict(seed_program.metrics) if seed_program is not None else {}
-    seed_val = RankedProgram(seed_program, seed_train, dict(seed_res.metrics), list(seed_res.equity),
+    seed_validation = with_info_ratio(seed_res.metrics, seed_res.equity, bh_equity) if seed_res.ok else {}
+    seed_val = RankedProgram(seed_program, seed_train, seed_validation, list(seed_res.equity),
                              seed_res.status, seed_res.error)
-    bh_val = RankedProgram(None, {}, dict(bh_res.metrics), list(bh_res.equity), bh_res.status, bh_res.error)
+    bh_val = RankedProgram(None, dict(bh_train or {}), dict(bh_res.metrics), bh_equity, bh_res.status, bh_res.error)
     return ranked, seed_val, bh_val, len(codes)
 
 
-def _reference_runs(evaluator: Any, data_info: Mapping[str, Any]) -> dict[str, Any]:
+def _reference_runs(evaluator: Any, data_info: Mapping[str, Any], bh_train: Any) -> dict[str, Any]:
     """Buy-and-hold on train and, on the planted market, the oracle on train and validation (never the holdout)."""
     from alpha_evolve.references import evaluate_oracle, oracle_applies
-    from alpha_evolve.strategies import seed_source
 
-    runs: dict[str, Any] = {
-        "buy_and_hold_train": evaluator.evaluate_many([seed_source("buy_and_hold")], split="train", stage="full")[0]
-    }
+    runs: dict[str, Any] = {"buy_and_hold_train": bh_train}
     if oracle_applies(data_info):
         runs["oracle"] = evaluate_oracle(evaluator, ("train", "validation"))
     return runs
@@ -429,11 +442,97 @@ def _reference_summary(best: RankedProgram, seed: RankedProgram, bh: RankedProgr
     return out
 
 
+_SECURITY_KINDS = ("tampered", "lookahead")
+
+
+def _evaluation_security(evaluator: Any) -> dict[str, Any]:
+    """How candidates were contained and scored (the opt-out, when used, is visible here)."""
+    return {
+        "confinement": str(getattr(evaluator, "confinement", "unknown")),
+        "scoring": "trusted engine replay of each candidate's decision log",
+        "causality_splits": sorted(getattr(evaluator, "causality_splits", ())),
+    }
+
+
+def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str, seed_code: str, data: Any,
+                  *, bh_train: Any) -> tuple[list[RankedProgram], RankedProgram, RankedProgram, int, dict[str, Any]]:
+    """Compare the finalists on validation, write the trial ledger, and deflate the crowned program.
+
+    Returns the ranked finalists (winner first), the seed's and buy-and-hold's figures, how many programs were
+    run on validation and the ``overfitting`` block of SUMMARY.json.
+    """
+    from alpha_evolve.strategies import seed_source
+
+    ranked, seed_val, bh_val, n_val = _validate_top(config, store, evaluator, experiment, seed_code,
+                                                    bh_train=bh_train.metrics if bh_train.ok else {})
+    if not ranked or ranked[0].status != "ok":
+        errors = "; ".join(f"#{r.program.id}: {r.error}" for r in ranked[:3] if r.error)
+        raise PipelineError("no valid program survived validation" + (f" ({errors})" if errors else ""))
+    ppy = _bars_per_year(data)
+    bars = _split_bars(data.describe())
+    _record_trials(store, experiment, ranked, seed_val, bh_val, seed_source("buy_and_hold"), ppy, bars)
+    top_on_train = max((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300))
+    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config)
+    return ranked, seed_val, bh_val, n_val, overfit
+
+
+def _bars_per_year(data: Any) -> float:
+    from alpha_evolve.data import periods_per_year
+
+    values = [periods_per_year(pd.DatetimeIndex(bars.index)) for bars in data.dataset.instruments.values()]
+    return float(np.mean(values)) if values else 252.0
+
+
+def _split_bars(data_info: Mapping[str, Any]) -> dict[str, int]:
+    """Bars per period (the smallest over instruments: the sample every figure rests on)."""
+    out: dict[str, int] = {}
+    for info in (data_info.get("splits") or {}).values():
+        for period in ("train", "validation", "holdout"):
+            bars = int((info.get(period) or {}).get("bars") or 0)
+            out[period] = min(out.get(period, bars), bars)
+    return out
+
+
+def _record_trials(store: Any, experiment: str, ranked: Sequence[RankedProgram], seed: RankedProgram,
+                   bh: RankedProgram, bh_code: str, ppy: float, bars: Mapping[str, int]) -> None:
+    """Write the run's trial ledger: every train evaluation, every fold figure, every validation comparison."""
+    from alpha_evolve.trials import behavior_key_of, outcome_key, trial_row
+
+    rows = []
+    for p in store.evaluated_programs(experiment):
+        role = "seed" if p.is_seed else "candidate"
+        bkey = p.behavior_key or behavior_key_of(p.behavior)  # the store's key: stage, metrics and equity
+        rows.append(trial_row(p.code, "train", metrics=p.metrics, status=p.status, program_id=p.id, role=role,
+                              periods_per_year=ppy, n_obs=bars.get("train", 0), behavior_key=bkey))
+        for fold, sharpe in _fold_sharpes(p.metrics):
+            rows.append(trial_row(p.code, f"train_fold{fold}", metrics={"Sharpe": sharpe}, status=p.status,
+                                  program_id=p.id, role=role, periods_per_year=ppy, behavior_key=bkey))
+    for r in ranked:
+        rows.append(trial_row(r.program.code, "validation", metrics=r.validation, status=r.status,
+                              program_id=r.program.id, role="seed" if r.is_seed else "candidate",
+                              periods_per_year=ppy, n_obs=bars.get("validation", 0),
+                              behavior_key=outcome_key(r.validation) if r.status == "ok" else None))
+    if bh.status == "ok":
+        rows.append(trial_row(bh_code, "validation", metrics=bh.validation, role="benchmark", periods_per_year=ppy,
+                              n_obs=bars.get("validation", 0)))
+    store.record_trials(experiment, rows)
+
+
+def _fold_sharpes(metrics: Mapping[str, Any]) -> list[tuple[int, float]]:
+    out = []
+    for key, value in metrics.items():
+        m = re.fullmatch(r"fold(\d+)_Sharpe", str(key))
+        if m and isinstance(value, int | float):
+            out.append((int(m.group(1)), float(value)))
+    return sorted(out)
+
+
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
     from alpha_evolve.controller import experiment_stats
 
     by_status: dict[str, int] = store.count_by_status(experiment)
-    failures = {k: v for k, v in by_status.items() if k not in ("ok", "screened")}
+    failures = {k: 0 for k in _SECURITY_KINDS}  # always shown: "0 tampered" is a figure too
+    failures.update({k: v for k, v in by_status.items() if k not in ("ok", "screened")})
     stats = experiment_stats(store, experiment)  # tokens and cost of every program, failed ones included
     return {
         "iterations": int(getattr(result, "iterations_completed", 0)),
@@ -443,6 +542,12 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "successful_evaluations": int(getattr(result, "successful_evaluations", 0)),
         "validation_evaluations": n_validation,
         "screened_out": int(by_status.get("screened", 0)),
+        # Never evaluate the same thing twice: identical code reused a stored result (no backtest); behaviour
+        # duplicates were backtested and traded exactly like an earlier program (the wasted evaluations).
+        "cache_hits": int(stats["cache_hits"]),
+        "behavior_duplicates": int(stats["behavior_duplicates"]),
+        "wasted_evaluation_share": round(
+            int(stats["behavior_duplicates"]) / max(1, int(stats["total_evaluations"]) - 1), 6),
         "failures": failures,
         "input_tokens": int(stats["input_tokens"]),
         "output_tokens": int(stats["output_tokens"]),
@@ -451,35 +556,103 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
 
 
 def _train_sharpes(store: Any, experiment: str) -> list[float]:
-    """Train Sharpe of every successful candidate: the trials the deflated Sharpe corrects for."""
+    """Train Sharpe of every successful candidate (the ledger in ``store.trials`` is the complete record)."""
     with store.snapshot() as conn:
         rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL", (experiment,)
+            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+            " AND duplicate_of IS NULL", (experiment,)
         ).fetchall()
     return [float(r[0]) for r in rows]
 
 
-def _overfitting(best: RankedProgram, train_sharpes: Sequence[float], counts: Mapping[str, Any]) -> dict[str, Any]:
-    """PSR and DSR of the best program's validation returns given how many candidates were tried.
+def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: Sequence[Mapping[str, Any]],
+                 ppy: float, bars: Mapping[str, int], config: RunConfig) -> dict[str, Any]:
+    """PSR and DSR of the crowned program, deflated for every trial of the run at both selection stages."""
+    from alpha_evolve.trials import deflate_winner
 
-    DSR deflates by the Sharpe the best of ``n_trials`` unskilled strategies would reach by luck; the trials'
-    Sharpe variance comes from the train Sharpes of every successful candidate (converted to per period).
-    """
-    sharpes = np.asarray(train_sharpes, dtype=float)
-    returns = _period_returns(best.equity)
-    n_trials = int(max(counts.get("successful_evaluations", 0), len(sharpes), 1))
-    ppy = max(len(returns), 1) / max(1e-9, _span_years(best.equity))
-    sr_var = float(np.var(sharpes / np.sqrt(ppy), ddof=1)) if sharpes.size > 1 else 0.0
     tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
+    folds = config.evolution.fitness_folds > 1
+    deflation = deflate_winner(
+        trial_rows, validation_sharpe=va, validation_obs=bars.get("validation", 0),
+        validation_returns=_period_returns(best.equity),
+        train_sharpe=float(top_on_train.train.get("Sharpe", 0.0)), train_obs=bars.get("train", 0),
+        periods_per_year=ppy, train_period="train_folds" if folds else "train",
+    )
     return {
-        "n_trials": n_trials,
-        "probabilistic_sharpe": round(probabilistic_sharpe(returns), 6),
-        "deflated_sharpe": round(deflated_sharpe(returns, n_trials, sr_var), 6),
+        **deflation.to_dict(),
         "sharpe_train": tr,
         "sharpe_validation": va,
         "sharpe_gap": tr - va,
-        "note": "PSR/DSR from the validation equity curve; a DSR below 0.95 means the edge may be luck",
+        "note": "DSR = the smaller of two deflated Sharpe ratios (Bailey & Lopez de Prado): the winner's "
+                "validation returns against the best Sharpe luck gives among the distinct programs compared on "
+                "validation, and the best train Sharpe against the best luck gives among the distinct train "
+                "trials; a DSR below 0.95 means the edge may be luck",
     }
+
+
+def _honest_report(config: RunConfig, ranked: Sequence[RankedProgram], seed: RankedProgram, bh: RankedProgram,
+                   bh_train: Mapping[str, Any], overfit: Mapping[str, Any]) -> dict[str, Any]:
+    """What the validation pick is worth: figures beside buy-and-hold, an out-of-sample verdict, the flags."""
+    from alpha_evolve.crowning import figure, verdict
+
+    best = ranked[0]
+    objective = config.backtest.objective
+    by_train = sorted((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300),
+                      reverse=True)
+    best_on_train = by_train[0] if by_train else None
+    # The out-of-sample verdict rests on the best-on-train evolved program that may be crowned at all.
+    evolved = next((r for r in by_train if not r.is_seed and r.crownable), None)
+    figures = [
+        figure("winner (ranked on validation: optimistic)", "validation", best.validation, bh.validation,
+               program_id=best.program.id),
+        figure("winner", "train", best.train, bh_train, program_id=best.program.id),
+    ]
+    if best_on_train is not None:
+        figures.append(figure("best-on-train program (validation took no part in choosing it)", "validation",
+                              best_on_train.validation, bh.validation, program_id=best_on_train.program.id))
+    figures.append(figure("seed", "validation", seed.validation, bh.validation,
+                          program_id=getattr(seed.program, "id", None)))
+    figures.append(figure("seed", "train", seed.train, bh_train, program_id=getattr(seed.program, "id", None)))
+    basis = "best-on-train evolved program; validation took no part in choosing it"
+    oos = verdict(objective, period="validation", evolved=evolved.validation if evolved else None,
+                  evolved_id=evolved.program.id if evolved else None, seed=seed.validation, bh=bh.validation,
+                  basis=basis)
+    flagged = [{"program_id": r.program.id, "flags": r.flags} for r in ranked if r.flags]
+    crowned = best.crownable
+    if not crowned:
+        oos["statement"] += (f"; no finalist met the minimum of {config.backtest.min_round_trips} round trips, "
+                             "so nothing was crowned")
+    return {
+        "selection": {
+            "ranked_on": "validation",
+            "objective": objective,
+            "finalists": len(ranked),
+            "min_round_trips": config.backtest.min_round_trips,
+            "crowned": crowned,
+            "winner_id": best.program.id,
+            "winner_is_seed": best.is_seed,
+            "winner_validation": {objective: best.validation.get(objective, 0.0),
+                                  "Sharpe": best.validation.get("Sharpe", 0.0),
+                                  "Sharpe_deflated": overfit.get("sharpe_validation_deflated"),
+                                  INFO_RATIO: best.validation.get(INFO_RATIO, 0.0)},
+            "best_on_train_id": best_on_train.program.id if best_on_train else None,
+            "best_on_train_validation": dict(best_on_train.validation) if best_on_train else {},
+            "flagged": flagged,
+            "note": "the winner's validation figure is the best of the finalists and beats the seed by "
+                    "construction; judge the run by the deflated figure, the best-on-train program's validation "
+                    "figure and, once opened, the holdout",
+        },
+        "figures": figures,
+        "verdict": oos,
+        "buy_and_hold_train_metrics": _metrics_only(bh_train) if bh_train else {},
+    }
+
+
+def _fitness_hook(config: RunConfig, bh_train: Any) -> Callable[[Any], dict[str, float]] | None:
+    """Extra train figures (information ratio, fold fitness) the controller folds into a candidate's fitness."""
+    from alpha_evolve.folds import fitness_hook
+
+    return fitness_hook(config.evolution, list(bh_train.equity) if bh_train.ok else [])
 
 
 def _span_years(points: Sequence[Any]) -> float:
@@ -508,9 +681,10 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
         p = r.program
         row: dict[str, Any] = {"rank": rank, "program_id": p.id, "iteration": p.iteration,
                                "generation": p.generation, "parent_id": p.parent_id, "mutator": p.mutator,
-                               "fitness": p.fitness, "validation_status": r.status, "validation_error": r.error}
+                               "fitness": p.fitness, "validation_status": r.status, "validation_error": r.error,
+                               "is_seed": r.is_seed, "crownable": r.crownable, "flags": "; ".join(r.flags)}
         row.update({f"train_{m}": r.train.get(m) for m in METRIC_NAMES})
-        row.update({f"validation_{m}": r.validation.get(m) for m in METRIC_NAMES})
+        row.update({f"validation_{m}": r.validation.get(m) for m in (*METRIC_NAMES, INFO_RATIO)})
         rows.append(row)
     atomic_write_json(run_dir / "top_programs.json", rows)
     with open(run_dir / "top_programs.csv", "w", newline="", encoding="utf-8") as fh:

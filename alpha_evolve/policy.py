@@ -95,7 +95,7 @@ PROTECTED_ATTRIBUTES: frozenset[str] = frozenset(
         "go_long", "go_short", "go_flat", "is_long", "is_short", "is_flat", "bars_seen", "trade_fraction",
         "allow_short", "instrument_id", "bar_type", "instrument", "config", "portfolio", "cache", "clock", "log",
         "msgbus", "setup_indicators", "decide", "short_refusals", "register_indicator_for_bars",
-        "subscribe_bars", "unsubscribe_bars", "stop",
+        "subscribe_bars", "unsubscribe_bars", "stop", "decision_log",
     }
 )  # fmt: skip
 

@@ -36,6 +36,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from alpha_evolve.session import (
+    MAX_NOTES_CHARS,
     CandidateCheck,
     Decision,
     SessionError,
@@ -500,6 +501,8 @@ class ExperimentRegistry(SQLiteFile):
             raise DecisionError(f"decision {status!r}: expected 'approved' or 'rejected'", 400)
         if notes is not None and not isinstance(notes, str):
             raise DecisionError("notes: expected a string", 400)
+        if notes is not None and len(notes) > MAX_NOTES_CHARS:
+            raise DecisionError(f"notes: longer than {MAX_NOTES_CHARS} characters", 400)
         with self._write() as conn:
             row = _row(
                 conn.execute("SELECT * FROM proposals WHERE action_id = ?", (action_id,)).fetchone(), _JSON_PROPOSAL
@@ -590,9 +593,11 @@ def _data_hash(run_dir: Any) -> str | None:
     """The data fingerprint a pipeline run recorded (``SUMMARY.json`` ``data.hash``-like fields), if any."""
     if not run_dir:
         return None
+    from alpha_evolve.files import FileFormatError, read_json
+
     try:
-        summary = orjson.loads((Path(run_dir) / "SUMMARY.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        summary = read_json(Path(run_dir) / "SUMMARY.json")
+    except FileFormatError:
         return None
     data = summary.get("data") if isinstance(summary, dict) else None
     if not isinstance(data, dict):

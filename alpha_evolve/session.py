@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
+from alpha_evolve.faults import InfrastructureError, as_infrastructure
 
 logger = logging.getLogger("alpha_evolve.session")
 
 SCHEMA_VERSION = 1
 DECISION_STATUSES = ("approved", "rejected", "stop")
+MAX_NOTES_CHARS = 4000
+"""Longest rationale recorded with a decision, whichever way it arrives (pending_action.json, ``approve --notes``,
+the dashboard): notes are read back into every later briefing, so an unbounded note bloats them all."""
 TERMINAL_STATUSES = ("session_complete", "stopped", "timed_out", "failed")
 
 PipelineRunner = Callable[..., Path]
@@ -301,6 +305,11 @@ class SelfEvolutionLoop:
     def run(self) -> SessionResult:
         self.backend.open()
         try:
+            from alpha_evolve.files import cleanup_stale_temp_files
+
+            removed = cleanup_stale_temp_files(self.backend.artifact_dir / "generated_configs")
+            if removed:
+                logger.info("removed %d temp files left in generated_configs/ by an interrupted write", removed)
             with self._signals():
                 return self._run_locked()
         finally:
@@ -327,7 +336,21 @@ class SelfEvolutionLoop:
                 signal.signal(s, h)
 
     def _run_locked(self) -> SessionResult:
+        try:
+            return self._run_steps()
+        except Exception as exc:  # also a fault met while recording a stop or a failure
+            fault = as_infrastructure(exc)
+            if fault is None:
+                raise
+            self._stop_for_fault(str(fault))
+            raise InfrastructureError(
+                f"session {self.backend.location} stopped: {fault}. Nothing was recorded for the interrupted "
+                "iteration; free space or fix permissions, then resume the session to run it again"
+            ) from None
+
+    def _run_steps(self) -> SessionResult:
         self.history = self.backend.load_history()
+        self._check_history()
         self.summary = self.backend.load_summary() or self._new_summary()
         self.summary["pid"] = os.getpid()
         self.summary["best"] = None
@@ -367,11 +390,37 @@ class SelfEvolutionLoop:
         except SessionInterrupted:
             return self._finish("stopped", interrupted=True)
         except Exception as exc:
+            if as_infrastructure(exc) is not None:
+                raise  # the machine's fault: see _run_locked
             reason = " ".join(str(exc).split()) or type(exc).__name__
             logger.debug("session failed", exc_info=True)
             self.summary["failure_reason"] = reason
             self._finish("failed")
             raise
+
+    def _check_history(self) -> None:
+        """Refuse to resume on a history record that fails its schema (what ``validate`` reports): the loop would
+        otherwise mis-number iterations or feed a wrong record to the sampler and the briefing."""
+        from alpha_evolve.files import schema_errors
+
+        for i, record in enumerate(self.history, 1):
+            problems = schema_errors("history_record", record) if isinstance(record, dict) else [
+                "expected a JSON object"]
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise SessionError(
+                    f"{self.backend.location}: history record {i}: {problems[0]}{more}; the session cannot resume "
+                    "until it is fixed (see: alpha-evolve validate)"
+                )
+
+    def _stop_for_fault(self, reason: str) -> None:
+        """Best effort: say in the summary why the session stopped. The loop state is left as it was, so a resume
+        re-runs the interrupted iteration (or re-posts its action); the disk may refuse this write too."""
+        with contextlib.suppress(Exception):
+            self.summary["status"] = "stopped"
+            self.summary["failure_reason"] = reason
+            self.summary["finished_at"] = utc_now()
+            self._save_summary()
 
     # ---- proposals and decisions
 
@@ -412,11 +461,21 @@ class SelfEvolutionLoop:
             iteration=iteration,
         )
         pdict = _proposal_dict(proposal)
+        # "status", "notes" and "proposal.candidate" come first and together: an approver (Claude Code's Edit
+        # tool) can then answer with ONE edit of one contiguous snippet; a second quick edit could race the
+        # loop's own rewrite of the file and lose the notes.
         action = {
             "schema_version": SCHEMA_VERSION,
             "action_id": f"it{iteration:03d}-a{attempt}-{secrets.token_hex(4)}",
-            "session_id": self.backend.session_id,
             "status": "awaiting_approval",
+            "notes": None,
+            "proposal": {
+                "candidate": dict(pdict.get("candidate") or {}),
+                "base": pdict.get("base"),
+                "base_updates": pdict.get("base_updates") or {},
+                "trial_number": pdict.get("trial_number"),
+            },
+            "session_id": self.backend.session_id,
             "iteration_completed": iteration - 1,
             "next_iteration": iteration,
             "attempt": attempt,
@@ -425,15 +484,8 @@ class SelfEvolutionLoop:
             "summary": str(briefing.get("summary", "")),
             "analysis": str(briefing.get("analysis", "")),
             "proposed_updates": pdict.get("updates") or {},
-            "proposal": {
-                "base": pdict.get("base"),
-                "candidate": dict(pdict.get("candidate") or {}),
-                "base_updates": pdict.get("base_updates") or {},
-                "trial_number": pdict.get("trial_number"),
-            },
             "best_so_far": self._best_brief(),
             "created_at": utc_now(),
-            "notes": None,
             "decision": None,
         }
         self.backend.append_briefing(
@@ -577,6 +629,9 @@ class SelfEvolutionLoop:
         except SessionInterrupted:
             raise
         except Exception as exc:  # a runner that raises is a failed iteration, not a failed session
+            fault = as_infrastructure(exc)
+            if fault is not None:  # ... unless the machine failed: then nothing is recorded (see _run_locked)
+                raise fault from None
             failure = f"pipeline raised {type(exc).__name__}: {' '.join(str(exc).split())}"
             logger.debug("pipeline runner raised", exc_info=True)
         finally:
@@ -645,6 +700,9 @@ class SelfEvolutionLoop:
         try:
             summary = read_json(run_dir / "SUMMARY.json")
         except FileFormatError as exc:
+            fault = as_infrastructure(exc)
+            if fault is not None:  # an I/O error reading the run's result is not the proposal's failure
+                raise fault from None
             return None, {}, str(exc)
         if not isinstance(summary, dict):
             return None, {}, f"{run_dir / 'SUMMARY.json'}: expected a JSON object"

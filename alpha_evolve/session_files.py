@@ -23,6 +23,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,15 +34,19 @@ from filelock import FileLock, Timeout
 
 from alpha_evolve.approval import FileWatch, Verdict, wait_for_answer
 from alpha_evolve.files import (
+    MAX_JSON_BYTES,
     FileFormatError,
     atomic_write_json,
     cleanup_stale_temp_files,
+    not_a_file_reason,
     read_json,
     read_jsonl,
+    read_regular_file,
     schema_errors,
 )
 from alpha_evolve.session import (
     DECISION_STATUSES,
+    MAX_NOTES_CHARS,
     CandidateCheck,
     Decision,
     SessionError,
@@ -205,7 +210,7 @@ class FileStateBackend:
         atomic_write_json(self.dir / SUMMARY, summary)
 
     def load_history(self) -> list[dict[str, Any]]:
-        return [r for r in read_jsonl(self.dir / HISTORY, repair=True) if isinstance(r, dict)]
+        return list(read_jsonl(self.dir / HISTORY, repair=True))  # the loop checks each record's schema
 
     def append_history(self, record: dict[str, Any]) -> None:
         from alpha_evolve.files import append_jsonl
@@ -246,7 +251,9 @@ class FileStateBackend:
                 f"{self.pending_path}: left as it is (it does not parse); fix it to answer {action['action_id']}"
             )
             return
-        atomic_write_json(self.pending_path, self._decorate(action))
+        if existing is _NOT_A_FILE:
+            self._report(f"{self.pending_path}: {not_a_file_reason(self.pending_path)}; replaced by the open action")
+        _write_pending(self.pending_path, self._decorate(action))
 
     def wait_for_decision(
         self,
@@ -285,6 +292,9 @@ class FileStateBackend:
                 },
             )
 
+        def restore() -> None:  # the file was deleted or replaced by a non-file: put the open question back
+            _write_pending(self.pending_path, self._decorate(action))
+
         outcome = wait_for_answer(
             self._watch,
             evaluate,
@@ -292,6 +302,7 @@ class FileStateBackend:
             poll_interval=self.poll_interval,
             timeout=timeout,
             should_stop=should_stop,
+            restore=restore,
         )
         if outcome.kind != "accepted":
             return WaitResult(outcome.kind)
@@ -322,7 +333,7 @@ class FileStateBackend:
             if decision.candidate:
                 record["proposal"] = {**record["proposal"], "candidate": decision.candidate}
         record["updated_at"] = utc_now()
-        atomic_write_json(self.pending_path, record)
+        _write_pending(self.pending_path, record)
         if decision is not None and decision.status in DECISION_STATUSES:
             atomic_write_json(
                 self.feedback_path,
@@ -352,15 +363,36 @@ class FileStateBackend:
 _UNREADABLE = object()
 
 
+_NOT_A_FILE = object()
+
+
 def _read_pending(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    """The parsed pending file; None when absent, ``_NOT_A_FILE`` for a directory, FIFO, device or broken link
+    (read without blocking), ``_UNREADABLE`` when it does not parse."""
+    reason = not_a_file_reason(path)
+    if reason == "does not exist":
         return None
+    if reason is not None:
+        return _NOT_A_FILE
+    try:
+        raw = read_regular_file(path, max_bytes=MAX_JSON_BYTES, what="pending action")
+    except FileFormatError:
+        return _UNREADABLE
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _UNREADABLE
+
+
+def _write_pending(path: Path, record: dict[str, Any]) -> None:
+    """Write the pending file even where something that is not a file took its place: a directory is moved aside
+    (whatever a person put in it is kept), a FIFO, device link or broken link is replaced by the rename."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            aside = path.with_name(f"{path.name}.directory-{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')}")
+            os.rename(path, aside)
+            logger.warning("%s was a directory; moved it to %s", path, aside.name)
+    atomic_write_json(path, record)
 
 
 def evaluate_pending(
@@ -394,7 +426,10 @@ def evaluate_pending(
         return Verdict.problem(f"status {status!r}: expected 'approved', 'rejected' or 'stop'{hint}")
     notes = data.get("notes")
     if notes is not None and not isinstance(notes, str):
-        return Verdict.problem(f"notes {notes!r}: expected a string")
+        return Verdict.problem(f"notes {str(notes)[:60]!r}: expected a string")
+    if notes is not None and len(notes) > MAX_NOTES_CHARS:
+        return Verdict.problem(f"notes: {len(notes):,} characters, more than the limit of {MAX_NOTES_CHARS:,}; "
+                               "shorten them")
     proposal = data.get("proposal")
     candidate = proposal.get("candidate") if isinstance(proposal, dict) else None
     if not isinstance(candidate, dict):
@@ -437,6 +472,8 @@ def write_decision(session_dir: str | Path, status: str, notes: str | None = Non
     current = data.get("status")
     if current != "awaiting_approval":
         raise SessionError(f"{path}: action {data['action_id']} is {current!r}, not awaiting approval")
+    if notes is not None and len(notes) > MAX_NOTES_CHARS:
+        raise SessionError(f"--notes: {len(notes):,} characters, more than the limit of {MAX_NOTES_CHARS:,}")
     data["status"] = status
     if notes is not None:
         data["notes"] = notes
@@ -457,13 +494,13 @@ def validate_session(session_dir: str | Path) -> tuple[list[tuple[str, int, int]
     problems: list[str] = []
     if not d.is_dir():
         return rows, [f"{d}: session directory not found"]
-    if not any((d / name).exists() for name in FILE_SCHEMAS):
+    if not any(os.path.lexists(d / name) for name in FILE_SCHEMAS):
         return rows, [f"{d}: not a session directory (none of {', '.join(FILE_SCHEMAS)} is there)"]
     for name, schema in FILE_SCHEMAS.items():
         path = d / name
         found: list[str] = []
         count = 0
-        if not path.exists():
+        if not os.path.lexists(path):  # a dangling or looping link is there, and read below reports what it is
             if name in (SUMMARY, HISTORY):
                 found.append(f"{name}: missing")
             rows.append((name, 0, len(found)))

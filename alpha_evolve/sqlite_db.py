@@ -14,23 +14,27 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Self
+
+from alpha_evolve.faults import infrastructure_problem, mark_infrastructure
 
 logger = logging.getLogger("alpha_evolve.sqlite_db")
 
 
 class SQLiteFile:
     """Base class; subclasses set ``KIND`` (the word in messages), ``ERROR``, ``SCHEMA_VERSION``, ``SCHEMA``
-    and ``TABLES`` (the tables a file of theirs may contain)."""
+    and ``TABLES`` (the tables a file of theirs may contain). ``MIGRATIONS[v]`` holds the statements that bring a
+    file of version ``v`` to ``v + 1``; a new file gets ``SCHEMA`` at once."""
 
     KIND: ClassVar[str] = "database"
     ERROR: ClassVar[type[Exception]] = RuntimeError
     SCHEMA_VERSION: ClassVar[int] = 1
     SCHEMA: ClassVar[Sequence[str]] = ()
     TABLES: ClassVar[frozenset[str]] = frozenset()
+    MIGRATIONS: ClassVar[Mapping[int, Sequence[str]]] = {}
 
     def __init__(
         self,
@@ -56,7 +60,10 @@ class SQLiteFile:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise self.ERROR(f"{self.KIND} {self.path}: cannot create its folder ({exc.strerror or exc})") from None
+                error = self.ERROR(f"{self.KIND} {self.path}: cannot create its folder ({exc.strerror or exc})")
+                if infrastructure_problem(exc) is not None:
+                    mark_infrastructure(error)
+                raise error from None
         try:
             self._open(check)
         except BaseException:
@@ -96,6 +103,8 @@ class SQLiteFile:
                 if result != ["ok"]:
                     raise self.ERROR(f"{self.KIND} {self.path} is corrupt: {result[0]}")
         except sqlite3.DatabaseError as exc:
+            if infrastructure_problem(exc) is not None:
+                raise self._fault(exc, "cannot be opened") from None
             problem = "is corrupt" if check else "cannot be opened"
             raise self.ERROR(f"{self.KIND} {self.path} {problem}: {' '.join(str(exc).split())}") from None
         if version > self.SCHEMA_VERSION:
@@ -117,13 +126,29 @@ class SQLiteFile:
                     raise self.ERROR(f"{self.KIND} {self.path} is damaged: tables {', '.join(sorted(missing))} "
                                      "are missing")
         except sqlite3.DatabaseError as exc:
-            raise self.ERROR(f"{self.KIND} {self.path} cannot be opened: {' '.join(str(exc).split())}") from None
+            raise self._fault(exc, "cannot be opened") from None
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another process may have created the schema meanwhile.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if 0 < version < self.SCHEMA_VERSION:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = self.TABLES - tables
+                if missing:
+                    raise self.ERROR(f"{self.KIND} {self.path} is damaged: tables {', '.join(sorted(missing))} "
+                                     "are missing")
+                for step in range(version, self.SCHEMA_VERSION):
+                    if step not in self.MIGRATIONS:
+                        raise self.ERROR(f"{self.KIND} {self.path} has schema version {version}, which this "
+                                         f"alpha-evolve cannot upgrade to {self.SCHEMA_VERSION}")
+                    for stmt in self.MIGRATIONS[step]:
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+                logger.info("%s %s upgraded from schema version %d to %d", self.KIND, self.path, version,
+                            self.SCHEMA_VERSION)
+            elif version == 0:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 foreign = tables - self.TABLES
                 if foreign:
@@ -135,7 +160,7 @@ class SQLiteFile:
                     conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         conn.execute("COMMIT")
 
@@ -144,6 +169,22 @@ class SQLiteFile:
     def _on_write(self, conn: sqlite3.Connection) -> None:
         """Hook run inside every write transaction just before it commits (e.g. bump a revision counter)."""
 
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Undo an open transaction. SQLite rolls back by itself after SQLITE_FULL or an I/O error, and an
+        unconditional ROLLBACK would then replace the real error with "cannot rollback - no transaction is
+        active"; a failing rollback must not hide the real error either."""
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _fault(self, exc: BaseException, what: str) -> Exception:
+        """A one-line error for a failed write, tagged as the machine's fault when it is (full, read-only, I/O)."""
+        error = self.ERROR(f"{self.KIND} {self.path} {what}: {' '.join(str(exc).split())}")
+        if infrastructure_problem(exc) is not None:
+            mark_infrastructure(error)
+        return error
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken up front, so no deadlock on upgrade."""
@@ -151,18 +192,23 @@ class SQLiteFile:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise self.ERROR(f"{self.KIND} {self.path} cannot start a write: {exc}") from None
+            raise self._fault(exc, "cannot start a write") from None
         try:
             yield conn
             self._on_write(conn)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            if infrastructure_problem(exc) is not None:
+                raise self._fault(exc, "cannot be written") from None
+            raise
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            raise self.ERROR(f"{self.KIND} {self.path} commit failed: {exc}") from None
+            self._rollback(conn)
+            raise self._fault(exc, "commit failed") from None
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -6,6 +6,12 @@ iteration or none of it. Pruned programs are only *marked* inactive: they are th
 
 Connections are per thread (and per process, so a forked child never reuses its parent's handle); sqlite3
 connections must not be shared across threads mid-transaction.
+
+Duplicates (``program_keys``): every evaluated program carries a ``code_key`` and, when it produced figures, a
+``behavior_key``. A program whose code or behaviour repeats an earlier one of its experiment is stored with
+``duplicate_of`` (the first program that did so) and ``duplicate_kind`` ("code": its result was reused, no
+backtest; "behavior": it was backtested and traded exactly alike) and is born ``pruned``: it is the record of
+what was tried, never a parent, never in the novelty reference, never a top program, never a separate trial.
 """
 
 from __future__ import annotations
@@ -28,15 +34,19 @@ from alpha_evolve.sqlite_db import SQLiteFile
 
 log = logging.getLogger("alpha_evolve.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FAILURE_KINDS: frozenset[str] = frozenset(
-    {"syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete"}
+    {"syntax", "policy", "import", "runtime", "timeout", "memory", "crash", "data", "incomplete", "tampered",
+     "lookahead"}
 )
 PROGRAM_STATUSES: frozenset[str] = frozenset({"ok", "screened"}) | FAILURE_KINDS
 STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
 EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
 SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
+DUPLICATE_KINDS: frozenset[str] = frozenset({"code", "behavior"})
+# Failures that say more about the worker than about the program: never reused from the code-key cache.
+TRANSIENT_FAILURES: frozenset[str] = frozenset({"crash", "timeout", "memory"})
 
 # Contract metric name -> indexed column. The JSON keeps everything; columns exist so that ordering and
 # filtering happen in SQL on an index.
@@ -62,6 +72,25 @@ _ELIGIBLE = "status = 'ok' AND pruned = 0"
 # every table row (~40 ms at 10,000 programs instead of microseconds).
 _BY_FITNESS = "programs INDEXED BY ix_programs_eligible_fitness"
 _BY_ID = "programs INDEXED BY ix_programs_eligible_id"
+
+_TRIALS_TABLE = """CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    program_id INTEGER,
+    program_hash TEXT NOT NULL,
+    code_key TEXT NOT NULL,
+    period TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'candidate',
+    status TEXT NOT NULL,
+    sharpe REAL,
+    sharpe_per_period REAL,
+    n_obs INTEGER NOT NULL DEFAULT 0,
+    trades REAL,
+    behavior_key TEXT,
+    via TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+)"""
+_TRIALS_INDEX = "CREATE INDEX IF NOT EXISTS ix_trials_period ON trials(experiment, period)"
 
 _SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS experiments (
@@ -105,7 +134,11 @@ _SCHEMA: tuple[str, ...] = (
         created_at TEXT NOT NULL,
         is_seed INTEGER NOT NULL DEFAULT 0,
         archived INTEGER NOT NULL DEFAULT 0,
-        pruned INTEGER NOT NULL DEFAULT 0
+        pruned INTEGER NOT NULL DEFAULT 0,
+        code_key TEXT,
+        behavior_key TEXT,
+        duplicate_of INTEGER REFERENCES programs(id),
+        duplicate_kind TEXT
     )""",
     # An iteration is recorded once, ever: the backbone of exact resume.
     """CREATE UNIQUE INDEX IF NOT EXISTS ux_programs_iteration ON programs(experiment, iteration)
@@ -132,20 +165,60 @@ _SCHEMA: tuple[str, ...] = (
         WHEN OLD.status = 'ok' AND OLD.pruned = 0
         BEGIN UPDATE experiments SET eligible_count = eligible_count - 1 WHERE name = OLD.experiment; END""",
     "CREATE INDEX IF NOT EXISTS ix_programs_status ON programs(experiment, status, pruned)",
+    *(f"CREATE INDEX IF NOT EXISTS ix_programs_{col} ON programs(experiment, {col}, id)"
+      for col in ("code_key", "behavior_key")),
     *(
         f"CREATE INDEX IF NOT EXISTS ix_programs_{col} ON programs(experiment, {col}) WHERE status = 'ok'"
         for col in ("fitness", "sharpe", "calmar", "max_dd", "cagr", "trades")
     ),
 )
 
+# Every mutation attempt, failed ones included (the programs table keeps one row per iteration: its last attempt).
+# Created on first use too, so stores made before it existed gain it without a migration.
+_ATTEMPTS_TABLE = """CREATE TABLE IF NOT EXISTS mutation_attempts (
+        id INTEGER PRIMARY KEY,
+        experiment TEXT NOT NULL,
+        iteration INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        mutator TEXT,
+        model TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        blocks TEXT NOT NULL DEFAULT '{}',
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        elapsed_s REAL,
+        created_at TEXT NOT NULL
+    )"""
+_ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "experiment", "iteration", "attempt", "request_id", "mutator", "model", "status", "error", "blocks",
+    "input_tokens", "output_tokens", "cost_usd", "elapsed_s", "created_at",
+)  # fmt: skip
+
+# Upgrades of files written by earlier versions (see SQLiteFile.MIGRATIONS).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE programs ADD COLUMN code_key TEXT",
+        "ALTER TABLE programs ADD COLUMN behavior_key TEXT",
+        "ALTER TABLE programs ADD COLUMN duplicate_of INTEGER REFERENCES programs(id)",
+        "ALTER TABLE programs ADD COLUMN duplicate_kind TEXT",
+        *(f"CREATE INDEX IF NOT EXISTS ix_programs_{col} ON programs(experiment, {col}, id)"
+          for col in ("code_key", "behavior_key")),
+    ),
+}
+
 _PROGRAM_INSERT_COLUMNS: tuple[str, ...] = (
     "experiment", "parent_id", "generation", "iteration", "code", "blocks", "metrics", "behavior", "fitness",
     *METRIC_COLUMNS.values(),
     "status", "failure_kind", "failure_message", "stage", "mutator", "model", "input_tokens", "output_tokens",
     "cost_usd", "elapsed_s", "created_at", "is_seed", "archived", "pruned",
+    "code_key", "behavior_key", "duplicate_of", "duplicate_kind",
 )  # fmt: skip
 _CREATED_AT_INDEX = _PROGRAM_INSERT_COLUMNS.index("created_at")
 _FAILURE_KIND_INDEX = _PROGRAM_INSERT_COLUMNS.index("failure_kind")
+_PRUNED_INDEX = _PROGRAM_INSERT_COLUMNS.index("pruned")
 _INSERT_SQL = (
     f"INSERT INTO programs ({', '.join(_PROGRAM_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _PROGRAM_INSERT_COLUMNS)})"
@@ -222,10 +295,18 @@ class Program:
     archived: bool = False
     pruned: bool = False
     created_at: str | None = None
+    code_key: str | None = None
+    behavior_key: str | None = None
+    duplicate_of: int | None = None
+    duplicate_kind: str | None = None  # "code" (result reused, no backtest) | "behavior" (traded alike)
 
     @property
     def is_eligible_parent(self) -> bool:
-        return self.status == "ok" and not self.pruned
+        return self.status == "ok" and not self.pruned and self.duplicate_of is None
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.duplicate_of is not None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (orjson writes non-finite floats as null)."""
@@ -250,6 +331,10 @@ class Program:
             raise ValueError(f"program stage {self.stage!r} is invalid: expected static, screen or full")
         if self.iteration is not None and self.iteration < 0:
             raise ValueError(f"program iteration must be >= 0, got {self.iteration}")
+        if (self.duplicate_of is None) != (self.duplicate_kind is None):
+            raise ValueError("program duplicate_of and duplicate_kind must be given together")
+        if self.duplicate_kind is not None and self.duplicate_kind not in DUPLICATE_KINDS:
+            raise ValueError(f"program duplicate_kind {self.duplicate_kind!r} is invalid: expected code or behavior")
 
 
 @dataclass
@@ -286,7 +371,8 @@ def _program_row(p: Program) -> tuple[Any, ...]:
         _finite_or_none(p.fitness), *metric_values,
         p.status, failure_kind, p.failure_message, p.stage, p.mutator, p.model,
         int(p.input_tokens), int(p.output_tokens), float(p.cost_usd), p.elapsed_s,
-        p.created_at or _now(), int(p.is_seed), int(p.archived), int(p.pruned),
+        p.created_at or _now(), int(p.is_seed), int(p.archived), int(p.pruned or p.duplicate_of is not None),
+        p.code_key, p.behavior_key, p.duplicate_of, p.duplicate_kind,
     )  # fmt: skip
 
 
@@ -316,6 +402,10 @@ def _program_from_row(row: sqlite3.Row) -> Program:
         is_seed=bool(row["is_seed"]),
         archived=bool(row["archived"]),
         pruned=bool(row["pruned"]),
+        code_key=row["code_key"],
+        behavior_key=row["behavior_key"],
+        duplicate_of=row["duplicate_of"],
+        duplicate_kind=row["duplicate_kind"],
     )
 
 
@@ -342,6 +432,7 @@ class ProgramStore(SQLiteFile):
     SCHEMA_VERSION = SCHEMA_VERSION
     SCHEMA = _SCHEMA
     TABLES = frozenset({"experiments", "programs"})
+    MIGRATIONS = _MIGRATIONS
 
     def __init__(
         self,
@@ -495,18 +586,28 @@ class ProgramStore(SQLiteFile):
         program.id = pid
         program.created_at = row[_CREATED_AT_INDEX]
         program.failure_kind = row[_FAILURE_KIND_INDEX]
+        program.pruned = bool(row[_PRUNED_INDEX])
         return pid
 
-    def record_iteration(self, program: Program, experiment_update: Mapping[str, Any] | None = None) -> int:
+    def record_iteration(self, program: Program, experiment_update: Mapping[str, Any] | None = None,
+                         discarded: Sequence[Program] = ()) -> int:
         """Insert an iteration's program and bump the experiment's completed counter atomically.
 
         Either both happen or neither, so after a crash `completed_iterations` always equals the number of
-        recorded iterations. `experiment_update` may set status, stop_reason, target_iterations.
+        recorded iterations. `experiment_update` may set status, stop_reason, target_iterations. `discarded`
+        are earlier attempts of the same iteration that were backtested but set aside (behaviour duplicates the
+        mutator was asked to redo): stored first, in the same transaction, without an iteration number, so every
+        backtest stays on record.
         """
         if program.is_seed or program.iteration is None:
             raise ValueError("record_iteration needs a non-seed program with an iteration number")
+        if any(p.iteration is not None or p.is_seed for p in discarded):
+            raise ValueError("discarded attempts carry no iteration number")
+        rows = [_program_row(p) for p in discarded]
         row = _program_row(program)
         with self._write() as conn:
+            for attempt, attempt_row in zip(discarded, rows, strict=True):
+                self._insert_row(conn, attempt, attempt_row)
             pid = self._insert_row(conn, program, row)
             self._update_experiment(conn, program.experiment, dict(experiment_update or {}), bump_completed=True)
         return pid
@@ -549,6 +650,7 @@ class ProgramStore(SQLiteFile):
         failure_message: str | None = None,
         behavior: Mapping[str, Any] | None = None,
         elapsed_s: float | None = None,
+        behavior_key: str | None = None,
     ) -> Program:
         """Replace a program's evaluation (e.g. a screened candidate that got its full backtest)."""
         current = self.get(program_id)
@@ -564,6 +666,7 @@ class ProgramStore(SQLiteFile):
             failure_message=failure_message,
             behavior=dict(behavior) if behavior is not None else current.behavior,
             elapsed_s=elapsed_s if elapsed_s is not None else current.elapsed_s,
+            behavior_key=behavior_key if behavior_key is not None else current.behavior_key,
         )
         row = dict(zip(_PROGRAM_INSERT_COLUMNS, _program_row(updated), strict=True))
         cols = [
@@ -576,6 +679,7 @@ class ProgramStore(SQLiteFile):
             "failure_message",
             "stage",
             "elapsed_s",
+            "behavior_key",
         ]
         with self._write() as conn:
             conn.execute(
@@ -588,11 +692,12 @@ class ProgramStore(SQLiteFile):
     def top_k(self, experiment: str, k: int, metric: str = "fitness", *, active_only: bool = False) -> list[Program]:
         """Best `ok` programs by `metric` (column or contract name; MaxDD/AnnVol ascending).
 
-        Pruned programs are included unless `active_only`: the best ever found stays reportable.
+        Pruned programs are included unless `active_only`: the best ever found stays reportable. Duplicates
+        never are: the first program that behaved so stands for them.
         """
         col = _metric_column(metric)
         direction = "ASC" if col in LOWER_IS_BETTER else "DESC"
-        where = _ELIGIBLE if active_only else "status = 'ok'"
+        where = (_ELIGIBLE if active_only else "status = 'ok'") + " AND duplicate_of IS NULL"
         rows = (
             self._conn()
             .execute(
@@ -603,6 +708,57 @@ class ProgramStore(SQLiteFile):
             .fetchall()
         )
         return [_program_from_row(r) for r in rows]
+
+    def find_by_code_key(self, experiment: str, key: str, *, max_id: int | None = None) -> Program | None:
+        """The first evaluated program of ``experiment`` with this code key whose result may be reused.
+
+        Results of transient failures (crash, timeout, memory: the worker's fault, not the program's) and rows
+        that never reached the evaluator are not reusable. ``max_id`` limits the search to programs stored up to
+        that id (the store as an iteration saw it when it started, so concurrency cannot change its course).
+        """
+        marks = ",".join("?" * len(TRANSIENT_FAILURES))
+        row = (
+            self._conn()
+            .execute(
+                "SELECT * FROM programs WHERE experiment = ? AND code_key = ? AND stage IS NOT NULL"
+                f" AND status NOT IN ({marks}) AND id <= ? ORDER BY id LIMIT 1",
+                (experiment, key, *sorted(TRANSIENT_FAILURES), _id_bound(max_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else _program_from_row(row)
+
+    def find_by_behavior_key(self, experiment: str, key: str, *, max_id: int | None = None) -> Program | None:
+        """The first program of ``experiment`` that behaved exactly so (same stage, metrics and equity)."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT * FROM programs WHERE experiment = ? AND behavior_key = ? AND id <= ? ORDER BY id LIMIT 1",
+                (experiment, key, _id_bound(max_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else _program_from_row(row)
+
+    def max_program_id(self, experiment: str) -> int:
+        """The largest program id of ``experiment`` (0 if none): a horizon for ``find_by_*_key``."""
+        row = self._conn().execute("SELECT MAX(id) FROM programs WHERE experiment = ?", (experiment,)).fetchone()
+        return 0 if row[0] is None else int(row[0])
+
+    def duplicate_counts(self, experiment: str) -> dict[str, int]:
+        """{"code": cache hits (no backtest), "behavior": backtests that repeated an earlier behaviour}."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT duplicate_kind, COUNT(*) FROM programs WHERE experiment = ? AND duplicate_kind IS NOT NULL"
+                " GROUP BY duplicate_kind",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        counts = dict.fromkeys(sorted(DUPLICATE_KINDS), 0)
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts
 
     def lineage(self, program_id: int) -> list[Program]:
         """The program, its parent, … up to the root (seed), via a recursive CTE."""
@@ -655,6 +811,37 @@ class ProgramStore(SQLiteFile):
             .fetchall()
         )
         return [int(r[0]) for r in rows]
+
+    def record_attempt(self, **fields: Any) -> int:
+        """Store one mutation attempt (``_ATTEMPT_COLUMNS``; ``status`` is ``ok`` or the failure kind)."""
+        values = dict(fields)
+        values["blocks"] = orjson.dumps(values.get("blocks") or {}).decode()
+        values.setdefault("created_at", _now())
+        unknown = set(values) - set(_ATTEMPT_COLUMNS)
+        if unknown:
+            raise ValueError(f"record_attempt: unknown fields {', '.join(sorted(unknown))}")
+        cols = [c for c in _ATTEMPT_COLUMNS if c in values]
+        with self._write() as conn:
+            conn.execute(_ATTEMPTS_TABLE)
+            cur = conn.execute(
+                f"INSERT INTO mutation_attempts ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                [values[c] for c in cols],
+            )
+        return int(cur.lastrowid or 0)
+
+    def attempts(self, experiment: str, iteration: int | None = None) -> list[dict[str, Any]]:
+        """Mutation attempts of an experiment (or one iteration), oldest first; failed attempts included."""
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mutation_attempts'").fetchone()\
+                is None:
+            return []
+        sql = "SELECT * FROM mutation_attempts WHERE experiment = ?"
+        params: list[Any] = [experiment]
+        if iteration is not None:
+            sql += " AND iteration = ?"
+            params.append(iteration)
+        rows = conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [{**dict(r), "blocks": orjson.loads(r["blocks"])} for r in rows]
 
     def max_iteration(self, experiment: str) -> int | None:
         row = (
@@ -788,6 +975,86 @@ class ProgramStore(SQLiteFile):
         from alpha_evolve.selection import sample_parent  # selection builds on this module
 
         return sample_parent(self, experiment, mode, rng, novelty_boost_w=novelty_boost_w)
+
+    # ----------------------------------------------------------------------------- trial ledger
+    # Every evaluation that could have influenced a choice (train, a fold, validation, holdout), with the
+    # program's hash and its Sharpe: the deflated Sharpe counts these. The table is created on first use so
+    # that stores written before it existed still open (and gain a ledger when a holdout look is recorded).
+
+    def _ensure_trials(self, conn: sqlite3.Connection) -> None:
+        if getattr(self, "_trials_ready", False):
+            return
+        conn.execute(_TRIALS_TABLE)
+        conn.execute(_TRIALS_INDEX)
+        self._trials_ready = True
+
+    def record_trials(self, experiment: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append ledger rows (keys of ``TRIAL_FIELDS``); returns how many were written, in one transaction."""
+        now = _now()
+        values = [
+            (
+                experiment,
+                r.get("program_id"),
+                str(r["program_hash"]),
+                str(r.get("code_key") or r["program_hash"]),
+                str(r["period"]),
+                str(r.get("role") or "candidate"),
+                str(r.get("status") or "ok"),
+                _finite_or_none(r.get("sharpe")),
+                _finite_or_none(r.get("sharpe_per_period")),
+                int(r.get("n_obs") or 0),
+                _finite_or_none(r.get("trades")),
+                r.get("behavior_key"),
+                str(r.get("via") or ""),
+                str(r.get("created_at") or now),
+            )
+            for r in rows
+        ]
+        if not values:
+            return 0
+        with self._write() as conn:
+            self._ensure_trials(conn)
+            conn.executemany(
+                "INSERT INTO trials (experiment, program_id, program_hash, code_key, period, role, status, sharpe,"
+                " sharpe_per_period, n_obs, trades, behavior_key, via, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return len(values)
+
+    def trials(self, experiment: str | None = None, period: str | None = None) -> list[dict[str, Any]]:
+        """Ledger rows in the order they were written (optionally one experiment and/or one period)."""
+        with self._write() as conn:  # creating the table on first read needs the write lock
+            self._ensure_trials(conn)
+        sql, params = "SELECT * FROM trials WHERE 1 = 1", []
+        if experiment is not None:
+            sql += " AND experiment = ?"
+            params.append(experiment)
+        if period is not None:
+            sql += " AND period = ?"
+            params.append(period)
+        rows = self._conn().execute(sql + " ORDER BY id", params).fetchall()
+        return [dict(r) for r in rows]
+
+    def trial_counts(self, experiment: str) -> dict[str, int]:
+        """Ledger rows per period, e.g. ``{"train": 51, "validation": 6, "holdout": 1}``."""
+        with self._write() as conn:
+            self._ensure_trials(conn)
+        rows = self._conn().execute(
+            "SELECT period, COUNT(*) FROM trials WHERE experiment = ? GROUP BY period ORDER BY period", (experiment,)
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def evaluated_programs(self, experiment: str) -> list[Program]:
+        """Every program that reached a backtest (ok or screened out), oldest first: the train trials."""
+        rows = self._conn().execute(
+            "SELECT * FROM programs WHERE experiment = ? AND status IN ('ok', 'screened') ORDER BY id", (experiment,)
+        ).fetchall()
+        return [_program_from_row(r) for r in rows]
+
+
+def _id_bound(max_id: int | None) -> int:
+    return (1 << 62) if max_id is None else int(max_id)
 
 
 def _check_experiment_status(status: str) -> None:

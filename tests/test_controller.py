@@ -123,9 +123,13 @@ async def test_ten_iterations_record_exactly_ten_plus_seed(store: ProgramStore, 
     assert result.stop_reason == "iterations"
     assert iterations(store, "ten") == list(range(1, 11))
     assert seeds(store, "ten") == 1
-    assert store.count("ten") == 11
-    assert result.iterations_completed == 10 and result.total_mutations == 10
-    assert result.total_evaluations == result.successful_mutations + 1
+    # Attempts that traded exactly like an earlier program were sent back to the mutator; they stay on record
+    # without an iteration number, as behaviour duplicates.
+    discarded = [p for p in _all(store, "ten") if p.iteration is None]
+    assert all(p.duplicate_kind == "behavior" and p.pruned for p in discarded)
+    assert store.count("ten") == 11 + len(discarded)
+    assert result.iterations_completed == 10 and result.total_mutations == 10 + len(discarded)
+    assert result.total_evaluations == result.successful_mutations + 1 - result.cache_hits
     assert result.best_strategy is not None and result.best_fitness == result.best_strategy.fitness
     seed = store.seed("ten")
     assert seed is not None and seed.iteration == 0 and seed.is_seed
@@ -220,23 +224,35 @@ async def test_budget_stop(store: ProgramStore, evaluator: Any) -> None:
     ctl = make(store, evaluator, PricedMutator(tokens=100, usd=0.01), max_concurrent=1, budget_tokens=350)
     result = await ctl.run("momentum", "bud", 50)
     assert result.stop_reason == "budget"
-    assert iterations(store, "bud") == [1, 2, 3, 4]  # 400 tokens >= 350 after the fourth
+    # 400 tokens >= 350 after the fourth mutation call; a retry after a behaviour duplicate is a call too.
     assert sum(p.input_tokens for p in _all(store, "bud")) == 400
+    done = iterations(store, "bud")
+    assert done == list(range(1, len(done) + 1)) and len(done) + _discarded(store, "bud") == 4
     store2_result = await make(store, evaluator, PricedMutator(tokens=0, usd=0.3), max_concurrent=1,
                                budget_usd=1.0).run("momentum", "usd", 50)
-    assert store2_result.stop_reason == "budget" and store2_result.iterations_completed == 4
+    assert store2_result.stop_reason == "budget"
+    # The budget is checked after each recorded iteration (its retries included): the run stopped at the first
+    # iteration that took the spend to $1.
+    spent, at_iteration = 0.0, []
+    for p in _all(store, "usd"):
+        spent += p.cost_usd
+        if p.iteration:
+            at_iteration.append(spent)
+    assert at_iteration[-1] >= 1.0 > at_iteration[-2]
+    assert iterations(store, "usd") == list(range(1, store2_result.iterations_completed + 1))
     # Resuming a budget-stopped experiment spends nothing more: the budget covers the whole experiment.
     again = await make(store, evaluator, PricedMutator(tokens=100, usd=0.01), max_concurrent=2,
                        budget_tokens=350).resume("bud")
     assert again.stop_reason == "budget" and again.iterations_run == 0
-    assert iterations(store, "bud") == [1, 2, 3, 4]
+    assert iterations(store, "bud") == done
 
 
 async def test_failures_recorded_never_parents(store: ProgramStore, evaluator: Any) -> None:
     script = {2: "syntax", 3: "runtime", 4: "flat", 6: "runtime", 7: "flat"}
     mutator = ScriptedMutator(script)
     result = await make(store, evaluator, mutator, max_concurrent=1, max_retries=3).run("momentum", "fail", 12)
-    rows = {p.iteration: p for p in _all(store, "fail") if not p.is_seed}
+    every = [p for p in _all(store, "fail") if not p.is_seed]
+    rows = {p.iteration: p for p in every if p.iteration is not None}
     assert sorted(rows) == list(range(1, 13))
     assert rows[2].status == "syntax" and rows[2].stage is None and rows[2].fitness is None
     assert rows[3].status == "runtime" and rows[3].fitness is None and "division" in (rows[3].failure_message or "")
@@ -247,8 +263,18 @@ async def test_failures_recorded_never_parents(store: ProgramStore, evaluator: A
     assert attempts[0].previous_error is None and all(c.previous_error for c in attempts[1:])
     failed_ids = {p.id for p in rows.values() if p.status != "ok"}
     assert all(p.parent_id not in failed_ids for p in rows.values())
-    assert result.total_mutations == 12 and result.successful_mutations == 11
-    assert result.successful_evaluations == 1 + sum(p.status == "ok" for p in rows.values())
+    # Iterations 6 and 7 repeat the code of 3 and 4 whatever they are told: on the last attempt the stored result
+    # is reused (a cache hit, no backtest), linked to the first program.
+    for again, first in ((6, 3), (7, 4)):
+        assert [c.previous_error is not None and "did nothing new" in c.previous_error
+                for c in mutator.calls if c.iteration == again] == [False, True, True]
+        assert rows[again].duplicate_kind == "code" and rows[again].duplicate_of == rows[first].id
+        assert (rows[again].status, rows[again].metrics) == (rows[first].status, rows[first].metrics)
+    discarded = len(every) - 12
+    assert result.cache_hits == 2
+    assert result.total_mutations == 12 + discarded and result.successful_mutations == 11 + discarded
+    assert result.total_evaluations == 1 + 11 + discarded - 2
+    assert result.successful_evaluations == 1 + sum(p.status == "ok" and p.duplicate_kind != "code" for p in every)
 
 
 async def test_stop_then_resume_completes_exactly(store: ProgramStore, evaluator: Any) -> None:
@@ -321,10 +347,10 @@ async def test_invalid_seed_and_missing_blocks(tmp_path: Path, store: ProgramSto
 class BrokenStore(ProgramStore):
     """A store whose disk 'fails' on the third iteration write (stands in for corruption mid-run)."""
 
-    def record_iteration(self, program: Any, experiment_update: Any = None) -> int:
+    def record_iteration(self, program: Any, experiment_update: Any = None, discarded: Any = ()) -> int:
         if (program.iteration or 0) >= 3:
             raise StoreError(f"store {self.path} is corrupt: database disk image is malformed")
-        return super().record_iteration(program, experiment_update)
+        return super().record_iteration(program, experiment_update, discarded)
 
 
 async def test_store_failure_marks_failed(tmp_path: Path, evaluator: Any) -> None:
@@ -343,9 +369,13 @@ def test_get_progress(store: ProgramStore, evaluator: Any) -> None:
     asyncio.run(ctl.run("momentum", "prog", 2))
     progress = ctl.get_progress()
     assert progress.experiment == "prog" and progress.iterations_completed == 2
-    assert progress.total_mutations == 2 and progress.best_fitness is not None
+    assert progress.total_mutations == 2 + _discarded(store, "prog") and progress.best_fitness is not None
     with pytest.raises(ValueError):
         ctl.get_progress("missing")
+
+
+def _discarded(store: ProgramStore, experiment: str) -> int:
+    return sum(1 for p in _all(store, experiment) if p.iteration is None and not p.is_seed)
 
 
 def _all(store: ProgramStore, experiment: str) -> list[Any]:

@@ -118,7 +118,8 @@ async def test_agent_answer_becomes_a_valid_candidate_promptly(tmp_path, write):
     # consumed files are archived, nothing left pending
     root = tmp_path / "mutations"
     assert not list((root / "requests").iterdir()) and not list((root / "responses").glob("*.json"))
-    assert (root / "done" / "req-1.request.json").exists() and (root / "done" / "req-1.response.json").exists()
+    assert (root / "done" / "req-1-a1.request.json").exists() and (root / "done" / "req-1-a1.response.json").exists()
+    assert resp.request_id == "req-1-a1" and Path(doc["response_path"]).is_absolute()
 
 
 async def test_polling_fallback_without_observer(tmp_path):
@@ -135,35 +136,61 @@ async def test_timeout_then_late_answer_is_ignored_and_reported(tmp_path, caplog
     assert time.monotonic() - t0 < 3
     assert resp.failure_kind == "timeout" and "0.3s" in str(resp.error)
     root = tmp_path / "mutations"
-    assert not (root / "requests" / "slowpoke.json").exists()
-    assert (root / "expired" / "slowpoke.json").exists()
+    assert not (root / "requests" / "slowpoke-a1.json").exists()
+    assert (root / "expired" / "slowpoke-a1.json").exists()
     # the agent answers after all: the next call sets it aside and reports it
-    (root / "responses" / "slowpoke.json").write_text(json.dumps(good_answer({"request_id": "slowpoke"})))
+    (root / "responses" / "slowpoke-a1.json").write_text(json.dumps(good_answer({"request_id": "slowpoke-a1"})))
     with FakeAgent(tmp_path, good_answer):
         nxt = await m.mutate(_request("req-2"))
     assert nxt.ok
-    assert m.late_answers == ["slowpoke"]
-    assert (root / "late" / "slowpoke.json").exists()
+    assert m.late_answers == ["slowpoke-a1"]
+    assert (root / "late" / "slowpoke-a1.json").exists()
     assert "late answer" in caplog.text
 
 
-async def test_retry_after_timeout_keeps_its_answer_when_a_sibling_sweeps(tmp_path):
-    """Attempt 2 reuses the id of the timed-out attempt 1; a concurrent mutation's sweep must not steal its answer."""
+async def test_each_attempt_has_its_own_files_and_a_late_answer_never_answers_the_retry(tmp_path):
+    """Attempt 2 gets a new id: attempt 1's expired request and late answer stay apart from it."""
     import asyncio
 
     m = AgentMutator(tmp_path, timeout=0.2, use_observer=False, poll_interval=0.05)
-    assert (await m.mutate(_request("it-7"))).failure_kind == "timeout"
-    m.timeout = 3.0
+    first = await m.mutate(_request("it-7"))
+    assert first.failure_kind == "timeout" and first.request_id == "it-7-a1"
+    root = tmp_path / "mutations"
+    m.timeout = 5.0
     retry = asyncio.create_task(m.mutate(_request("it-7").with_error("timed out", 2)))
-    request_file = tmp_path / "mutations" / "requests" / "it-7.json"
+    request_file = root / "requests" / "it-7-a2.json"
     while not request_file.exists():
         await asyncio.sleep(0.01)
-    # The agent answers and, before the waiter polls again, a sibling mutation starts (its first step: sweep).
-    (tmp_path / "mutations" / "responses" / "it-7.json").write_text(json.dumps(good_answer({"request_id": "it-7"})))
-    assert m.sweep_late() == []
+    doc = json.loads(request_file.read_text())
+    assert doc["request_id"] == "it-7-a2" and doc["attempt"] == 2 and doc["previous_error"] == "timed out"
+    # attempt 1's answer arrives late: set aside, never taken for attempt 2
+    (root / "responses" / "it-7-a1.json").write_text(json.dumps(good_answer({"request_id": "it-7-a1"})))
+    assert m.sweep_late() == ["it-7-a1"]
+    (root / "responses" / "it-7-a2.json").write_text(json.dumps(good_answer(doc)))
     resp = await retry
-    assert resp.ok, resp.error
-    assert m.late_answers == []
+    assert resp.ok and resp.request_id == "it-7-a2", resp.error
+    assert (root / "expired" / "it-7-a1.json").exists() and (root / "done" / "it-7-a2.request.json").exists()
+    # a resumed run re-making attempt 1 does not reuse a name already on disk
+    assert m.attempt_id(_request("it-7")) == "it-7-a1-r1"
+
+
+async def test_a_cancelled_wait_withdraws_its_request_and_a_dead_process_leftover_is_expired(tmp_path):
+    import asyncio
+
+    m = AgentMutator(tmp_path, timeout=60, use_observer=False, poll_interval=0.05)
+    task = asyncio.create_task(m.mutate(_request("stop-me")))
+    root = tmp_path / "mutations"
+    while not (root / "requests" / "stop-me-a1.json").exists():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not list((root / "requests").iterdir())
+    assert (root / "expired" / "stop-me-a1.json").exists()
+    # a request left behind by a killed process is expired when the run directory is opened again
+    (root / "requests" / "orphan-a1.json").write_text("{}")
+    AgentMutator(tmp_path, timeout=5)
+    assert not (root / "requests" / "orphan-a1.json").exists() and (root / "expired" / "orphan-a1.json").exists()
 
 
 async def test_invalid_code_in_answer_fails_with_validation_error(tmp_path):
@@ -179,7 +206,7 @@ async def test_invalid_code_in_answer_fails_with_validation_error(tmp_path):
 async def test_malformed_and_error_answers(tmp_path):
     with FakeAgent(tmp_path, lambda d: {"request_id": d["request_id"], "blocks": {"decision_logic": 5}}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("a"))
-    assert resp.failure_kind == "response" and "a.json: $.blocks.decision_logic" in str(resp.error)
+    assert resp.failure_kind == "response" and "a-a1.json: $.blocks.decision_logic" in str(resp.error)
 
     with FakeAgent(tmp_path, lambda d: {"request_id": d["request_id"]}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("b"))
@@ -191,7 +218,7 @@ async def test_malformed_and_error_answers(tmp_path):
 
     with FakeAgent(tmp_path, lambda d: {"request_id": "other", "blocks": {"decision_logic": NEW_LOGIC}}):
         resp = await AgentMutator(tmp_path, timeout=20).mutate(_request("d"))
-    assert resp.failure_kind == "response" and "expected 'd'" in str(resp.error)
+    assert resp.failure_kind == "response" and "expected 'd-a1'" in str(resp.error)
 
 
 async def test_malformed_json_answer_fails_once_it_stops_changing_not_at_the_timeout(tmp_path):
@@ -204,8 +231,8 @@ async def test_malformed_json_answer_fails_once_it_stops_changing_not_at_the_tim
         resp = await m.mutate(_request("mangled"))
     assert not agent.errors
     assert time.monotonic() - t0 < 10
-    assert resp.failure_kind == "response" and "mangled.json: not valid JSON" in str(resp.error)
-    assert (tmp_path / "mutations" / "done" / "mangled.response.json").exists()
+    assert resp.failure_kind == "response" and "mangled-a1.json: not valid JSON" in str(resp.error)
+    assert (tmp_path / "mutations" / "done" / "mangled-a1.response.json").exists()
 
 
 async def test_unchanged_answer(tmp_path):
@@ -229,6 +256,6 @@ def test_subagent_definition_is_well_formed():
     front = text.split("---\n")[1]
     fields = dict(line.split(":", 1) for line in front.strip().splitlines())
     assert fields["name"].strip() == "alpha-evolve-mutator"
-    assert {t.strip() for t in fields["tools"].split(",")} == {"Read", "Write", "Glob"}
+    assert {t.strip() for t in fields["tools"].split(",")} == {"Read", "Write"}
     assert fields["description"].strip() and fields["model"].strip()
     assert "response_path" in text and "nautilus_trader.indicators" in text

@@ -213,5 +213,6 @@ def test_counts_include_tokens_spent_on_failed_programs(tmp_path: Path) -> None:
                              failure_message="x", input_tokens=1000, output_tokens=500, cost_usd=0.5))
         counts = _counts(store, "e", None, 0)
         assert (counts["input_tokens"], counts["output_tokens"]) == (1010, 505)
-        assert counts["cost_usd"] == pytest.approx(0.51) and counts["failures"] == {"syntax": 1}
+        assert counts["cost_usd"] == pytest.approx(0.51)
+        assert counts["failures"] == {"syntax": 1, "tampered": 0, "lookahead": 0}
         assert _train_sharpes(store, "e") == [1.0]

@@ -22,7 +22,7 @@ from tests.test_evaluator import SETTINGS, _splits, candidate
 def no_static_policy() -> Iterator[StrategyEvaluator]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
-        with StrategyEvaluator({"SYN": _splits(n=200)}, SETTINGS, max_concurrent=2) as ev:
+        with StrategyEvaluator({"SYN": _splits(n=200)}, SETTINGS, max_concurrent=2) as ev:  # child re-checks
             yield ev
 
 

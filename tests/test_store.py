@@ -89,7 +89,7 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(StoreError) as err:
         ProgramStore(path)
-    assert str(err.value) == f"store {path} has schema version 9; this alpha-evolve understands up to 1"
+    assert str(err.value) == f"store {path} has schema version 9; this alpha-evolve understands up to {SCHEMA_VERSION}"
 
 
 def test_foreign_database_is_refused(tmp_path: Path) -> None:

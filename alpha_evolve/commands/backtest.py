@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "backtest", help="backtest one strategy on NautilusTrader's engine",
         description="Backtest a seed strategy or a strategy file on the configured data (or the embedded "
-        "synthetic series). --split all covers train and validation as one period; the holdout is only used "
-        "with --split holdout.",
+        "synthetic series). --split all covers train and validation as one period; the holdout is sealed: "
+        "--split holdout is refused unless --open-holdout is given, and every such look is ledgered.",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--strategy", default=None, help="seed strategy name (default: momentum)")
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="CSV/Parquet file, folder of per-symbol files, or catalog (overrides the config)")
     p.add_argument("--config", help="TOML run config (default: built-in defaults)")
     p.add_argument("--split", choices=SPLITS, default="train", help="period to test (default: train)")
+    p.add_argument("--open-holdout", action="store_true",
+                   help="with --split holdout: look at the sealed holdout anyway; the look is written to "
+                   "HOLDOUT_LEDGER.jsonl (and to the run's ledger when the strategy file is a run's)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.set_defaults(func=_backtest)
 
@@ -51,13 +54,21 @@ def _strategy_code(args: argparse.Namespace) -> tuple[str, str]:
     return seed_source(name), name
 
 
-def run_backtest_command(config: RunConfig, code: str, split: str) -> dict[str, Any]:
-    """Evaluate ``code`` on ``split`` and return the JSON-ready result (also used by tests and the dashboard)."""
+def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdout: bool = False,
+                         strategy_path: str | Path | None = None, via: str = "api") -> dict[str, Any]:
+    """Evaluate ``code`` on ``split`` and return the JSON-ready result (also used by tests and the dashboard).
+
+    The holdout goes through the door (``holdout_door``): refused without ``open_holdout``, ledgered with it —
+    in the run's ledger when ``strategy_path`` is a run's file, and in the base folder's ``HOLDOUT_LEDGER.jsonl``.
+    """
     import pandas as pd
 
     from alpha_evolve.data import DataSplits
     from alpha_evolve.evaluation_setup import backtest_settings, build_evaluator, load_run_data
+    from alpha_evolve.holdout_door import default_ledger_dir, record_look, refuse, run_dir_of
 
+    if split == "holdout" and not open_holdout:
+        raise refuse(f"backtest --split holdout ({via})")
     data = load_run_data(config)
     if split == "all":
         # One contiguous period from the first train bar to the last validation bar; never the holdout.
@@ -68,10 +79,19 @@ def run_backtest_command(config: RunConfig, code: str, split: str) -> dict[str, 
         data = type(data)(data.dataset, merged)
     eval_split = "train" if split == "all" else split
     settings = backtest_settings(config, screen_fraction=0.0)
-    with build_evaluator(config, data=data, include=(eval_split,), max_concurrent=1, settings=settings) as ev:
+    with build_evaluator(config, data=data, include=(eval_split,), max_concurrent=1, settings=settings,
+                         unseal=split == "holdout") as ev:
         result = ev.evaluate(code, split=eval_split, stage="full")
     info = data.describe()
+    look = None
+    if split == "holdout":
+        run = run_dir_of(strategy_path)
+        look = record_look(code=code, via=via, metrics=result.metrics, status=result.status, run_dir=run,
+                           ledger_dir=None if run else default_ledger_dir(config),
+                           extra={"strategy": str(strategy_path) if strategy_path else None,
+                                  "data_hash": info.get("hash")})
     return {
+        "holdout_look": look,
         "status": result.status,
         "error": result.error,
         "stage": result.stage,
@@ -81,6 +101,8 @@ def run_backtest_command(config: RunConfig, code: str, split: str) -> dict[str, 
         "worst_metrics": {k: v for k, v in result.metrics.items() if k.startswith("worst_")} if result.ok else {},
         "per_instrument": result.per_instrument,
         "elapsed_seconds": round(result.elapsed, 4),
+        # What the strategy printed: captured in its confined process (bounded), never on this command's stdout.
+        "log": result.log,
         "data": {k: info[k] for k in ("source", "synthetic", "symbols", "start", "end", "interval", "hash")},
         "periods": {s: (d["train"] if split == "all" else d.get(eval_split)) for s, d in info["splits"].items()},
     }
@@ -93,7 +115,10 @@ def _backtest(args: argparse.Namespace) -> int:
             raise UserError(f"{args.data}: data file or folder not found")
         config = config.with_updates({"backtest.data": args.data}, source=args.config or "--data")
     code, label = _strategy_code(args)
-    out = run_backtest_command(config, code, args.split)
+    if args.split == "holdout" and not args.open_holdout:
+        raise UserError(str(_refusal()))
+    out = run_backtest_command(config, code, args.split, open_holdout=args.open_holdout,
+                               strategy_path=args.strategy_file, via="backtest")
     out["strategy"] = label
     if args.json:
         print(json.dumps(out))
@@ -110,4 +135,14 @@ def _backtest(args: argparse.Namespace) -> int:
         pct = name in ("MaxDD", "CAGR", "TotalReturn", "AnnVol", "WinRate", "Exposure")
         table.add_row(name, f"{value:.2%}" if pct else f"{value:.3f}" if name != "Trades" else f"{value:.0f}")
     console.print(table)
+    look = out.get("holdout_look")
+    if look:
+        where = look.get("run_dir") or "the base folder's HOLDOUT_LEDGER.jsonl"
+        console.print(f"holdout look recorded (program {look['program_hash'][:12]}, via {look['via']}) in {where}")
     return 0
+
+
+def _refusal() -> Exception:
+    from alpha_evolve.holdout_door import refuse
+
+    return refuse("backtest --split holdout")

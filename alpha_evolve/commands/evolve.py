@@ -223,6 +223,7 @@ def _controller_call(
     data_hash_expected: str | None = None,
 ) -> int:
     from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.faults import EXIT_INFRASTRUCTURE, InfrastructureError
 
     evaluator, mutator, data_hash = _build_runtime(config, name, Path(args.db))
     try:
@@ -236,6 +237,8 @@ def _controller_call(
         show = sys.stdout.isatty() and not args.json
         try:
             result = _run_with_signals(controller, lambda cb: call(controller, cb), show, total, done)
+        except InfrastructureError as exc:  # disk full, read-only, I/O: paused, resumable, no candidate blamed
+            raise UserError(str(exc), EXIT_INFRASTRUCTURE) from None
         except RuntimeError as exc:  # store corruption: already one line, experiment marked failed
             raise UserError(str(exc), 1) from None
         return _finish(args, result)

@@ -7,6 +7,7 @@ so the loop, the settings and the messages stay the ones of the legacy mode; onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 from collections.abc import Callable
@@ -148,6 +149,34 @@ def _user() -> str:
         return "unknown"
 
 
+def _check_resume_target(target: str, registry_db: str | None) -> None:
+    """``--resume X`` where X is neither a legacy session directory nor a tracked session: say so in one line and
+    create nothing (no registry file appears in the working directory because of a typo)."""
+    from alpha_evolve.session_files import SUMMARY
+
+    path = Path(target)
+    db = default_registry_path(registry_db)
+    known = False
+    if db.is_file():
+        with contextlib.suppress(Exception), _open(registry_db, create=False) as reg:
+            resolve_session_id(reg, target)
+            known = True
+    if known:
+        return
+    if path.exists():
+        what = "a directory" if path.is_dir() else "a file"
+        raise SessionError(
+            f"{target}: not a self-evolution session ({what} without {SUMMARY}"
+            + (f", and no tracked session of that name in {db})" if db.is_file() else ")")
+        )
+    if not db.is_file():
+        raise SessionError(
+            f"{target}: not a self-evolution session (no such session directory, and no tracked registry at {db})"
+        )
+    raise SessionError(f"{target}: no such session (not a directory, and not a session in {db}; "
+                       "see: alpha-evolve registry list)")
+
+
 def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None = None) -> int:
     """``self-evolve --mode tracked``: the same loop and settings as legacy mode, state in the registry."""
     from alpha_evolve.commands.session import (
@@ -165,7 +194,9 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
 
     given = _given(args)
     given["mode"] = "tracked"
-    reg = _open(getattr(args, "registry_db", None))
+    if args.resume:
+        _check_resume_target(args.resume, getattr(args, "registry_db", None))
+    reg = _open(getattr(args, "registry_db", None), create=not args.resume)  # a resume never creates a registry
     try:
         summary: dict[str, Any] | None = None
         if args.resume:

@@ -233,9 +233,12 @@ def new_session_settings(given: dict[str, Any]) -> SessionSettings:
 def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., Path] | None = None) -> int:
     """The whole of ``self-evolve``: one-line errors for bad input, exit code from the session's end status."""
     from alpha_evolve.cli import fail
+    from alpha_evolve.faults import EXIT_INFRASTRUCTURE, InfrastructureError
 
     try:
         return _run(args, pipeline_runner)
+    except InfrastructureError as exc:  # disk full, read-only, I/O error: stopped cleanly, resumable
+        return fail(str(exc), EXIT_INFRASTRUCTURE)
     except (SessionError, ConfigError) as exc:
         return fail(str(exc), 2)
     except ValueError as exc:  # SearchSpaceError and other one-line input errors of the modules we call

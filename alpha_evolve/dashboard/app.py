@@ -44,6 +44,7 @@ from alpha_evolve.registry import (
     driver_alive,
     session_checker,
 )
+from alpha_evolve.session import MAX_NOTES_CHARS
 
 logger = logging.getLogger("alpha_evolve.dashboard")
 
@@ -51,7 +52,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 TOKEN_HEADER = "x-ae-token"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_BODY = 64 * 1024
-MAX_NOTES = 4000
+MAX_NOTES = MAX_NOTES_CHARS  # one limit for the dashboard, pending_action.json and approve --notes
 START_WAIT_SECONDS = 30.0
 
 

@@ -28,8 +28,21 @@ class RunNotFound(LookupError):
     """The path is not a run this dashboard serves; one line."""
 
 
+class _Unreadable(OSError):
+    """A run file that is not a regular file (a FIFO, a device link) or too big; read without blocking."""
+
+
+_MAX_RUN_FILE_BYTES = 64 * 1024 * 1024
+
+
+def _read_bytes(path: Path) -> bytes:
+    from alpha_evolve.files import read_regular_file
+
+    return read_regular_file(path, max_bytes=_MAX_RUN_FILE_BYTES, what="file", error=_Unreadable)
+
+
 def _read_json(path: Path) -> Any:
-    return orjson.loads(path.read_bytes())
+    return orjson.loads(_read_bytes(path))
 
 
 class RunIndex:
@@ -81,7 +94,19 @@ def run_headline(run_dir: Path) -> dict[str, Any]:
         "objective": objective,
         "objective_value": best.get(objective),
         "has_programs": (run_dir / "programs.sqlite").is_file(),
+        "holdout_openings": _holdout_looks(run_dir),
+        "crowned": (s.get("best_program") or {}).get("crowned"),
+        "verdict": (s.get("verdict") or {}).get("statement"),
     }
+
+
+def _holdout_looks(run_dir: Path) -> int:
+    """Looks at the run's holdout through any door, from its ledger (SUMMARY.json may lag a crashed write)."""
+    from alpha_evolve.holdout_door import looks
+
+    with contextlib.suppress(OSError, ValueError):
+        return len(looks(run_dir))
+    return 0
 
 
 def run_detail(run_dir: Path) -> dict[str, Any]:
@@ -91,7 +116,7 @@ def run_detail(run_dir: Path) -> dict[str, Any]:
         top = _read_json(run_dir / "top_programs.json")
     code = None
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        code = (run_dir / "best_strategy.py").read_text(encoding="utf-8")[:MAX_CODE_CHARS]
+        code = _read_bytes(run_dir / "best_strategy.py").decode("utf-8")[:MAX_CODE_CHARS]
     return {
         "headline": run_headline(run_dir),
         "summary": summary,

@@ -8,15 +8,23 @@ like an API, but it can read and write files. Each request is written atomically
 ``modified`` (partial writes are real: a half-written document simply fails to parse and we wait for the next
 event). A slow safety poll covers lost events; if no observer can start (inotify limits), polling is all we do.
 
-Lifecycle of the files: a consumed request and its response move to ``mutations/done/``; a request that timed out
-moves to ``mutations/expired/`` so the agent stops seeing it, and a response that arrives for it later is moved
-to ``mutations/late/`` and reported with a warning instead of being used.
+Every attempt is its own request: the file id is ``<request_id>-a<attempt>`` (with ``-r<n>`` added when a resumed
+run would reuse a name already on disk), so a retry never overwrites an earlier attempt's files and a late answer
+to an old attempt can never be taken for the new one. Paths inside a request are absolute: Claude Code resolves a
+relative path against its own working directory, which need not be the run's.
+
+Lifecycle of the files: a consumed request and its response move to ``mutations/done/``; a request that timed out,
+or whose run was stopped or cancelled while it waited, moves to ``mutations/expired/`` so the agent stops seeing
+it, and a response that arrives for it later is moved to ``mutations/late/`` and reported with a warning instead
+of being used. Requests left in ``requests/`` by a process that died are expired when the next mutator opens the
+run directory (their attempts are re-made under new ids).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -29,7 +37,16 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from alpha_evolve.files import atomic_write_bytes, cleanup_stale_temp_files, dumps, schema_errors
+from alpha_evolve.files import (
+    MAX_JSON_BYTES,
+    FileFormatError,
+    atomic_write_bytes,
+    cleanup_stale_temp_files,
+    dumps,
+    not_a_file_reason,
+    read_regular_file,
+    schema_errors,
+)
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse, build_candidate, excerpt
 
 logger = logging.getLogger("alpha_evolve.mutators.agent")
@@ -75,7 +92,7 @@ class AgentMutator:
                  settle: float = 2.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
-        self.root = Path(run_dir) / "mutations"
+        self.root = Path(run_dir).resolve() / "mutations"
         self.requests_dir = self.root / "requests"
         self.responses_dir = self.root / "responses"
         self.done_dir = self.root / "done"
@@ -91,6 +108,22 @@ class AgentMutator:
         for d in (self.requests_dir, self.responses_dir, self.done_dir, self.expired_dir, self.late_dir):
             d.mkdir(parents=True, exist_ok=True)
             cleanup_stale_temp_files(d)
+        for stale in sorted(self.requests_dir.glob("*.json")):  # left by a process that died mid-wait
+            self._expire(stale.stem)
+            logger.info("mutation request %s was left by an earlier process; moved to %s", stale.stem,
+                        self.expired_dir)
+
+    def attempt_id(self, request: MutationRequest) -> str:
+        """A file id no earlier attempt used: ``<request_id>-a<attempt>``, plus ``-r<n>`` on a re-made attempt."""
+        base = f"{request.request_id}-a{request.attempt}"
+        for n in range(10_000):
+            rid = base + (f"-r{n}" if n else "")
+            names = (self.requests_dir / f"{rid}.json", self.responses_dir / f"{rid}.json",
+                     self.expired_dir / f"{rid}.json", self.late_dir / f"{rid}.json",
+                     self.done_dir / f"{rid}.request.json")
+            if not any(path.exists() for path in names):
+                return rid
+        raise RuntimeError(f"{self.requests_dir}: no free request id for {base}")
 
     def request_path(self, request_id: str) -> Path:
         return self.requests_dir / f"{request_id}.json"
@@ -101,12 +134,10 @@ class AgentMutator:
     # -- one mutation ---------------------------------------------------------------------------------------
 
     async def mutate(self, request: MutationRequest) -> MutationResponse:
+        """One attempt under its own id; the response's ``request_id`` is that attempt id."""
         t0 = time.monotonic()
         self.sweep_late()
-        # A retry (or a resumed iteration) reuses the request id of an attempt that timed out: from now on an
-        # answer under that id is for this live request, so a sibling's sweep_late must not set it aside.
-        with contextlib.suppress(FileNotFoundError):
-            (self.expired_dir / f"{request.request_id}.json").unlink()
+        request = dataclasses.replace(request, request_id=self.attempt_id(request))
         target = self.response_path(request.request_id)
         document = self._request_document(request)
         problems = schema_errors(REQUEST_SCHEMA, document)
@@ -130,6 +161,7 @@ class AgentMutator:
 
         observer = self._start_observer(loop, on_event)  # watch before the first read
         interval = self.safety_poll if observer is not None else self.poll_interval
+        settled = False  # the request left requests/ (answered or expired) before we stop waiting
         try:
             atomic_write_bytes(self.request_path(request.request_id), dumps(document) + b"\n")
             logger.info("mutation request %s written; waiting up to %.0fs for %s", request.request_id,
@@ -140,6 +172,7 @@ class AgentMutator:
             while True:
                 parsed = self._try_read(target)
                 if parsed is not None:
+                    settled = True
                     return self._finish(request, parsed, t0)
                 malformed = self._malformed(target)
                 wait = interval
@@ -150,10 +183,12 @@ class AgentMutator:
                     if bad is None or bad[0] != signature:
                         bad = (signature, time.monotonic())
                     elif time.monotonic() - bad[1] >= self.settle:
+                        settled = True
                         self._archive(request.request_id)
                         return MutationResponse(
                             request_id=request.request_id, mutator=self.name, failure_kind="response",
-                            error=f"{target.name}: not valid JSON ({problem})", attempts=1,
+                            error=f"{target.name}: " + (problem if problem.startswith(("is ", "larger"))
+                                                                 else f"not valid JSON ({problem})"), attempts=1,
                             elapsed=time.monotonic() - t0)
                     wait = min(interval, max(0.01, bad[1] + self.settle - time.monotonic()))
                 remaining = deadline - time.monotonic()
@@ -163,12 +198,18 @@ class AgentMutator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=min(wait, remaining))
             last_problem = "no response file" if not target.exists() else "response file never became valid JSON"
+            settled = True
             self._expire(request.request_id)
             return MutationResponse(
                 request_id=request.request_id, mutator=self.name, failure_kind="timeout",
                 error=f"no valid answer at {target} within {self.timeout:g}s ({last_problem})",
                 attempts=1, elapsed=time.monotonic() - t0)
         finally:
+            if not settled:  # cancelled, stopped or interrupted while waiting: the agent must not answer it now
+                with contextlib.suppress(Exception):
+                    self._expire(request.request_id)
+                    logger.info("mutation request %s withdrawn (its run stopped); moved to %s",
+                                request.request_id, self.expired_dir)
             for handle in pending.values():
                 handle.cancel()
             if observer is not None:
@@ -181,7 +222,7 @@ class AgentMutator:
         doc = request.to_dict()
         doc["schema_version"] = SCHEMA_VERSION
         doc["blocks_to_change"] = list(request.blocks_to_change)
-        doc["response_path"] = str(self.response_path(request.request_id))
+        doc["response_path"] = str(self.response_path(request.request_id))  # absolute: see the module docstring
         doc["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return doc
 
@@ -199,11 +240,21 @@ class AgentMutator:
             return None
 
     @staticmethod
+    def _read_response(path: Path) -> bytes | None:
+        """The response file's bytes, read without blocking and size-capped (files.read_regular_file); None while
+        it is absent or not a regular file (a FIFO or device put there never hangs the run)."""
+        if not_a_file_reason(path) is not None:
+            return None
+        try:
+            return read_regular_file(path, max_bytes=MAX_JSON_BYTES, what="response file")
+        except FileFormatError:
+            return None
+
+    @staticmethod
     def _try_read(path: Path) -> Any | None:
         """The parsed response, or None while it is absent or half-written (wait for the next event)."""
-        try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        raw = AgentMutator._read_response(path)
+        if raw is None:
             return None
         if not raw.strip():
             return None
@@ -216,10 +267,17 @@ class AgentMutator:
     def _malformed(path: Path) -> tuple[tuple[int, int], str] | None:
         """(size, mtime) and the parse error of a non-empty response file that is not JSON, else None."""
         try:
-            st = path.stat()
-            raw = path.read_bytes()
+            st = path.lstat()
         except OSError:
             return None
+        reason = not_a_file_reason(path)
+        if reason is not None and reason != "does not exist":  # an agent's FIFO/device/link: refuse, never block
+            return (st.st_size, st.st_mtime_ns), reason
+        raw = AgentMutator._read_response(path)
+        if raw is None:
+            too_big = st.st_size > MAX_JSON_BYTES
+            return ((st.st_size, st.st_mtime_ns), f"larger than the limit of {MAX_JSON_BYTES} bytes") if too_big \
+                else None
         if not raw.strip():
             return None
         try:

@@ -278,9 +278,11 @@ class Budget:
 
 @runtime_checkable
 class Mutator(Protocol):
-    """A source of candidate programs. ``mutate`` returns a response for every outcome but a spent budget."""
+    """A source of candidate programs: any object with an async ``mutate(request) -> MutationResponse``.
 
-    name: str
+    ``mutate`` returns a response for every outcome but a spent budget (``BudgetExceeded``). A ``name`` attribute
+    is optional (shown in the store and the reports; the class name stands in for it).
+    """
 
     async def mutate(self, request: MutationRequest) -> MutationResponse: ...
 

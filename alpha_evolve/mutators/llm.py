@@ -13,6 +13,9 @@ failed mutation with a one-line error (``failure_kind`` "auth" or "api"). A spen
 ``BudgetExceeded``. The API version this SDK sends (2026-10-21) rejects sampling parameters, so ``temperature``
 is accepted for configuration compatibility but never sent; diversity comes from a seeded "focus" hint and the
 inspirations instead, and ``effort`` maps to ``output_config.effort``.
+
+The controller contract's spelling ``LLMMutator(max_retries=3, retry_delay=1.0)`` works: ``retry_delay`` is the
+first backoff wait (``backoff_base``) before a transient API failure is retried.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import random
 import re
@@ -198,6 +202,7 @@ class LLMMutator:
         base_url: str | None = None,
         http_client: httpx2.AsyncClient | None = None,
         max_retries: int = MAX_VALIDATION_ATTEMPTS,
+        retry_delay: float | None = None,
         api_retries: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -211,6 +216,10 @@ class LLMMutator:
             raise ValueError(f"max_retries must be between 1 and {MAX_VALIDATION_ATTEMPTS} (got {max_retries})")
         if api_retries < 0:
             raise ValueError("api_retries must be >= 0")
+        if retry_delay is not None:  # the controller contract's name: the first wait before a retried API call
+            if not (math.isfinite(retry_delay) and retry_delay >= 0):
+                raise ValueError(f"retry_delay must be >= 0 seconds (got {retry_delay})")
+            backoff_base = retry_delay
         if max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         self.model = model or DEFAULT_MODEL

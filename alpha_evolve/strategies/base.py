@@ -21,6 +21,8 @@ from nautilus_trader.trading.strategy import Strategy
 # Head-room kept back on a CASH account so that commissions and the one-tick-worse fill of the part of an
 # order above the simulated book's volume never push the balance below zero (which stops the engine early).
 _CASH_SAFETY = 0.995
+# Codes of the decision log (see ``EvolvableStrategy.decision_log``).
+ACTION_FLAT, ACTION_LONG, ACTION_SHORT = 0, 1, 2
 
 
 class EvolvableStrategyConfig(StrategyConfig, frozen=True):
@@ -51,6 +53,9 @@ class EvolvableStrategy(Strategy):
         self._indicators: list[Indicator] = []
         self._last_close: float = math.nan
         self._short_refusals: int = 0
+        # The decision log (bar index, action): plain data the trusted side replays in a clean process to score
+        # the candidate, so nothing the candidate does to its own engine can change its figures.
+        self._decisions: list[tuple[int, int]] = []
 
     # ---------------------------------------------------------------- hooks for seeds (EVOLVE-BLOCK bodies)
 
@@ -110,6 +115,7 @@ class EvolvableStrategy(Strategy):
 
     def go_long(self) -> None:
         """Hold a long position of ``trade_fraction`` of equity (closing any short first); no-op when long."""
+        self._decisions.append((self.bars_seen - 1, ACTION_LONG))
         if self.is_long:
             return
         if self.is_short:
@@ -118,6 +124,7 @@ class EvolvableStrategy(Strategy):
 
     def go_short(self) -> None:
         """Hold a short position (closing any long first); refused (and logged) unless ``allow_short``."""
+        self._decisions.append((self.bars_seen - 1, ACTION_SHORT))
         if not self.allow_short:
             self._short_refusals += 1
             if self._short_refusals == 1:
@@ -131,8 +138,13 @@ class EvolvableStrategy(Strategy):
 
     def go_flat(self) -> None:
         """Close any open position."""
+        self._decisions.append((self.bars_seen - 1, ACTION_FLAT))
         if not self.is_flat:
             self.close_all_positions(self.instrument_id)
+
+    def decision_log(self) -> list[tuple[int, int]]:
+        """Every go_long/go_short/go_flat call in order as (0-based bar index, ACTION_*)."""
+        return list(self._decisions)
 
     @property
     def short_refusals(self) -> int:

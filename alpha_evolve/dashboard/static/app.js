@@ -447,6 +447,8 @@
           h("dt", {}, "data"), h("dd", {}, ((s.data || {}).source || "–") + ((s.data || {}).symbols ? ` [${s.data.symbols.join(", ")}]` : "")),
           h("dt", {}, "evaluations"), h("dd", {}, `${fmt(counts.evaluations)} (${fmt(counts.successful_evaluations)} ok), iterations ${fmt(counts.iterations)}`),
           h("dt", {}, "overfitting"), h("dd", {}, s.overfitting ? `PSR ${fmt(s.overfitting.probabilistic_sharpe, 3)}, DSR ${fmt(s.overfitting.deflated_sharpe, 3)} over ${s.overfitting.n_trials} trials` : "–"),
+          h("dt", {}, "holdout"), h("dd", { id: "holdout-looks" }, head.holdout_openings ? `opened ${head.holdout_openings} time(s) — every look is in holdout_ledger.jsonl` : "sealed (0 looks)"),
+          h("dt", {}, "verdict"), h("dd", { id: "run-verdict" }, (s.verdict || {}).statement || "–"),
           h("dt", {}, "folder"), h("dd", {}, head.path)),
         s.best_metrics && Object.keys(s.best_metrics).length ? h("div", { class: "grow" }, h("table", { id: "run-metrics" },
           h("thead", {}, h("tr", {}, h("th", {}, "metric"), h("th", { class: "num" }, "best (validation)"), h("th", { class: "num" }, "best (train)"),

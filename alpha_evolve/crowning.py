@@ -1,0 +1,180 @@
+"""Choosing a run's winner on validation, and saying honestly what that choice is worth.
+
+The winner is the best of ``bt_top`` train finalists plus the seed *on validation*, so its validation figure is
+the maximum of several noisy draws and beats the seed's by construction. This module therefore reports, next to
+that figure:
+
+* the figure deflated for the selection (``trials.deflate_winner``);
+* the validation figure of the **best-on-train evolved program**: validation took no part in choosing it, so its
+  comparison with the seed and with buy-and-hold on validation is out of sample — the run's verdict rests on it
+  until the sealed holdout is opened (``holdout.py`` then restates the verdict on the holdout);
+* buy-and-hold's figure on the same period beside every figure, and the information ratio against it.
+
+A program with fewer than ``[backtest] min_round_trips`` round trips on train or validation is flagged and cannot
+be crowned: one trade is buy-and-hold in disguise, and its Sharpe says nothing about a trading rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alpha_evolve.metric_names import LOWER_IS_BETTER, METRIC_NAMES
+
+INFO_RATIO = "InfoRatio"
+"""Annualised mean excess return over buy-and-hold on the same bars, divided by its volatility."""
+RANKING_METRICS: tuple[str, ...] = (*METRIC_NAMES, INFO_RATIO)
+"""What ``[evolution] fitness_metric`` and ``[backtest] objective`` may name."""
+
+NO_BEAT_SEED = "no evolved program beat the seed"
+
+
+@dataclass
+class RankedProgram:
+    """A finalist with its train and validation figures, in the order the objective ranks them."""
+
+    program: Any
+    train: dict[str, float]
+    validation: dict[str, float]
+    equity: list[tuple[str, float]] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def is_seed(self) -> bool:
+        return bool(getattr(self.program, "is_seed", False))
+
+    @property
+    def crownable(self) -> bool:
+        return self.status == "ok" and not self.flags
+
+
+def information_ratio(equity: Sequence[Sequence[Any]], benchmark: Sequence[Sequence[Any]]) -> float:
+    """Annualised information ratio of a curve against a benchmark curve of the same period.
+
+    Both are ``[(iso timestamp, value), ...]``; returns are taken on the timestamps they share, and annualised by
+    how many of those there are per year (so a curve sampled for storage still gives a consistent figure).
+    """
+    a, b = _series(equity), _series(benchmark)
+    if a.empty or b.empty:
+        return 0.0
+    joined = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(joined) < 3:
+        return 0.0
+    values = joined.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rets = values[1:] / values[:-1] - 1.0
+    excess = rets[:, 0] - rets[:, 1]
+    excess = excess[np.isfinite(excess)]
+    if excess.size < 2:
+        return 0.0
+    sd = float(np.std(excess, ddof=1))
+    if sd <= 1e-15:
+        return 0.0
+    span = (joined.index[-1] - joined.index[0]).total_seconds() / (365.25 * 86400.0)
+    per_year = excess.size / span if span > 0 else 252.0
+    value = float(np.mean(excess)) / sd * math.sqrt(per_year)
+    return value if math.isfinite(value) else 0.0
+
+
+def _series(points: Sequence[Sequence[Any]]) -> pd.Series:
+    if not points:
+        return pd.Series(dtype=float)
+    index = pd.to_datetime([p[0] for p in points], utc=True)
+    s = pd.Series([float(p[1]) for p in points], index=index)
+    return s[~s.index.duplicated(keep="last")]
+
+
+def round_trip_flags(train: Mapping[str, Any], validation: Mapping[str, Any], minimum: int) -> list[str]:
+    """Why a finalist may not be crowned under the minimum-trades rule (empty: it may)."""
+    flags = []
+    for period, metrics in (("train", train), ("validation", validation)):
+        trades = float(metrics.get("Trades", 0.0) or 0.0)
+        if minimum > 0 and trades < minimum:
+            flags.append(f"too few round trips on {period}: {trades:g} < {minimum}")
+    return flags
+
+
+def objective_value(metrics: Mapping[str, Any], metric: str) -> float:
+    """The objective as a number to maximise (drawdown and volatility are negated)."""
+    value = float(metrics.get(metric, 0.0) or 0.0)
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def crown_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
+    """Crownable programs first, then by the objective on validation; failures last."""
+
+    def key(r: RankedProgram) -> tuple[int, float]:
+        if r.status != "ok":
+            return (-1, float("-inf"))
+        return (1 if r.crownable else 0, objective_value(r.validation, metric))
+
+    return key
+
+
+def with_info_ratio(metrics: Mapping[str, Any], equity: Sequence[Sequence[Any]],
+                    benchmark: Sequence[Sequence[Any]]) -> dict[str, float]:
+    out = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    out[INFO_RATIO] = information_ratio(equity, benchmark) if benchmark else 0.0
+    return out
+
+
+def figure(what: str, period: str, metrics: Mapping[str, Any], bh: Mapping[str, Any], *,
+           program_id: int | None = None) -> dict[str, Any]:
+    """One reported figure with buy-and-hold's on the same period beside it."""
+    keep = ("Sharpe", "TotalReturn", "CAGR", "MaxDD", "Trades", INFO_RATIO)
+    mine = {k: _num(metrics.get(k)) for k in keep if k in metrics or k != INFO_RATIO}
+    theirs = {k: _num(bh.get(k)) for k in keep if k != INFO_RATIO}
+    return {
+        "what": what,
+        "program_id": program_id,
+        "period": period,
+        "metrics": mine,
+        "buy_and_hold": theirs,
+        "excess_sharpe": _num(mine.get("Sharpe")) - _num(theirs.get("Sharpe")),
+        "excess_total_return": _num(mine.get("TotalReturn")) - _num(theirs.get("TotalReturn")),
+    }
+
+
+def verdict(objective: str, *, period: str, evolved: Mapping[str, Any] | None, evolved_id: int | None,
+            seed: Mapping[str, Any], bh: Mapping[str, Any], basis: str) -> dict[str, Any]:
+    """Did an evolved program beat the seed and buy-and-hold on a period that took no part in choosing it?"""
+    seed_v, bh_v = objective_value(seed, objective), objective_value(bh, objective)
+    if evolved is None:
+        beat_seed = beat_bh = False
+        words = f"{NO_BEAT_SEED}: evolution produced no successful program"
+    else:
+        ev_v = objective_value(evolved, objective)
+        beat_seed, beat_bh = ev_v > seed_v, ev_v > bh_v
+        head = {
+            (True, True): "an evolved program beat the seed and buy-and-hold",
+            (True, False): "an evolved program beat the seed but not buy-and-hold",
+            (False, True): f"{NO_BEAT_SEED} (though it beat buy-and-hold)",
+            (False, False): f"{NO_BEAT_SEED}, nor buy-and-hold",
+        }[(beat_seed, beat_bh)]
+        words = (f"{head} on the {period} period ({basis}, program #{evolved_id}: {objective} "
+                 f"{_num(evolved.get(objective)):.3f} vs seed {_num(seed.get(objective)):.3f} vs buy-and-hold "
+                 f"{_num(bh.get(objective)):.3f})")
+    return {
+        "period": period,
+        "basis": basis,
+        "program_id": evolved_id,
+        "objective": objective,
+        "evolved_beat_seed": bool(beat_seed),
+        "evolved_beat_buy_and_hold": bool(beat_bh),
+        "statement": words,
+    }
+
+
+def _num(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if math.isfinite(f) else 0.0

@@ -1,0 +1,221 @@
+"""Honest selection on the real engine: every trial in the ledger, DSR that bt_top cannot inflate, the
+minimum-trades rule, the out-of-sample verdict, and fold fitness."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alpha_evolve.config import load_config
+from alpha_evolve.crowning import (
+    NO_BEAT_SEED,
+    RankedProgram,
+    crown_key,
+    information_ratio,
+    round_trip_flags,
+    verdict,
+)
+from alpha_evolve.files import schema_errors
+from alpha_evolve.folds import fold_bounds, fold_fitness, fold_metrics
+from alpha_evolve.metrics import compute_metrics
+from alpha_evolve.pipeline import read_summary, run_pipeline, select_winner
+from alpha_evolve.store import Program, ProgramStore
+from alpha_evolve.trials import deflate_winner, stage_stats, trial_row
+
+SMALL = """
+[evolution]
+generations = 14
+seed_strategy = "mean_reversion"
+random_seed = 5
+max_concurrent = 2
+[backtest]
+synthetic_bars = 700
+bt_top = 1
+screen_fraction = 0.0
+min_round_trips = 0
+[pipeline]
+disable_align_cache = true
+"""
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("honest")
+    cfg = base / "small.toml"
+    cfg.write_text(SMALL)
+    return run_pipeline(load_config(cfg), experiment="honest", output_dir=base), cfg
+
+
+def test_trial_ledger_holds_every_train_and_validation_evaluation(small_run: tuple[Path, Path]) -> None:
+    run, _ = small_run
+    summary = read_summary(run)
+    assert summary["status"] == "ok", summary["reason"]
+    assert schema_errors("summary", summary) == []
+    with ProgramStore(run / "programs.sqlite") as store:
+        evaluated = store.evaluated_programs("honest")
+        train = store.trials("honest", "train")
+        validation = store.trials("honest", "validation")
+        assert len(evaluated) >= 2
+        assert [t["program_id"] for t in train] == [p.id for p in evaluated]
+        code = {p.id: p.code for p in evaluated}
+        for t in train:
+            assert t["program_hash"] == hashlib.sha256(code[t["program_id"]].encode()).hexdigest()
+            assert t["sharpe"] == pytest.approx(next(p.metrics["Sharpe"] for p in evaluated
+                                                     if p.id == t["program_id"]))
+        finalists = [t for t in validation if t["role"] != "benchmark"]
+        assert len(finalists) == summary["selection"]["finalists"]
+        assert [t["role"] for t in validation].count("benchmark") == 1
+        assert summary["counts"]["trials"] == {"train": len(train), "validation": len(validation)}
+    over = summary["overfitting"]
+    assert over["n_trials"] == over["n_trials_train"] + over["n_trials_validation"]
+    assert 1 <= over["n_trials_train"] <= len(train)
+    assert over["deflated_sharpe"] == pytest.approx(min(over["deflated_sharpe_train_stage"],
+                                                        over["deflated_sharpe_validation_stage"]), abs=1e-6)
+    # every reported figure stands next to buy-and-hold's on the same period
+    assert summary["figures"] and all(f["buy_and_hold"]["Sharpe"] is not None for f in summary["figures"])
+    assert {f["period"] for f in summary["figures"]} == {"train", "validation"}
+    assert summary["verdict"]["statement"]
+
+
+def test_dsr_does_not_rise_as_bt_top_grows_on_a_fixed_evolution(small_run: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.strategies import seed_source
+
+    run, cfg_path = small_run
+    config = load_config(cfg_path)
+    data = load_run_data(config)
+    dsr, val_sharpe, compared = [], [], []
+    with build_evaluator(config, data=data) as evaluator:
+        bh = evaluator.evaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
+        for k in (1, 3, 6, 12):
+            db = tmp_path / f"k{k}.sqlite"
+            shutil.copy(run / "programs.sqlite", db)
+            with ProgramStore(db) as store:
+                store._conn().execute("DELETE FROM trials")  # a fresh ledger for this bt_top
+                c = config.with_updates({"backtest.bt_top": k})
+                ranked, *_rest, over = select_winner(c, store, evaluator, "honest",
+                                                     seed_source("mean_reversion"), data, bh_train=bh)
+                dsr.append(over["deflated_sharpe"])
+                val_sharpe.append(ranked[0].validation["Sharpe"])
+                compared.append(over["n_trials_validation"])
+    assert val_sharpe == sorted(val_sharpe)  # more finalists: the reported maximum can only grow ...
+    assert compared[-1] > compared[0]  # ... from genuinely more comparisons ...
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(dsr)), dsr  # ... but its credibility cannot
+
+
+def test_more_comparisons_raise_the_bar_even_for_an_unchanged_winner() -> None:
+    rng = np.random.default_rng(0)
+    returns = rng.normal(0.001, 0.01, 300)
+    sr = float(np.mean(returns) / np.std(returns, ddof=1) * math.sqrt(252))
+
+    def rows(n_val: int) -> list[dict]:
+        out = [trial_row(f"x = {i}", "train", metrics={"Sharpe": 1.0 + 0.01 * i}, n_obs=900) for i in range(20)]
+        out += [trial_row(f"y = {i}", "validation", metrics={"Sharpe": sr - 0.1 * i}, n_obs=300)
+                for i in range(n_val)]
+        return out
+
+    values = [deflate_winner(rows(n), validation_sharpe=sr, validation_obs=300, validation_returns=returns,
+                             train_sharpe=1.19, train_obs=900, periods_per_year=252).dsr for n in (1, 2, 5, 20)]
+    assert values == sorted(values, reverse=True) and values[0] > values[-1]
+
+
+def test_trial_variance_is_floored_and_duplicates_count_once() -> None:
+    same = [trial_row("a = 1", "validation", metrics={"Sharpe": 1.0}, n_obs=101),
+            trial_row("a  =  1  # same program", "validation", metrics={"Sharpe": 1.0}, n_obs=101),
+            trial_row("b = 2", "validation", metrics={"Sharpe": 1.0}, n_obs=101, behavior_key="k"),
+            trial_row("c = 3", "validation", metrics={"Sharpe": 1.0}, n_obs=101, behavior_key="k")]
+    stats = stage_stats(same, "validation")
+    assert stats.n_trials == 2  # whitespace/comments and identical behaviour are one trial each
+    assert stats.empirical_variance == 0.0 and stats.sr_variance == pytest.approx(1 / 100)
+
+
+def _ranked(pid: int, sharpe: float, trades: float, minimum: int, *, seed: bool = False) -> RankedProgram:
+    program = Program("e", f"p = {pid}", id=pid, is_seed=seed, fitness=sharpe, metrics={"Trades": trades})
+    validation = {"Sharpe": sharpe, "Trades": trades}
+    return RankedProgram(program, {"Trades": trades}, validation,
+                         flags=round_trip_flags({"Trades": trades}, validation, minimum))
+
+
+def test_a_program_under_the_minimum_round_trips_is_flagged_and_never_crowned() -> None:
+    ranked = [_ranked(1, 3.0, 1, 3), _ranked(2, 0.8, 6, 3), _ranked(3, 1.2, 2, 3)]
+    ranked.sort(key=crown_key("Sharpe"), reverse=True)
+    assert ranked[0].program.id == 2 and ranked[0].crownable
+    assert [r.program.id for r in ranked] == [2, 1, 3]  # flagged ones after every crownable one
+    assert ranked[2].flags == ["too few round trips on train: 2 < 3", "too few round trips on validation: 2 < 3"]
+    assert round_trip_flags({"Trades": 1}, {"Trades": 1}, 0) == []  # 0 disables the rule
+
+
+def test_pipeline_flags_buy_and_hold_in_disguise(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.replace("generations = 14", "generations = 2").replace("min_round_trips = 0",
+                                                                               "min_round_trips = 1000"))
+    summary = read_summary(run_pipeline(load_config(cfg), experiment="flags", output_dir=tmp_path))
+    assert summary["status"] == "ok", summary["reason"]
+    assert summary["best_program"]["crowned"] is False and summary["selection"]["crowned"] is False
+    assert "too few round trips" in summary["best_program"]["flags"][0]
+    assert NO_BEAT_SEED in summary["verdict"]["statement"] and "nothing was crowned" in summary["verdict"]["statement"]
+    assert summary["verdict"]["evolved_beat_seed"] is False
+
+
+def test_verdict_says_no_evolved_program_beat_the_seed() -> None:
+    v = verdict("Sharpe", period="holdout", evolved={"Sharpe": 0.2}, evolved_id=9, seed={"Sharpe": 0.5},
+                bh={"Sharpe": 0.1}, basis="crowned program")
+    assert not v["evolved_beat_seed"] and v["evolved_beat_buy_and_hold"]
+    assert v["statement"].startswith(NO_BEAT_SEED)
+    v = verdict("MaxDD", period="validation", evolved={"MaxDD": 0.1}, evolved_id=9, seed={"MaxDD": 0.3},
+                bh={"MaxDD": 0.05}, basis="b")
+    assert v["evolved_beat_seed"] and not v["evolved_beat_buy_and_hold"]  # lower drawdown is better
+
+
+def test_information_ratio_matches_a_hand_calculation() -> None:
+    stamps = [f"2020-01-{d:02d}T00:00:00Z" for d in range(1, 21)]
+    rng = np.random.default_rng(3)
+    a = 100 * np.cumprod(1 + rng.normal(0.002, 0.01, 20))
+    b = 100 * np.cumprod(1 + rng.normal(0.001, 0.01, 20))
+    excess = (a[1:] / a[:-1] - 1) - (b[1:] / b[:-1] - 1)
+    span = 19 / 365.25
+    expected = excess.mean() / excess.std(ddof=1) * math.sqrt(19 / span)
+    got = information_ratio(list(zip(stamps, a, strict=True)), list(zip(stamps, b, strict=True)))
+    assert got == pytest.approx(expected)
+
+
+def test_fold_metrics_are_the_metrics_of_each_purged_slice() -> None:
+    stamps = ["2021-01-01T00:00:00Z"] + [f"2021-{1 + d // 28:02d}-{1 + d % 28:02d}T00:00:00Z" for d in range(1, 120)]
+    rng = np.random.default_rng(1)
+    values = 1e5 * np.cumprod(1 + rng.normal(0.0005, 0.01, 120))
+    bounds = fold_bounds(120, 3, 0.05)
+    assert bounds == [(0, 40), (45, 80), (85, 120)]  # 6 points purged after each boundary (one kept as a base)
+    per = fold_metrics(list(zip(stamps, values, strict=True)), 3, 0.05)
+    import pandas as pd
+
+    for (lo, hi), m in zip(bounds, per, strict=True):
+        idx = pd.to_datetime(stamps[lo:hi], utc=True)
+        ppy = (hi - lo - 1) / ((idx[-1] - idx[0]).total_seconds() / (365.25 * 86400))
+        assert m["Sharpe"] == pytest.approx(compute_metrics(values[lo:hi], ppy)["Sharpe"])
+    assert fold_fitness(per, "Sharpe", "worst") == pytest.approx(min(m["Sharpe"] for m in per))
+    assert fold_fitness(per, "MaxDD", "worst") == pytest.approx(-max(m["MaxDD"] for m in per))
+    with pytest.raises(ValueError):
+        fold_bounds(10, 5, 0.2)
+
+
+def test_fold_fitness_in_a_pipeline_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text(SMALL.replace("generations = 14", "generations = 3\nfitness_folds = 3\n"
+                                 "fitness_fold_aggregate = \"worst\""))
+    run = run_pipeline(load_config(cfg), experiment="folds", output_dir=tmp_path)
+    assert read_summary(run)["status"] == "ok"
+    with ProgramStore(run / "programs.sqlite") as store:
+        programs = [p for p in store.evaluated_programs("folds") if p.status == "ok"]
+        assert programs
+        for p in programs:
+            folds = [p.metrics[f"fold{k}_Sharpe"] for k in (1, 2, 3)]
+            assert p.fitness == pytest.approx(min(folds))
+            assert p.fitness <= p.metrics["Sharpe"] + 1.0  # a fold can beat the whole, but not the worst of all
+        assert {t["period"] for t in store.trials("folds")} >= {"train_fold1", "train_fold2", "train_fold3"}
