@@ -27,16 +27,13 @@ from nautilus_trader.backtest.config import BacktestEngineConfig
 from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.backtest.models import MakerTakerFeeModel
 from nautilus_trader.config import LoggingConfig
-from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import Bar, BarType
-from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
+from nautilus_trader.model.enums import OmsType, OrderSide
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import InstrumentId, Symbol, Venue
-from nautilus_trader.model.instruments import Equity
-from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.persistence.wranglers import BarDataWrangler
 
-from alpha_evolve import sandbox
+from alpha_evolve import market, sandbox
 from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.sandbox import SandboxViolation
 
@@ -63,6 +60,13 @@ class BacktestSettings:
     taker_fee: float = 0.001  # 10 bps of notional; market orders pay the taker fee
     maker_fee: float = 0.001
     risk_free: float = 0.0  # annual rate used by Sharpe/Sortino
+    # market model (alpha_evolve.market)
+    asset_class: str = "auto"  # default asset class of every symbol: auto (from the symbol), equity, fx, crypto, future
+    instruments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per-symbol overrides
+    fill_model: str = "close"  # "close" (whole order at the bar close, fees only) or "volume"
+    volume_share: float = 0.25  # "volume": share of a bar's volume that fills at the close
+    slippage_bps: float = 0.0  # "volume": price concession on the rest of the order, in basis points
+    warmup_bars: int = 250  # bars before a validation/holdout period that warm indicators up (not scored)
     # cascade (evaluator)
     screen_fraction: float = 0.3  # share of the train split used by the quick screen; 0 = no screen
     screen_min_trades: int = 1
@@ -91,6 +95,23 @@ class BacktestSettings:
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         if self.hard_timeout_seconds < self.soft_timeout_seconds:
             raise ValueError("hard_timeout_seconds must be >= soft_timeout_seconds")
+        if self.fill_model not in market.FILL_MODELS:
+            raise ValueError(f"fill_model must be one of {', '.join(market.FILL_MODELS)}, got {self.fill_model!r}")
+        if self.asset_class not in market.ASSET_CLASSES:
+            raise ValueError(f"asset_class must be one of {', '.join(market.ASSET_CLASSES)}, got {self.asset_class!r}")
+        object.__setattr__(self, "instruments", market.validate_overrides(self.instruments, "instruments"))
+
+    @property
+    def fills(self) -> market.FillSettings:
+        return market.FillSettings(self.fill_model, self.volume_share, self.slippage_bps)
+
+    def spec_for(self, symbol: str, frame: pd.DataFrame) -> market.InstrumentSpec:
+        """The instrument spec of ``symbol`` from its bars and this run's overrides."""
+        overrides = self.instruments.get(symbol)
+        if overrides is None:  # symbols are upper-cased from file names; accept the user's spelling
+            overrides = next((v for k, v in self.instruments.items() if k.upper() == symbol.upper()), None)
+        return market.instrument_spec(symbol, frame, asset_class=self.asset_class, overrides=overrides,
+                                      starting_capital=self.starting_capital)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> BacktestSettings:
@@ -109,29 +130,46 @@ class BacktestSettings:
 
 @dataclass(frozen=True)
 class PreparedBars:
-    """Bars of one instrument, wrangled once and shared (by fork) with every worker."""
+    """Bars of one instrument, wrangled once and shared (by fork) with every worker.
+
+    The first ``warmup`` bars (taken from the period just before this one) only warm indicators up: the
+    strategy takes no decision on them and they are not part of any figure. ``len()`` counts scored bars.
+    """
 
     symbol: str
-    instrument: Equity
+    instrument: Any  # the NautilusTrader instrument built from `spec`
     bar_type: BarType
-    bars: list[Bar]
+    bars: list[Bar]  # warm-up bars first, then the scored bars
     frame: pd.DataFrame
     periods_per_year: float
     ts: np.ndarray  # bar timestamps, ns
     closes: np.ndarray  # bar closes as the engine sees them (rounded to the price precision)
+    spec: market.InstrumentSpec | None = None
+    warmup: int = 0
+    volume: np.ndarray | None = None  # bar volumes (the "volume" fill model reads them)
 
     def slice(self, start: int, stop: int) -> PreparedBars:
-        """A sub-range sharing the same Bar objects (no re-wrangling)."""
+        """Scored bars ``start:stop`` sharing the same Bar objects; the warm-up is kept when ``start`` is 0."""
+        w = self.warmup
+        lo = 0 if start == 0 else w + start
+        hi = w + stop
         return dataclasses.replace(
             self,
-            bars=self.bars[start:stop],
-            frame=self.frame.iloc[start:stop],
-            ts=self.ts[start:stop],
-            closes=self.closes[start:stop],
+            bars=self.bars[lo:hi],
+            frame=self.frame.iloc[lo:hi],
+            ts=self.ts[lo:hi],
+            closes=self.closes[lo:hi],
+            volume=None if self.volume is None else self.volume[lo:hi],
+            warmup=w if start == 0 else 0,
         )
 
+    @property
+    def trade_start_ns(self) -> int:
+        """Timestamp of the first scored bar (0 without warm-up)."""
+        return int(self.ts[self.warmup]) if self.warmup and len(self.ts) > self.warmup else 0
+
     def __len__(self) -> int:
-        return len(self.bars)
+        return len(self.bars) - self.warmup
 
 
 @dataclass
@@ -147,6 +185,9 @@ class BacktestOutcome:
     equity_values: list[float] = field(default_factory=list)
     trades: list[float] = field(default_factory=list)  # round-trip PnLs after costs
     elapsed: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # market-model problems that did not void the figures
+    # The starting capital then every scored bar's equity: statistics use it, never the downsampled plot points.
+    equity_full: np.ndarray | None = None
     decisions: list[tuple[int, int]] = field(default_factory=list)  # (bar index, ACTION_*) of the strategy
     fills: list[list[float]] = field(default_factory=list)  # (ts_ns, signed qty, price, commission) rows
     log: str = ""  # what the candidate printed (captured, bounded)
@@ -188,27 +229,20 @@ def infer_periods_per_year(index: pd.Index) -> float:
         return 252.0 if step >= 86_400 else 252.0 * 6.5 * 3600.0 / step
 
 
-def _equity(instrument_id: InstrumentId, precision: int, settings: BacktestSettings) -> Equity:
-    return Equity(
-        instrument_id=instrument_id,
-        raw_symbol=instrument_id.symbol,
-        currency=USD,
-        price_precision=precision,
-        price_increment=Price(10.0**-precision, precision),
-        lot_size=Quantity.from_int(1),
-        ts_event=0,
-        ts_init=0,
-        maker_fee=Decimal(str(settings.maker_fee)),
-        taker_fee=Decimal(str(settings.taker_fee)),
-    )
-
-
-def _instrument_for(prepared: PreparedBars, settings: BacktestSettings) -> Equity:
+def _instrument_for(prepared: PreparedBars, settings: BacktestSettings) -> Any:
     """The prepared instrument, or a twin with the run's fees (fees live on the instrument in NautilusTrader)."""
     inst = prepared.instrument
     if float(inst.maker_fee) == settings.maker_fee and float(inst.taker_fee) == settings.taker_fee:
         return inst
-    return _equity(inst.id, inst.price_precision, settings)
+    if prepared.spec is None:  # pragma: no cover - every PreparedBars built here has a spec
+        return inst
+    return market.build_instrument(prepared.spec, inst.id, settings.maker_fee, settings.taker_fee)
+
+
+def instrument_id_for(symbol: str) -> InstrumentId:
+    from alpha_evolve.instrument_ids import instrument_symbol
+
+    return InstrumentId(Symbol(instrument_symbol(symbol)), Venue(VENUE))
 
 
 def prepare_bars(
@@ -216,33 +250,50 @@ def prepare_bars(
     frame: pd.DataFrame,
     settings: BacktestSettings | None = None,
     periods_per_year: float | None = None,
+    *,
+    spec: market.InstrumentSpec | None = None,
+    warmup: pd.DataFrame | None = None,
 ) -> PreparedBars:
-    """Wrangle a bars DataFrame (CONTRACTS.md shape) into NautilusTrader objects for one `Equity`.
+    """Wrangle a bars DataFrame (CONTRACTS.md shape) into NautilusTrader objects for one instrument.
 
-    Raises ValueError with a one-line message when the frame cannot be used.
+    ``spec`` (normally built once from the whole series, so every period trades the same instrument) defaults to
+    one inferred from ``frame``. ``warmup`` are the bars just before ``frame``: run first so indicators are
+    warm when the period starts, never scored. Raises ValueError with a one-line message when the frame cannot
+    be used.
     """
     settings = settings or BacktestSettings()
-    if list(frame.columns) != _BAR_COLUMNS:
-        raise ValueError(f"{symbol}: bar columns must be exactly {_BAR_COLUMNS}, got {list(frame.columns)}")
-    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
-        raise ValueError(f"{symbol}: bars need a tz-aware UTC DatetimeIndex")
+    for part in (frame,) if warmup is None else (frame, warmup):
+        if list(part.columns) != _BAR_COLUMNS:
+            raise ValueError(f"{symbol}: bar columns must be exactly {_BAR_COLUMNS}, got {list(part.columns)}")
+        if not isinstance(part.index, pd.DatetimeIndex) or part.index.tz is None:
+            raise ValueError(f"{symbol}: bars need a tz-aware UTC DatetimeIndex")
     if len(frame) == 0:
         raise ValueError(f"{symbol}: no bars")
+    n_warm = 0
+    if warmup is not None and len(warmup) and warmup.index[-1] < frame.index[0]:
+        n_warm = min(len(warmup), settings.warmup_bars)
+        frame = pd.concat([warmup.iloc[len(warmup) - n_warm:], frame]) if n_warm else frame
     frame = frame.astype(float)
     min_close = float(frame["close"].min())
     if not math.isfinite(min_close) or min_close <= 0:
         raise ValueError(f"{symbol}: close prices must be positive and finite")
-    precision = 2 if min_close >= 1.0 else 4
-    from alpha_evolve.instrument_ids import instrument_symbol
-
-    instrument_id = InstrumentId(Symbol(instrument_symbol(symbol)), Venue(VENUE))
-    instrument = _equity(instrument_id, precision, settings)
+    try:
+        spec = spec or settings.spec_for(symbol, frame)
+    except market.MarketError as exc:
+        raise ValueError(str(exc)) from None
+    quantized = market.quantize_prices(frame, spec)
+    if float(quantized[["open", "high", "low", "close"]].to_numpy().min()) <= 0:
+        raise ValueError(f"{symbol}: a price rounds to zero with a tick of {spec.tick:g}; raise price_precision "
+                         "or lower tick in [backtest.instruments]")
+    instrument_id = instrument_id_for(symbol)
+    instrument = market.build_instrument(spec, instrument_id, settings.maker_fee, settings.taker_fee)
     bar_type = BarType.from_str(f"{instrument_id}-{_bar_spec(frame.index)}-LAST-EXTERNAL")
-    bars = BarDataWrangler(bar_type, instrument).process(frame)
+    bars = BarDataWrangler(bar_type, instrument).process(quantized)
     ppy = float(periods_per_year) if periods_per_year else infer_periods_per_year(frame.index)
     ts = np.asarray([bar.ts_event for bar in bars], dtype=np.int64)
     closes = np.asarray([float(bar.close) for bar in bars], dtype=float)
-    return PreparedBars(symbol, instrument, bar_type, bars, frame, ppy, ts, closes)
+    volume = quantized["volume"].to_numpy(dtype=float)
+    return PreparedBars(symbol, instrument, bar_type, bars, frame, ppy, ts, closes, spec, n_warm, volume)
 
 
 # --------------------------------------------------------------------------------------------- candidate loading
@@ -339,18 +390,17 @@ def _engine(settings: BacktestSettings, prepared: PreparedBars) -> BacktestEngin
             run_analysis=False,
         )
     )
-    margin = settings.account_type == "margin"
+    spec = prepared.spec or settings.spec_for(prepared.symbol, prepared.frame)
     engine.add_venue(
         Venue(VENUE),
         # HEDGING, not NETTING: the base strategy holds one position at a time (it closes before reversing), so
         # the fills are identical, but NETTING reuses one position id and its per-fill bookkeeping grows with
         # every reopen (measured: 87 vs 64 µs a bar over 100k minute bars, same trades and returns).
         OmsType.HEDGING,
-        AccountType.MARGIN if margin else AccountType.CASH,
-        [Money(settings.starting_capital, USD)],
-        base_currency=USD,
-        default_leverage=Decimal(1) if margin else None,
         fee_model=MakerTakerFeeModel(),
+        # Always an explicit fill model: NautilusTrader's default fills all but volume/4 one tick worse.
+        fill_model=market.fill_model(settings.fills, prepared.ts, prepared.volume),
+        **market.venue_kwargs(spec, settings.account_type, settings.starting_capital),
     )
     engine.add_instrument(_instrument_for(prepared, settings))
     engine.add_data(prepared.bars, sort=False)
@@ -367,7 +417,7 @@ def run_backtest(code: str, prepared: PreparedBars, settings: BacktestSettings) 
     import time
 
     started = time.perf_counter()
-    n_bars = len(prepared.bars)
+    n_bars = len(prepared)  # scored bars (a warm-up is not scored)
     if n_bars < 2:
         return BacktestOutcome("data", f"{prepared.symbol}: only {n_bars} bar(s) to backtest", prepared.symbol,
                                n_bars)  # fmt: skip
@@ -387,6 +437,8 @@ def strategy_config(prepared: PreparedBars, settings: BacktestSettings) -> Any:
         bar_type=prepared.bar_type,
         trade_fraction=settings.trade_fraction,
         allow_short=settings.allow_short,
+        trade_start_ns=prepared.trade_start_ns,
+        adverse_fraction=settings.fills.adverse_fraction(),
     )
 
 
@@ -397,13 +449,13 @@ def run_strategy(
     import time
 
     started = time.perf_counter() if started is None else started
-    n_bars = len(prepared.bars)
+    n_bars = len(prepared.bars)  # warm-up included: the engine must process every one of them
 
     def fail(kind: str, message: str) -> BacktestOutcome:
-        return BacktestOutcome(kind, message, prepared.symbol, n_bars, elapsed=time.perf_counter() - started)
+        return BacktestOutcome(kind, message, prepared.symbol, len(prepared), elapsed=time.perf_counter() - started)
 
-    if n_bars < 2:
-        return fail("data", f"{prepared.symbol}: only {n_bars} bar(s) to backtest")
+    if len(prepared) < 2:
+        return fail("data", f"{prepared.symbol}: only {len(prepared)} bar(s) to backtest")
     engine = _engine(settings, prepared)
     try:
         try:
@@ -427,6 +479,9 @@ def run_strategy(
                 "(e.g. a negative account balance)",
             )
         fills = _fills(engine)
+        refused = _refused_orders(engine)
+        sizing_refusals = int(getattr(strategy, "sizing_refusals", 0) or 0)
+        first_refusal = str(getattr(strategy, "first_sizing_refusal", "") or "")
         log = getattr(strategy, "decision_log", None)
         decisions = [(int(i), int(a)) for i, a in log()] if callable(log) else []
     finally:
@@ -435,10 +490,35 @@ def run_strategy(
         except Exception:  # pragma: no cover - disposal problems must not mask the result
             logger.debug("engine.dispose failed", exc_info=True)
 
-    outcome = _outcome(prepared, settings, fills, started)
+    if refused:
+        # The strategy's orders did not happen: the figures would describe some other strategy.
+        return fail("incomplete", f"{prepared.symbol}: the venue refused {len(refused)} order(s); first: {refused[0]}")
+    warnings: list[str] = []
+    if sizing_refusals:
+        if fills.size == 0:
+            return fail(
+                "incomplete",
+                f"{prepared.symbol}: no position could be opened ({first_refusal}); set a smaller size_increment "
+                "or lot_size for it in [backtest.instruments] or raise starting_capital",
+            )
+        warnings.append(f"{prepared.symbol}: {sizing_refusals} order(s) skipped as too small for one order step; "
+                        f"first: {first_refusal}")
+    outcome = _outcome(prepared, settings, fills, started, warnings)
     outcome.decisions = decisions
     outcome.fills = fills.tolist()
     return outcome
+
+
+def _refused_orders(engine: BacktestEngine) -> list[str]:
+    """One line per order the venue or the risk engine refused (denied or rejected), with its reason."""
+    from nautilus_trader.model.events import OrderDenied, OrderRejected
+
+    refused: list[str] = []
+    for order in engine.cache.orders():
+        for event in order.events:
+            if isinstance(event, OrderDenied | OrderRejected):
+                refused.append(f"{order.side_string()} {order.quantity} {type(event).__name__}: {event.reason}")
+    return refused
 
 
 def _fills(engine: BacktestEngine) -> np.ndarray:
@@ -462,19 +542,35 @@ def _fills(engine: BacktestEngine) -> np.ndarray:
     return arr[np.argsort(arr[:, 0], kind="stable")]
 
 
+def _units(qty: np.ndarray, size_precision: int) -> list[int]:
+    """Signed quantities as whole numbers of the instrument's smallest size step: exact sums, no residues."""
+    scale = Decimal(10) ** int(size_precision)
+    return [int((Decimal(repr(float(q))) * scale).to_integral_value()) for q in qty]
+
+
 def equity_curve(
-    ts: np.ndarray, closes: np.ndarray, fills: np.ndarray, capital: float, multiplier: float = 1.0
+    ts: np.ndarray,
+    closes: np.ndarray,
+    fills: np.ndarray,
+    capital: float,
+    multiplier: float = 1.0,
+    size_precision: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mark-to-market equity and position after each bar: cash (fills, fees) + position × close.
 
     Fills are attributed to the bar at or before their timestamp (a market order fills at the bar's close);
-    fills after the last bar (closing orders at stop) are attributed to the last bar.
+    fills after the last bar (closing orders at stop) are attributed to the last bar. With ``size_precision``
+    the position is summed exactly in size steps, so a closed position is exactly 0 (not 1e-11).
     """
     if fills.size == 0:
         return np.full(ts.shape, float(capital)), np.zeros(ts.shape)
     qty, px, fee = fills[:, 1], fills[:, 2], fills[:, 3]
     cash_flow = -qty * px * multiplier - fee
-    pos_cum = np.concatenate([[0.0], np.cumsum(qty)])
+    if size_precision is None:
+        pos_cum = np.concatenate([[0.0], np.cumsum(qty)])
+    else:
+        steps = np.cumsum(np.asarray([0, *_units(qty, size_precision)], dtype=object))
+        pos_cum = np.asarray([float(Decimal(int(v)).scaleb(-size_precision)) for v in steps], dtype=float)
     cash_cum = np.concatenate([[0.0], np.cumsum(cash_flow)])
     idx = np.searchsorted(fills[:, 0], ts.astype(float), side="right")
     idx[-1] = len(fills)
@@ -483,34 +579,50 @@ def equity_curve(
     return equity, position
 
 
-def round_trips(fills: np.ndarray, last_close: float, multiplier: float = 1.0) -> list[float]:
+def round_trips(
+    fills: np.ndarray, last_close: float, multiplier: float = 1.0, size_precision: int | None = None
+) -> list[float]:
     """PnL after fees of each round trip (flat → position → flat; a reversal closes one trip and opens one).
 
+    Quantities are compared in whole size steps of the instrument (``size_precision`` decimals; inferred from
+    the fills when not given), so a float residue such as -65123.00000000001 never splits or opens a trip.
     A position still open after the last fill is valued at the last close as if closed there.
     """
+    if size_precision is None:
+        size_precision = _fill_precision(fills[:, 1]) if fills.size else 0
+    scale = 10.0**-size_precision
     trips: list[float] = []
-    position = 0.0
+    position = 0  # in size steps
     pnl = 0.0
-    for _, qty, px, fee in fills:
-        remaining = qty
-        fee_per_unit = fee / abs(qty) if qty else 0.0
-        while abs(remaining) > 1e-12:
-            if position == 0.0 or np.sign(position) == np.sign(remaining):
-                pnl += -remaining * px * multiplier - abs(remaining) * fee_per_unit
+    units = _units(fills[:, 1], size_precision) if fills.size else []
+    for (_, _qty, px, fee), remaining in zip(fills, units, strict=True):
+        fee_per_step = fee / abs(remaining) if remaining else 0.0
+        if remaining == 0:
+            pnl -= fee
+        while remaining != 0:
+            if position == 0 or (position > 0) == (remaining > 0):
+                pnl += -remaining * scale * px * multiplier - abs(remaining) * fee_per_step
                 position += remaining
-                remaining = 0.0
+                remaining = 0
             else:
                 step = -position if abs(remaining) >= abs(position) else remaining
-                pnl += -step * px * multiplier - abs(step) * fee_per_unit
+                pnl += -step * scale * px * multiplier - abs(step) * fee_per_step
                 position += step
                 remaining -= step
-                if abs(position) < 1e-12:
-                    position = 0.0
+                if position == 0:
                     trips.append(pnl)
                     pnl = 0.0
-    if position != 0.0:
-        trips.append(pnl + position * last_close * multiplier)
+    if position != 0:
+        trips.append(pnl + position * scale * last_close * multiplier)
     return trips
+
+
+def _fill_precision(qty: np.ndarray) -> int:
+    """Decimals of the fill quantities (at most 9), ignoring float noise."""
+    from alpha_evolve.market import infer_price_precision
+
+    nonzero = np.abs(qty[qty != 0])
+    return infer_price_precision(nonzero)[0] if nonzero.size else 0
 
 
 def _downsample(n: int, points: int) -> np.ndarray:
@@ -520,24 +632,37 @@ def _downsample(n: int, points: int) -> np.ndarray:
 
 
 def _outcome(
-    prepared: PreparedBars, settings: BacktestSettings, fills: np.ndarray, started: float
+    prepared: PreparedBars,
+    settings: BacktestSettings,
+    fills: np.ndarray,
+    started: float,
+    warnings: list[str] | None = None,
 ) -> BacktestOutcome:
+    """Figures of the scored bars only (warm-up bars dropped; no fill can fall in them), from every bar's equity;
+    only the curve returned for plotting is downsampled."""
     import time
 
-    ts, closes = prepared.ts, prepared.closes
+    w = prepared.warmup
+    ts, closes = prepared.ts[w:], prepared.closes[w:]
     multiplier = float(prepared.instrument.multiplier)
-    equity, position = equity_curve(ts, closes, fills, settings.starting_capital, multiplier)
-    trades = round_trips(fills, float(closes[-1]), multiplier)
+    precision = int(prepared.instrument.size_precision)
+    equity, position = equity_curve(ts, closes, fills, settings.starting_capital, multiplier, precision)
+    trades = round_trips(fills, float(closes[-1]), multiplier, precision)
     exposure = float(np.count_nonzero(position)) / len(position) if len(position) else 0.0
-    metrics = compute_metrics(equity, prepared.periods_per_year, trades, exposure, settings.risk_free)
+    # Figures start from the starting capital, before the first bar's fills: an entry on the period's first bar
+    # (buy-and-hold's) pays its fee inside the period, like every later one.
+    scored = np.concatenate([[settings.starting_capital], equity])
+    metrics = compute_metrics(scored, prepared.periods_per_year, trades, exposure, settings.risk_free)
     keep = _downsample(len(equity), settings.equity_points)
     return BacktestOutcome(
         status="ok",
         symbol=prepared.symbol,
-        bars=len(prepared.bars),
+        bars=len(prepared),
         metrics=metrics,
         equity_index=[int(t) for t in ts[keep]],
         equity_values=[float(v) for v in equity[keep]],
         trades=trades,
         elapsed=time.perf_counter() - started,
+        warnings=list(warnings or []),
+        equity_full=scored,
     )

@@ -1,9 +1,9 @@
 """Typed, validated run configuration read from TOML.
 
-A config file has three sections, ``[evolution]``, ``[backtest]`` and ``[pipeline]``. Every field is declared
-once, in the dataclasses below, with its type, range and a one-line documentation string kept in the field's
-metadata; validation, error messages, the self-evolution search-space key resolver and the commented TOML
-snapshots all read that single declaration, so a new field is one line here and nowhere else.
+A config file has four sections, ``[evolution]``, ``[backtest]``, ``[pipeline]`` and ``[evaluation]``. Every
+field is declared once, in the dataclasses below, with its type, range and a one-line documentation string kept
+in the field's metadata; validation, error messages, the self-evolution search-space key resolver and the
+commented TOML snapshots all read that single declaration, so a new field is one line here and nowhere else.
 
 Errors are ``ConfigError`` with one line naming the file, the key, what was expected and, for a misspelt key,
 the closest valid key: users read them on a terminal, never a traceback.
@@ -37,6 +37,9 @@ EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
 SYNTHETIC_GENERATORS = ("planted", "regimes")  # alpha_evolve.synthetic.GENERATORS (not imported: numpy-free)
+ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")  # = market.ASSET_CLASSES (kept import-free here)
+FILL_MODELS = ("close", "volume")  # = market.FILL_MODELS
+EVALUATION_BACKENDS = ("local", "ray")
 FOLD_AGGREGATES = ("mean", "worst")
 RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
 
@@ -52,6 +55,8 @@ def _f(default: Any, doc: str, *, ge: float | None = None, le: float | None = No
     meta = {"doc": doc, "ge": ge, "le": le, "gt": gt, "lt": lt, "choices": choices, "optional": optional}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -129,12 +134,26 @@ class BacktestConfig:
                                     lt=1.0)
     train_end: str = _f("", "ISO date ending the train period (overrides train_fraction)")
     validation_end: str = _f("", "ISO date ending the validation period (overrides validation_fraction)")
-    starting_capital: float = _f(100_000.0, "starting account balance in USD", gt=0.0)
+    starting_capital: float = _f(100_000.0, "starting account balance, in the quote currency (USD for US "
+                                 "stocks and XXX/USD pairs)", gt=0.0)
     account_type: str = _f("cash", "cash (long only) or margin (allows shorts)", choices=ACCOUNT_TYPES)
     allow_short: bool = _f(False, "let strategies go short (requires account_type = margin)")
     trade_fraction: float = _f(0.95, "fraction of equity committed per position", gt=0.0, le=1.0)
     taker_fee: float = _f(0.001, "taker fee as a fraction of notional (0.001 = 10 bps)", ge=0.0, lt=0.1)
     maker_fee: float = _f(0.001, "maker fee as a fraction of notional", ge=0.0, lt=0.1)
+    asset_class: str = _f("auto", "asset class of every symbol: auto (fx/crypto pairs recognised from the "
+                          "symbol, else equity), equity, fx, crypto or future", choices=ASSET_CLASSES)
+    instruments: dict[str, Any] = _f({}, "per-symbol overrides, as [backtest.instruments.SYMBOL] tables with "
+                                     "asset_class, price_precision, tick, size_increment, lot_size, multiplier, "
+                                     "base_currency, quote_currency (see docs/market-model.md)")
+    fill_model: str = _f("close", "close: whole order at the bar close, fees only; volume: at most volume_share "
+                         "of the bar's volume at the close, the rest slippage_bps worse", choices=FILL_MODELS)
+    volume_share: float = _f(0.25, "fill_model volume: share of a bar's volume that fills at the close", gt=0.0,
+                             le=1.0)
+    slippage_bps: float = _f(0.0, "fill_model volume: price concession on the rest of an order, in basis points",
+                             ge=0.0, le=1000.0)
+    warmup_bars: int = _f(250, "bars just before the validation/holdout period that warm indicators up "
+                          "(not scored; 0 = start cold)", ge=0, le=1_000_000)
     bt_top: int = _f(5, "distinct top programs re-evaluated on the validation period", ge=1, le=1000)
     objective: str = _f("Sharpe", "validation metric that ranks the top programs (InfoRatio = excess over "
                         "buy-and-hold)", choices=RANKING_METRICS)
@@ -168,20 +187,35 @@ class PipelineOptions:
     align_cache_dir: str = _f(".cache/align", "where prepared data is cached")
 
 
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Where candidates are evaluated; the figures do not depend on it (docs/ray.md)."""
+
+    backend: str = _f("local", "local (confined worker pool on this machine) or ray (one such pool on every Ray "
+                      "node)", choices=EVALUATION_BACKENDS)
+    ray_address: str = _f("", "Ray cluster for backend = ray: empty = start a local Ray instance, 'auto' = join "
+                          "the running cluster, or host:port")
+    workers_per_node: int = _f(0, "confined workers per Ray node (0 = the node's CPU count)", ge=0, le=4096)
+    max_task_retries: int = _f(2, "times a candidate lost with its Ray node or actor is retried on another node "
+                               "before it is recorded as crash", ge=0, le=10)
+
+
 SECTIONS: dict[str, type[Any]] = {
     "evolution": EvolutionConfig,
     "backtest": BacktestConfig,
     "pipeline": PipelineOptions,
+    "evaluation": EvaluationConfig,
 }
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The three sections of one config file, plus where it came from (for messages and snapshots)."""
+    """The sections of one config file, plus where it came from (for messages and snapshots)."""
 
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source: str = "<defaults>"
 
     @property
@@ -241,7 +275,7 @@ class FieldSpec:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                list: "a list of strings"}[self.type]
+                list: "a list of strings", dict: "a table"}[self.type]
         bounds = []
         if self.ge is not None:
             bounds.append(f">= {self.ge:g}")
@@ -259,6 +293,8 @@ def _field_type(cls: type[Any], name: str) -> type[Any]:
     origin = get_origin(hint)
     if origin is list:
         return list
+    if origin is dict:
+        return dict
     if origin is Literal:
         return type(get_args(hint)[0])
     return hint
@@ -334,6 +370,13 @@ def coerce_value(spec: FieldSpec, value: Any, *, source: str) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if ok:
             value = list(value)
+    elif t is dict:
+        from alpha_evolve.market import MarketError, validate_overrides
+
+        try:
+            return validate_overrides(value, f"{source}: [{spec.section}] {spec.name}")
+        except MarketError as exc:
+            raise ConfigError(str(exc)) from None
     else:  # pragma: no cover - a field type this module forgot to handle
         ok = False
     if not ok:
@@ -405,12 +448,13 @@ def _check_cross_fields(cfg: RunConfig) -> None:
 def from_mapping(data: Mapping[str, Any], *, source: str = "<config>") -> RunConfig:
     """Build a validated config from nested plain data (a parsed TOML document or a dict)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a table with sections [evolution], [backtest], [pipeline]")
+        raise ConfigError(f"{source}: expected a table with sections [evolution], [backtest], [pipeline], "
+                          "[evaluation]")
     sections: dict[str, Any] = {}
     for sec_name, sec_data in data.items():
         if sec_name not in SECTIONS:
             raise ConfigError(f"{source}: unknown section [{sec_name}]{_closest(sec_name, list(SECTIONS))}; "
-                              "expected [evolution], [backtest] or [pipeline]")
+                              "expected [evolution], [backtest], [pipeline] or [evaluation]")
         if not isinstance(sec_data, Mapping):
             raise ConfigError(f"{source}: [{sec_name}] must be a table of settings, got {sec_data!r}")
         kwargs: dict[str, Any] = {}

@@ -58,6 +58,7 @@ from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.program_keys import code_key, result_behavior_key
+from alpha_evolve.prompts import fitness_spec
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
     FAILURE_KINDS,
@@ -69,7 +70,8 @@ from alpha_evolve.store import (
 )
 
 if TYPE_CHECKING:
-    from alpha_evolve.evaluator import EvalResult, StrategyEvaluator
+    from alpha_evolve.evaluation_backend import Evaluator
+    from alpha_evolve.evaluator import EvalResult
 
 logger = logging.getLogger("alpha_evolve.controller")
 
@@ -469,7 +471,7 @@ class EvolutionController:
         self,
         config: EvolutionConfig | RunConfig,
         store: ProgramStore,
-        evaluator: StrategyEvaluator,
+        evaluator: Evaluator,
         mutator: Mutator | None = None,
     ) -> None:
         if isinstance(config, RunConfig):
@@ -713,7 +715,7 @@ class EvolutionController:
                 # The machine failed (disk full, read-only folder, store not writable): no candidate is to blame.
                 # Whatever was in flight is dropped unrecorded, so a resume re-runs exactly those iterations.
                 await self._cancel_inflight()
-                logger.error("experiment %s stopped: %s", s.experiment, fault)
+                logger.info("experiment %s stopped: %s", s.experiment, fault)
                 with contextlib.suppress(Exception):
                     self.store.update_experiment(
                         s.experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value
@@ -1021,6 +1023,8 @@ class EvolutionController:
             parent_metrics=parent.metrics,
             guidance=ev.guidance,
             inspirations=self._inspirations(s.experiment, parent),
+            fitness=fitness_spec(self.run_config),
+            allow_short=bool(self.run_config.backtest.allow_short),
         )
         return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
 
@@ -1408,7 +1412,7 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
     )
 
 
-def build_evaluator(config: RunConfig, **kwargs: Any) -> StrategyEvaluator:
+def build_evaluator(config: RunConfig, **kwargs: Any) -> Evaluator:
     """The evaluator for an evolution run: train/validation splits of the configured data, never the holdout.
 
     A thin alias of ``evaluation_setup.build_evaluator`` so that the pipeline and the CLI share one wiring.

@@ -45,6 +45,8 @@ class RankedProgram:
     status: str = "ok"
     error: str | None = None
     flags: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # market-model warnings of its validation run
+    return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every validation bar
 
     @property
     def is_seed(self) -> bool:

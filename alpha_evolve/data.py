@@ -968,6 +968,18 @@ class DataSplits:
             for name, part in (("train", self.train), ("validation", self.validation), ("holdout", self.holdout))
         }
 
+    def warmup(self, name: str, bars: int) -> pd.DataFrame | None:
+        """The ``bars`` bars just before part ``name``, taken from the parts before it (none before train).
+
+        They warm indicators up so a period does not start cold while buy-and-hold is invested from its first
+        bar; the cut of the periods is unchanged and the warm-up bars are never scored.
+        """
+        before = {"train": [], "validation": [self.train], "holdout": [self.train, self.validation]}[name]
+        if bars <= 0 or not before:
+            return None
+        tail = pd.concat([part.iloc[max(len(part) - bars, 0):] for part in before])
+        return tail.iloc[max(len(tail) - bars, 0):]
+
 
 def _cut(index: pd.DatetimeIndex, end: str | pd.Timestamp, what: str) -> int:
     """Number of bars up to `end`: a date-only value includes that whole day, a date-time is inclusive."""

@@ -8,7 +8,7 @@ use them), and only the ``holdout`` command builds one that does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import pandas as pd
 from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.data import DataError, Dataset, DataSplits, load_dataset, periods_per_year, split_bars
+from alpha_evolve.evaluation_backend import Evaluator
 from alpha_evolve.evaluator import StrategyEvaluator
+from alpha_evolve.market import InstrumentSpec, MarketError
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
 
@@ -84,11 +86,14 @@ def build_evaluator(
     max_concurrent: int | None = None,
     settings: BacktestSettings | None = None,
     unseal: bool = False,
-) -> StrategyEvaluator:
+    status_path: str | Path | None = None,
+) -> Evaluator:
     """An evaluator holding only the ``include`` splits; evolution never gets the holdout.
 
     Holdout bars are only loaded with ``unseal=True``, which the holdout door (``holdout_door``) passes after it
-    has arranged for the look to be ledgered.
+    has arranged for the look to be ledgered. ``[evaluation] backend`` picks where candidates run (``ray``: every
+    node of a cluster, same figures); ``status_path`` is where a cluster backend keeps its live placement (node,
+    in flight, done).
     """
     wanted = set(include)
     if "holdout" in wanted and not unseal:
@@ -96,16 +101,49 @@ def build_evaluator(
 
         raise refuse("build_evaluator")
     run_data = data or load_run_data(config)
-    frames: dict[str, Mapping[str, pd.DataFrame]] = {
-        symbol: {name: getattr(s, name) for name in ("train", "validation", "holdout") if name in wanted}
-        for symbol, s in run_data.splits.items()
-    }
+    settings = settings or backtest_settings(config)
+    frames: dict[str, dict[str, pd.DataFrame | None]] = {}
+    for symbol, s in run_data.splits.items():
+        frames[symbol] = {}
+        for name in ("train", "validation", "holdout"):
+            if name in wanted:
+                frames[symbol][name] = getattr(s, name)
+                frames[symbol][f"{name}_warmup"] = s.warmup(name, settings.warmup_bars)
     # Annualise every split with the frequency of the whole series, so a short holdout is not mis-scaled.
     instruments = run_data.dataset.instruments
     ppy = {symbol: periods_per_year(pd.DatetimeIndex(bars.index)) for symbol, bars in instruments.items()}
+    specs = instrument_specs(run_data, settings)
+    if config.evaluation.backend == "ray":
+        from alpha_evolve.ray_backend import RayEvaluator
+
+        ev = config.evaluation
+        return RayEvaluator(
+            frames,
+            settings or backtest_settings(config),
+            max_concurrent=max_concurrent or config.evolution.max_concurrent,
+            periods_per_year=ppy,
+            address=ev.ray_address,
+            workers_per_node=ev.workers_per_node,
+            max_task_retries=ev.max_task_retries,
+            status_path=status_path,
+            instruments=specs,
+        )
     return StrategyEvaluator(
         frames,
-        settings or backtest_settings(config),
+        settings,
         max_concurrent=max_concurrent or config.evolution.max_concurrent,
         periods_per_year=ppy,
+        instruments=specs,
     )
+
+
+def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str, InstrumentSpec]:
+    """Each symbol's instrument, from its train and validation bars (never the holdout's, which evolution must
+    not see in any form) and the config's overrides: every period and every command trades the same one."""
+    specs: dict[str, InstrumentSpec] = {}
+    for symbol, s in run_data.splits.items():
+        try:
+            specs[symbol] = settings.spec_for(symbol, pd.concat([s.train, s.validation]))
+        except MarketError as exc:
+            raise DataError(f"{run_data.dataset.source} [{symbol}]: {exc}") from None
+    return specs

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -66,6 +67,8 @@ class EvalResult:
     per_instrument: dict[str, dict[str, float]] = field(default_factory=dict)
     equity: list[tuple[str, float]] = field(default_factory=list)
     elapsed: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # market-model problems that did not void the figures
+    return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every bar (not `equity`)
     log: str = ""  # what the candidate printed, captured and bounded (never the CLI's stdout)
 
     @property
@@ -81,7 +84,8 @@ class EvalResult:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
         values = dict(data)
         values["equity"] = [(str(t), float(v)) for t, v in values.get("equity", [])]
-        return cls(**values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def _frame_of(splits: Any, split: str) -> pd.DataFrame | None:
@@ -95,6 +99,9 @@ class StrategyEvaluator:
     `data` maps each symbol to its splits: any object with `train`/`validation`/`holdout` DataFrame attributes
     (e.g. `data.DataSplits`) or a mapping with those keys; a missing or empty split is a `data` failure when
     asked for. `periods_per_year` (per symbol) overrides the frequency inferred from the train index.
+    `instruments` (per symbol, `market.InstrumentSpec`) fixes the instrument; by default it is inferred from
+    the bars given. A split's warm-up bars (the bars just before it) come as a ``"<split>_warmup"`` key or
+    attribute of the symbol's splits; they warm indicators up and are never scored.
 
     `causality_splits`: splits on which every successful full run is also re-run on a series whose future was
     changed after a secret cut (decisions before the cut must not change, else `lookahead`). By default the
@@ -108,6 +115,7 @@ class StrategyEvaluator:
         settings: BacktestSettings | None = None,
         max_concurrent: int = 2,
         periods_per_year: Mapping[str, float] | None = None,
+        instruments: Mapping[str, Any] | None = None,
         *,
         causality_splits: Iterable[str] = ("validation", "holdout"),
         allow_unconfined: bool | None = None,
@@ -124,7 +132,10 @@ class StrategyEvaluator:
         unconfined = self.settings.allow_unconfined if allow_unconfined is None else bool(allow_unconfined)
         self.confinement = "off (allow_unconfined)" if unconfined else "landlock+seccomp+rlimits"
         frames: dict[tuple[str, str], pd.DataFrame] = {}
+        warmups: dict[tuple[str, str], pd.DataFrame] = {}
         ppy_of: dict[str, float] = {}
+        self.instruments: dict[str, Any] = {}  # symbol -> market.InstrumentSpec every period trades
+        self._stamps: dict[tuple[str, str], np.ndarray] = {}  # scored bar timestamps (ns) per (symbol, split)
         for symbol, splits in data.items():
             train = _frame_of(splits, "train")
             ppy = (periods_per_year or {}).get(symbol)
@@ -132,10 +143,22 @@ class StrategyEvaluator:
                 ppy = infer_periods_per_year(train.index)
             if ppy is not None:
                 ppy_of[symbol] = float(ppy)
+            given = []
             for split in SPLITS:
                 frame = _frame_of(splits, split)
                 if frame is not None:
                     frames[(symbol, split)] = frame
+                    given.append(frame)
+                    warm = _frame_of(splits, f"{split}_warmup")
+                    if warm is not None:
+                        warmups[(symbol, split)] = warm
+                    stamps = pd.DatetimeIndex(frame.index).to_numpy(dtype="datetime64[ns]")
+                    self._stamps[(symbol, split)] = stamps.astype(np.int64)
+            spec = (instruments or {}).get(symbol)
+            if spec is None and given:
+                spec = self.settings.spec_for(symbol, pd.concat(given))  # MarketError (a ValueError) = one line
+            if spec is not None:
+                self.instruments[symbol] = spec
         self._available = frozenset(frames)
         self._lock = threading.Lock()
         self._idle: queue.Queue[SlotHandle] = queue.Queue()
@@ -150,6 +173,8 @@ class StrategyEvaluator:
             {
                 "frames": frames,
                 "ppy": ppy_of,
+                "specs": dict(self.instruments),
+                "warmups": warmups,
                 "settings": self.settings,
                 "kernel": not unconfined,
                 "disable_python_guards_for_tests": disable_python_guards_for_tests,
@@ -398,6 +423,8 @@ class StrategyEvaluator:
             per_instrument=per,
             equity=_combine_equity(outcomes, self.settings.starting_capital),
             elapsed=elapsed,
+            warnings=[w for o in outcomes for w in getattr(o, "warnings", [])],
+            return_stats=_return_stats(outcomes, self._stamps, split),
             log=log,
         )
 
@@ -466,6 +493,30 @@ def _combine_equity(outcomes: Sequence[BacktestOutcome], capital: float) -> list
     combined = frame.mean(axis=1)
     stamps = pd.DatetimeIndex(combined.index).to_numpy(dtype="datetime64[ns]").astype(np.int64)
     return list(zip(_iso(stamps), (float(v) for v in combined), strict=True))
+
+
+def _return_stats(
+    outcomes: Sequence[BacktestOutcome], stamps: Mapping[tuple[str, str], np.ndarray], split: str
+) -> dict[str, float]:
+    """PSR/DSR inputs from every bar of the (equal-weight) equity curve, never from the downsampled plot."""
+    from alpha_evolve.metrics import return_stats
+
+    curves: list[pd.Series] = []
+    for o in outcomes:
+        full = getattr(o, "equity_full", None)
+        ts = stamps.get((o.symbol, split))
+        if full is None or ts is None or len(full) < 2 or len(full) - 1 > len(ts):
+            return {}
+        # the first point is the starting capital, just before the first scored bar
+        index = np.r_[ts[:1] - 1, ts[: len(full) - 1]]
+        s = pd.Series(np.asarray(full, dtype=float), index=index)
+        curves.append(s / s.iloc[0] if s.iloc[0] else s)
+    if not curves:
+        return {}
+    if len(curves) == 1:
+        return return_stats(curves[0].to_numpy())
+    frame = pd.concat(curves, axis=1).sort_index().ffill().bfill()
+    return return_stats(frame.mean(axis=1).to_numpy())
 
 
 def _iso(ns: np.ndarray) -> list[str]:

@@ -235,10 +235,15 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
         policy.module_or_parent_allowed = lambda module: True
         policy.FORBIDDEN_BUILTINS = frozenset()
     datasets: dict[tuple[str, str], Any] = {}
+    specs, warmups = setup.get("specs") or {}, setup.get("warmups") or {}
     for (symbol, split), frame in setup["frames"].items():
-        datasets[(symbol, split)] = backtest.prepare_bars(symbol, frame, settings, setup["ppy"].get(symbol))
+        datasets[(symbol, split)] = backtest.prepare_bars(
+            symbol, frame, settings, setup["ppy"].get(symbol), spec=specs.get(symbol),
+            warmup=warmups.get((symbol, split)),
+        )
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
-    cuts = {key: rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
+    # Cuts index the engine's bar list, whose first `warmup` bars only warm indicators up (no decisions there).
+    cuts = {key: p.warmup + rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
     kernel = bool(setup.get("kernel", True))
     abi = confinement.landlock_abi()
     if kernel:
@@ -317,7 +322,7 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         kind = status if status in FAILURE_KINDS and status not in ("tampered", "lookahead") else "crash"
         return failure(kind, _one_line(str(claim.get("error") or kind))[:500]), []
     try:
-        decisions = replay.validate_decisions(claim.get("decisions"), n)
+        decisions = replay.validate_decisions(claim.get("decisions"), len(prepared.bars))  # warm-up included
     except ValueError as exc:
         return failure("tampered", f"{prepared.symbol}: the candidate's run returned a forged decision log ({exc})"), []
     trusted = replayer.replay(key, fraction, decisions)
@@ -343,7 +348,7 @@ def _causality_problem(code: str, perturbed: Any, cut: int, decisions: list[tupl
         return (f"the causality check (same bars up to bar {cut}, different ones after) failed: "
                 f"{_one_line(str(claim.get('error') or claim.get('status')))[:300]}")  # fmt: skip
     try:
-        other = replay.validate_decisions(claim.get("decisions"), len(perturbed))
+        other = replay.validate_decisions(claim.get("decisions"), len(perturbed.bars))
     except ValueError as exc:
         return f"the causality check run returned a forged decision log ({exc})"
     first = replay.first_divergence(decisions, other, cut)

@@ -120,6 +120,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
         "seed_metrics": {m: seed.metrics.get(m, 0.0) for m in METRIC_NAMES} if seed is not None and seed.ok else {},
         **_reference_figures(result_metrics(best), result_metrics(bh), others),
         "validation_metrics": summary.get("best_metrics", {}),
+        "warnings": [f"best: {w}" for w in best.warnings] + [f"buy_and_hold: {w}" for w in bh.warnings],
     }
     result["verdict"] = _holdout_verdict(summary, result)
     atomic_write_json(run / "holdout.json", result)

@@ -200,3 +200,11 @@ def deflated_sharpe(
     `sr_variance` is the variance of the per-period SRs across the trials (e.g. across a population).
     """
     return probabilistic_sharpe(returns, expected_max_sharpe(n_trials, sr_variance))
+
+
+def return_stats(equity: Sequence[float] | np.ndarray | pd.Series) -> dict[str, float]:
+    """What PSR/DSR need from an equity curve sampled once per bar: the per-period Sharpe, the number of
+    returns and their skew and (non-excess) kurtosis. Computed from every bar: a downsampled curve would
+    understate the number of observations and change the moments."""
+    sr, n, skew, kurt = _moments(simple_returns(equity))
+    return {"n_obs": float(n), "sharpe_per_period": _finite(sr), "skew": _finite(skew), "kurtosis": _finite(kurt)}

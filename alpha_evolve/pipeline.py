@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import logging
 import os
 import platform
@@ -239,7 +240,7 @@ def run_pipeline(
             if fault is not None:
                 # The machine failed, not the settings: no "failed" SUMMARY (the outer loop would record it as
                 # the proposal's failure); the caller stops and a resume runs this again.
-                logger.error("pipeline run %s stopped: %s", run_dir, fault)
+                logger.info("pipeline run %s stopped: %s", run_dir, fault)
                 raise fault from None
             reason = str(exc).strip() or type(exc).__name__
             if not isinstance(exc, PipelineError | ValueError | OSError | LookupError):
@@ -299,6 +300,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         evolve_seconds = time.perf_counter() - t0
         ranked, seed_val, bh_val, n_val, overfit = select_winner(config, store, evaluator, experiment, seed_code,
                                                                  data, bh_train=bh_train)
+        market_info = _market_summary(evaluator, ranked, seed_val, bh_val)
         security = _evaluation_security(evaluator)
         references = _reference_runs(evaluator, data_info, bh_train)
     finally:
@@ -354,6 +356,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "buy_and_hold_metrics": _metrics_only(bh_val.validation),
         **_reference_summary(best, seed_val, bh_val, references),
         "overfitting": overfit,
+        "market": market_info,
         **honest,
         "top_programs": "top_programs.json",
         "artifacts": artifacts,
@@ -399,13 +402,15 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     for p, r in zip(distinct, results[: len(distinct)], strict=True):
         validation = with_info_ratio(r.metrics, r.equity, bh_equity) if r.ok else dict(r.metrics)
         flags = round_trip_flags(p.metrics, validation, minimum) if r.ok else []
-        ranked.append(RankedProgram(p, dict(p.metrics), validation, list(r.equity), r.status, r.error, flags))
+        ranked.append(RankedProgram(p, dict(p.metrics), validation, list(r.equity), r.status, r.error, flags,
+                                    list(r.warnings), dict(r.return_stats)))
     ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_train = dict(seed_program.metrics) if seed_program is not None else {}
     seed_validation = with_info_ratio(seed_res.metrics, seed_res.equity, bh_equity) if seed_res.ok else {}
     seed_val = RankedProgram(seed_program, seed_train, seed_validation, list(seed_res.equity),
-                             seed_res.status, seed_res.error)
-    bh_val = RankedProgram(None, dict(bh_train or {}), dict(bh_res.metrics), bh_equity, bh_res.status, bh_res.error)
+                             seed_res.status, seed_res.error, warnings=list(seed_res.warnings))
+    bh_val = RankedProgram(None, dict(bh_train or {}), dict(bh_res.metrics), bh_equity, bh_res.status, bh_res.error,
+                           warnings=list(bh_res.warnings))
     return ranked, seed_val, bh_val, len(codes)
 
 
@@ -472,7 +477,7 @@ def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str
     bars = _split_bars(data.describe())
     _record_trials(store, experiment, ranked, seed_val, bh_val, seed_source("buy_and_hold"), ppy, bars)
     top_on_train = max((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300))
-    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config)
+    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config, ranked)
     return ranked, seed_val, bh_val, n_val, overfit
 
 
@@ -527,6 +532,25 @@ def _fold_sharpes(metrics: Mapping[str, Any]) -> list[tuple[int, float]]:
     return sorted(out)
 
 
+def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: RankedProgram,
+                    bh: RankedProgram) -> dict[str, Any]:
+    """The market model the run used (instruments, fills, fees, warm-up) and every market warning raised while
+    validating the best program, the seed and buy-and-hold: figures a reader should not take at face value."""
+    from alpha_evolve.commands.backtest import market_description
+
+    instruments = {s: spec.to_dict() for s, spec in getattr(evaluator, "instruments", {}).items()}
+    warnings: list[str] = []
+    for label, r in (("best", ranked[0] if ranked else None), ("seed", seed), ("buy_and_hold", bh)):
+        if r is None:
+            continue
+        warnings += [f"{label}: {w}" for w in r.warnings]
+        if r.status != "ok":
+            warnings.append(f"{label}: {r.status} on validation: {r.error}")
+    out = market_description(evaluator.settings, instruments)
+    out["warnings"] = warnings
+    return out
+
+
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
     from alpha_evolve.controller import experiment_stats
 
@@ -565,28 +589,55 @@ def _train_sharpes(store: Any, experiment: str) -> list[float]:
     return [float(r[0]) for r in rows]
 
 
+def _nested_selections(finalists: Sequence[RankedProgram], objective: str
+                       ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+    """The nested finalist sets (top-1, top-2, ... by train fitness, each with the seed) and each one's winner."""
+    ok = [r for r in finalists if r.status == "ok"]
+    seeds = [r for r in ok if r.is_seed]
+    by_train = sorted((r for r in ok if not r.is_seed), key=lambda r: float(r.program.fitness or -1e300),
+                      reverse=True)
+    key = _objective_key(objective)
+    prefixes, winners = [], []
+    for j in range(len(by_train) + 1):
+        members = by_train[:j] + seeds
+        if not members or (j == 0 and by_train):
+            continue
+        winner = max(members, key=key)
+        prefixes.append([int(r.program.id) for r in members])
+        winners.append({"Sharpe": float(winner.validation.get("Sharpe", 0.0)),
+                        "returns": _period_returns(winner.equity)})
+    return prefixes, winners
+
+
 def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: Sequence[Mapping[str, Any]],
-                 ppy: float, bars: Mapping[str, int], config: RunConfig) -> dict[str, Any]:
+                 ppy: float, bars: Mapping[str, int], config: RunConfig,
+                 finalists: Sequence[RankedProgram] = ()) -> dict[str, Any]:
     """PSR and DSR of the crowned program, deflated for every trial of the run at both selection stages."""
-    from alpha_evolve.trials import deflate_winner
+    from alpha_evolve.trials import deflate_winner, nested_floor
 
     tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
     folds = config.evolution.fitness_folds > 1
     deflation = deflate_winner(
         trial_rows, validation_sharpe=va, validation_obs=bars.get("validation", 0),
         validation_returns=_period_returns(best.equity),
+        shape=_shape_of(best.return_stats),
         train_sharpe=float(top_on_train.train.get("Sharpe", 0.0)), train_obs=bars.get("train", 0),
         periods_per_year=ppy, train_period="train_folds" if folds else "train",
     )
+    prefixes, winners = _nested_selections(finalists, config.backtest.objective)
+    floor = nested_floor(trial_rows, prefixes, winners, validation_obs=bars.get("validation", 0),
+                         periods_per_year=ppy)
+    deflation = dataclasses.replace(deflation, dsr_validation_nested=floor)
     return {
         **deflation.to_dict(),
         "sharpe_train": tr,
         "sharpe_validation": va,
         "sharpe_gap": tr - va,
-        "note": "DSR = the smaller of two deflated Sharpe ratios (Bailey & Lopez de Prado): the winner's "
-                "validation returns against the best Sharpe luck gives among the distinct programs compared on "
-                "validation, and the best train Sharpe against the best luck gives among the distinct train "
-                "trials; a DSR below 0.95 means the edge may be luck",
+        "note": "DSR = the smallest of the deflated Sharpe ratios (Bailey & Lopez de Prado) of the run's "
+                "selections: the winner's validation returns against the best Sharpe luck gives among the distinct "
+                "programs compared on validation (and among every nested top-j set of finalists), and the best "
+                "train Sharpe against the best luck gives among the distinct train trials; a DSR below 0.95 means "
+                "the edge may be luck (see docs/honest-selection.md)",
     }
 
 
@@ -653,6 +704,13 @@ def _fitness_hook(config: RunConfig, bh_train: Any) -> Callable[[Any], dict[str,
     from alpha_evolve.folds import fitness_hook
 
     return fitness_hook(config.evolution, list(bh_train.equity) if bh_train.ok else [])
+
+
+def _shape_of(stats: Mapping[str, float]) -> tuple[float, float] | None:
+    """Skew and kurtosis of every validation bar's return (the evaluator's full curve), when it gave them."""
+    if stats and stats.get("n_obs", 0) >= 3:
+        return float(stats["skew"]), float(stats["kurtosis"])
+    return None
 
 
 def _span_years(points: Sequence[Any]) -> float:

@@ -90,6 +90,9 @@ class SessionSettings:
     align_cache_dir: str | None = None
     persist_configs: bool = True
     force_polling: bool = False
+    backend: str | None = None  # [evaluation] backend of every run (None: the config's)
+    ray_address: str | None = None  # [evaluation] ray_address of every run (None: the config's)
+    parallel_runs: int = 1  # approved candidates whose pipeline runs may be in flight at once
 
     FIXED_ON_RESUME = ("mode", "config_path", "search_space_path", "objective", "maximize", "sampler", "seed")
     """Settings a resumed session must keep: changing them would make earlier results incomparable."""
@@ -586,6 +589,15 @@ class SelfEvolutionLoop:
             align_cache_dir=s.align_cache_dir or base.align_cache_dir,
         )
 
+    def _evaluation(self, config: RunConfig) -> Any:
+        """Where the session's runs evaluate candidates (``--backend`` / ``--ray-address`` over the config)."""
+        s = self.settings
+        changes: dict[str, Any] = {k: v for k, v in (("backend", s.backend), ("ray_address", s.ray_address))
+                                   if v is not None}
+        if s.ray_address is not None and s.backend is None:
+            changes["backend"] = "ray"
+        return dataclasses.replace(config.evaluation, **changes)
+
     def _run_iteration(self, iteration: int, candidate: dict[str, Any], *, state: dict[str, Any] | None) -> None:
         state = dict(
             state or {"phase": "running", "iteration": iteration, "attempt": 1, "candidate": candidate, "reruns": 0}
@@ -602,7 +614,7 @@ class SelfEvolutionLoop:
             self.base_config.with_updates(candidate, source=f"iteration {iteration}") if candidate else self.base_config
         )
         options = self._options()
-        config = dataclasses.replace(config, pipeline=options)
+        config = dataclasses.replace(config, pipeline=options, evaluation=self._evaluation(config))
         snapshot: str | None = None
         if self.settings.persist_configs:
             from alpha_evolve.config import write_toml_snapshot

@@ -17,6 +17,13 @@ as its least credible selection):
 
 ``n_trials`` reports ``N_train + N_validation``: every distinct trial of the run is counted in the ledger.
 
+One more rule makes "more comparisons never raise the confidence" hold for every run, not only on average: the
+finalists form nested sets (the top-1, top-2, ... top-``bt_top`` train programs, each with the seed), and the
+validation-stage DSR reported is the smallest over those nested selections (``nested_floor``). One lucky extra
+finalist can lift the maximum of a few noisy validation Sharpes faster than the expected-maximum benchmark grows;
+the minimum never exceeds the DSR of the selection actually made, so it is conservative, and it cannot rise when
+``bt_top`` grows on a fixed evolution.
+
 ``V`` at each stage is the variance of the distinct trials' per-period Sharpes, but never less than the sampling
 variance of one Sharpe estimate on that period, ``1 / (T - 1)``: near-duplicate mutants have almost equal Sharpes,
 and an empirical variance near zero would make ``N`` of them look like one free look at the data. Comparing more
@@ -151,10 +158,16 @@ class Deflation:
     dsr_validation: float
     sharpe_validation: float  # annualised, as measured
     sharpe_validation_deflated: float  # annualised, minus what the best of N_validation would show by luck
+    # The smallest validation-stage DSR over the nested finalist sets (top-1, top-2, ... by train fitness, each
+    # with the seed); see ``nested_floor``. None when not computed.
+    dsr_validation_nested: float | None = None
 
     @property
     def dsr(self) -> float:
-        return min(self.dsr_train, self.dsr_validation)
+        values = [self.dsr_train, self.dsr_validation]
+        if self.dsr_validation_nested is not None:
+            values.append(self.dsr_validation_nested)
+        return min(values)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +178,8 @@ class Deflation:
             "deflated_sharpe": round(self.dsr, 6),
             "deflated_sharpe_train_stage": round(self.dsr_train, 6),
             "deflated_sharpe_validation_stage": round(self.dsr_validation, 6),
+            "deflated_sharpe_nested_minimum": None if self.dsr_validation_nested is None
+            else round(self.dsr_validation_nested, 6),
             "sr_variance_train": self.train.sr_variance,
             "sr_variance_validation": self.validation.sr_variance,
             "sharpe_validation_deflated": round(self.sharpe_validation_deflated, 6),
@@ -173,16 +188,18 @@ class Deflation:
 
 def deflate_winner(rows: Sequence[Mapping[str, Any]], *, validation_sharpe: float, validation_obs: int,
                    validation_returns: Sequence[float] | np.ndarray, train_sharpe: float, train_obs: int,
-                   periods_per_year: float, train_period: str = "train") -> Deflation:
+                   periods_per_year: float, train_period: str = "train",
+                   shape: tuple[float, float] | None = None) -> Deflation:
     """Deflate the crowned program of one selection (a run, or a session's runs pooled) at both stages.
 
     ``rows`` are ledger rows of the level where the selection happened; ``train_period`` is ``train_folds`` when
     fitness was measured on folds. Sharpes are annual and are converted to per-bar with ``periods_per_year``;
     ``validation_returns`` (the winner's validation curve, possibly sampled) give the skew and kurtosis only, so a
-    curve downsampled for storage still yields per-bar figures consistent with the ledger's.
+    curve downsampled for storage still yields per-bar figures consistent with the ledger's. ``shape`` (skew,
+    kurtosis of every bar's return, from the evaluator's full curve) replaces the sampled curve's when given.
     """
     ppy = periods_per_year if periods_per_year > 0 else 252.0
-    skew, kurt = _shape(np.asarray(validation_returns, dtype=float))
+    skew, kurt = shape if shape is not None else _shape(np.asarray(validation_returns, dtype=float))
     has_folds = any(_period_matches(str(r.get("period")), train_period) for r in rows)
     train = stage_stats(rows, train_period if has_folds else "train", train_obs)
     val = stage_stats(rows, "validation", validation_obs)
@@ -222,3 +239,23 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def nested_floor(rows: Sequence[Mapping[str, Any]], prefixes: Sequence[Sequence[int]],
+                 winners: Sequence[Mapping[str, Any]], *, validation_obs: int, periods_per_year: float) -> float | None:
+    """Smallest validation-stage DSR over nested finalist sets.
+
+    ``prefixes[j]`` are the program ids of the j-th nested set and ``winners[j]`` its winner's ``{"Sharpe",
+    "returns"}``; ``rows`` are the run's validation ledger rows.
+    """
+    values = []
+    for ids, winner in zip(prefixes, winners, strict=True):
+        wanted = set(ids)
+        subset = [r for r in rows if r.get("period") == "validation" and r.get("program_id") in wanted]
+        stats = stage_stats(subset, "validation", validation_obs)
+        returns = winner.get("returns")
+        skew, kurt = _shape(np.asarray(returns if returns is not None else [], dtype=float))
+        ppy = periods_per_year if periods_per_year > 0 else 252.0
+        sr = float(winner.get("Sharpe", 0.0)) / math.sqrt(ppy)
+        values.append(probabilistic_sharpe_from_stats(sr, stats.expected_max(), max(validation_obs, 2), skew, kurt))
+    return min(values) if values else None

@@ -229,7 +229,9 @@ async def test_evolve_run_stops_on_a_machine_fault_and_resume_completes(tmp_path
             resumed = await EvolutionController(BASE, store, evaluator, OfflineMutator(seed=1)).resume("fault")
             assert resumed.status is EvolutionStatus.COMPLETED
             assert store.completed_iterations("fault") == [1, 2, 3, 4, 5]
-            assert store.count("fault") == 6  # the seed and five iterations, none twice
+            with store.snapshot() as conn:  # one seed; completed_iterations above lists each iteration once
+                assert conn.execute("SELECT COUNT(*) FROM programs WHERE experiment = 'fault' AND is_seed = 1"
+                                    ).fetchone()[0] == 1
         finally:
             store.close()
 
@@ -282,3 +284,42 @@ def test_pipeline_run_whose_folder_turns_read_only_is_not_a_failed_run(tmp_path:
         assert "Read-only" in str(info.value) and "\n" not in str(info.value)
         disk.heal()
         assert not list(disk.path.glob("run_ro_*/SUMMARY.json"))
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_tracked_session_on_a_full_disk_stops_and_resumes_exactly_once(tmp_path: Path, when: str) -> None:
+    """The registry (SQLite) and the artefacts share a disk that fills during iteration 2."""
+    from alpha_evolve.registry import ExperimentRegistry, RegistryStateBackend, search_space_record
+
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        if not disk.mounted:
+            pytest.skip("SQLite's own ENOSPC needs a real small filesystem (root and mount)")
+        registry = ExperimentRegistry(disk.path / "experiments.sqlite")
+        artifacts = new_session_dir(disk.path / "sessions")
+        settings = SessionSettings(mode="tracked", search_space_path=str(DEFAULT_SPACE), iterations=3, seed=5,
+                                   auto_approve=True)
+        registry.create_session(artifacts.name, objective="Sharpe", maximize=True, settings=settings.to_dict(),
+                                base_config=RunConfig().to_dict(), search_space=search_space_record(DEFAULT_SPACE),
+                                artifact_dir=str(artifacts))
+
+        def loop(runner: StubRunner) -> SelfEvolutionLoop:
+            space = load_search_space(DEFAULT_SPACE)
+            sampler = make_sampler("random", space, seed=5, exploration_prob=0.2, maximize=True,
+                                   state_dir=artifacts)
+            backend = RegistryStateBackend(registry, artifacts.name, artifacts, report=lambda line: None)
+            return SelfEvolutionLoop(backend, settings, base_config=RunConfig(), space=space, sampler=sampler,
+                                     pipeline_runner=runner, out=lambda line: None, install_signal_handlers=False)
+
+        try:
+            with pytest.raises(InfrastructureError) as info:
+                loop(FaultAt(disk, at=2, how="full", when=when)).run()
+            assert "\n" not in str(info.value) and "cannot rollback" not in str(info.value)
+            disk.heal()
+            first = loop(StubRunner())
+            result = first.run()
+            assert result.status == "session_complete"
+            records = first.backend.load_history()
+            assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+            assert all(r["success"] for r in records)
+        finally:
+            registry.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,17 @@ from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.pipeline import read_summary, run_pipeline, select_winner
 from alpha_evolve.store import Program, ProgramStore
 from alpha_evolve.trials import deflate_winner, stage_stats, trial_row
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    """A consistent copy of a store (its WAL included)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
 
 SMALL = """
 [evolution]
@@ -96,7 +107,7 @@ def test_dsr_does_not_rise_as_bt_top_grows_on_a_fixed_evolution(small_run: tuple
         bh = evaluator.evaluate(seed_source("buy_and_hold"), "train", "full", screen=False)
         for k in (1, 3, 6, 12):
             db = tmp_path / f"k{k}.sqlite"
-            shutil.copy(run / "programs.sqlite", db)
+            _copy_db(run / "programs.sqlite", db)
             with ProgramStore(db) as store:
                 store._conn().execute("DELETE FROM trials")  # a fresh ledger for this bt_top
                 c = config.with_updates({"backtest.bt_top": k})

@@ -169,10 +169,15 @@ async def test_an_agent_answering_with_a_fifo_fails_the_mutation_without_hanging
 
     code = (ROOT / "alpha_evolve" / "strategies" / "momentum.py").read_text()
     mutator = AgentMutator(tmp_path, timeout=20, settle=0.2)
-    os.mkfifo(mutator.response_path("req-1"))
     request = MutationRequest(request_id="req-1", experiment="exp", iteration=1, parent_id="p0", parent_code=code,
                               parent_blocks=extract_blocks(code), parent_metrics={})
-    response = await asyncio.wait_for(mutator.mutate(request), timeout=10)
+    task = asyncio.create_task(mutator.mutate(request))
+    # the agent answers the request it sees with a FIFO instead of a JSON file
+    written = await asyncio.to_thread(wait_until, mutator.requests_dir,
+                                      lambda: next(iter(mutator.requests_dir.glob("*.json")), None),
+                                      what="the mutation request")
+    os.mkfifo(mutator.response_path(written.stem))
+    response = await asyncio.wait_for(task, timeout=10)
     assert response.failure_kind == "response" and "FIFO" in (response.error or "")
 
 

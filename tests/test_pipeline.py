@@ -52,6 +52,9 @@ def test_run_directory_is_complete_and_summary_validates(tiny_run: Path) -> None
     over = summary["overfitting"]
     assert 0.0 <= over["deflated_sharpe"] <= over["probabilistic_sharpe"] + 1e-9 <= 1.0 + 1e-9
     assert over["sharpe_gap"] == pytest.approx(over["sharpe_train"] - over["sharpe_validation"])
+    market = summary["market"]  # the instrument and fill model every figure used, and any market warnings
+    assert market["fill"]["model"] == "close" and market["warmup_bars"] == 250
+    assert market["instruments"]["SYN"]["asset_class"] == "equity" and market["warnings"] == []
     assert (tiny_run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tiny_run / "report.png").stat().st_size > 20_000
 

@@ -82,6 +82,7 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
     with build_evaluator(config, data=data, include=(eval_split,), max_concurrent=1, settings=settings,
                          unseal=split == "holdout") as ev:
         result = ev.evaluate(code, split=eval_split, stage="full")
+        instruments = {symbol: spec.to_dict() for symbol, spec in getattr(ev, "instruments", {}).items()}
     info = data.describe()
     look = None
     if split == "holdout":
@@ -105,6 +106,19 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
         "log": result.log,
         "data": {k: info[k] for k in ("source", "synthetic", "symbols", "start", "end", "interval", "hash")},
         "periods": {s: (d["train"] if split == "all" else d.get(eval_split)) for s, d in info["splits"].items()},
+        "market": market_description(settings, instruments),
+        "warnings": list(result.warnings),
+    }
+
+
+def market_description(settings: Any, instruments: dict[str, Any]) -> dict[str, Any]:
+    """The market model a result used: per-symbol instrument specs, fill model, account and warm-up."""
+    return {
+        "instruments": instruments,
+        "fill": settings.fills.describe(),
+        "fees": {"taker": settings.taker_fee, "maker": settings.maker_fee},
+        "account_type": settings.account_type,
+        "warmup_bars": settings.warmup_bars,
     }
 
 
@@ -128,6 +142,8 @@ def _backtest(args: argparse.Namespace) -> int:
         from alpha_evolve.cli import fail
 
         return fail(f"{label}: {out['status']} failure at the {out['stage']} stage: {out['error']}", 1)
+    for warning in out["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     table = Table(title=f"{label} on {out['split']} ({out['bars']} bars, {out['data']['source']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

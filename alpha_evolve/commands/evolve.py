@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alpha_evolve.cli import UserError
+from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
 
 DEFAULT_DB = "artifacts/evolution/programs.sqlite"
 
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="mutation source (default: the config's)",
     )
     q.add_argument("--config", default=None, help="TOML run config (default: built-in defaults)")
+    add_backend_arguments(q)
     q.set_defaults(func=_start, default_log_level="INFO")
 
     q = evo.add_parser("resume", help="continue a paused, stopped or crashed experiment")
@@ -258,7 +260,7 @@ def _start(args: argparse.Namespace) -> int:
     from alpha_evolve.controller import load_seed
 
     name = _name(args)
-    config = load_config(args.config)
+    config = apply_backend_arguments(args, load_config(args.config))
     updates: dict[str, Any] = {}
     if args.mutator:
         updates["evolution.mutator"] = args.mutator

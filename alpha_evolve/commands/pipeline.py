@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alpha_evolve.config import LOG_LEVELS, load_config
+from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disable-align-cache", action="store_true", help="do not cache prepared data on disk")
     p.add_argument("--align-cache-dir", help="where prepared data is cached (default .cache/align)")
     p.add_argument("--json", action="store_true", help="print SUMMARY.json to stdout when done")
+    add_backend_arguments(p)
     p.set_defaults(func=_pipeline)
 
     h = sub.add_parser(
@@ -82,7 +84,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     from alpha_evolve.pipeline import read_summary, record_failed_run, run_pipeline
 
     try:
-        config = load_config(args.config)
+        config = apply_backend_arguments(args, load_config(args.config))
     except ConfigError as exc:
         run_dir = record_failed_run(str(exc), experiment=args.experiment, output_dir=args.output_dir,
                                     options=pipeline_options_from_args(args, PipelineOptions()))

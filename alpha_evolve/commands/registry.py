@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import getpass
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,11 @@ def _check_resume_target(target: str, registry_db: str | None) -> None:
             known = True
     if known:
         return
+    summary = path / SUMMARY
+    if os.path.lexists(summary):  # there, but a FIFO, a directory, a broken link...: say exactly that
+        from alpha_evolve.files import not_a_file_reason
+
+        raise SessionError(f"{summary}: {not_a_file_reason(summary) or 'cannot be read'}")
     if path.exists():
         what = "a directory" if path.is_dir() else "a file"
         raise SessionError(

@@ -108,6 +108,14 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", metavar="SESSION", default=None, help="continue an interrupted session (legacy dir or tracked id)"
     )
+    p.add_argument("--backend", choices=["local", "ray"], default=None,
+                   help="where every run evaluates candidates (default: the config's [evaluation] backend)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="Ray cluster of every run ('auto', host:port; implies --backend ray; default: a local "
+                        "Ray instance)")
+    p.add_argument("--parallel-runs", type=int, default=None, metavar="N",
+                   help="approved candidates whose pipeline runs may be in flight at once (1); each is still "
+                        "approved one at a time")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +162,9 @@ _ARG_TO_SETTING = {
     "disable_align_cache": "disable_align_cache",
     "align_cache_dir": "align_cache_dir",
     "persist_configs": "persist_configs",
+    "backend": "backend",
+    "ray_address": "ray_address",
+    "parallel_runs": "parallel_runs",
 }
 
 
@@ -175,6 +186,8 @@ def _check_settings(s: SessionSettings) -> None:
         raise SessionError(f"--approval-poll-interval {s.approval_poll_interval:g}: expected seconds > 0")
     if s.approval_timeout is not None and not s.approval_timeout > 0:
         raise SessionError(f"--approval-timeout {s.approval_timeout:g}: expected seconds > 0")
+    if not 1 <= s.parallel_runs <= 64:
+        raise SessionError(f"--parallel-runs {s.parallel_runs}: expected an integer from 1 to 64")
     if s.objective not in METRIC_NAMES:
         raise SessionError(f"--objective {s.objective!r}: expected one of {', '.join(METRIC_NAMES)}")
 

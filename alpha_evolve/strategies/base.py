@@ -18,9 +18,9 @@ from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.trading.strategy import Strategy
 
-# Head-room kept back on a CASH account so that commissions and the one-tick-worse fill of the part of an
-# order above the simulated book's volume never push the balance below zero (which stops the engine early).
-_CASH_SAFETY = 0.995
+# Share of a cash account's free balance an order may use (after fees and the fill model's worst concession):
+# a small margin so that commission rounding never pushes the balance below zero (which stops the engine early).
+_CASH_SAFETY = 0.999
 # Codes of the decision log (see ``EvolvableStrategy.decision_log``).
 ACTION_FLAT, ACTION_LONG, ACTION_SHORT = 0, 1, 2
 
@@ -32,6 +32,8 @@ class EvolvableStrategyConfig(StrategyConfig, frozen=True):
     bar_type: BarType
     trade_fraction: float = 0.95
     allow_short: bool = False
+    trade_start_ns: int = 0  # bars before this are indicator warm-up only: no decisions, no orders
+    adverse_fraction: float = 0.0  # worst fill concession of the fill model (sizing keeps head-room for it)
 
 
 class EvolvableStrategy(Strategy):
@@ -53,6 +55,10 @@ class EvolvableStrategy(Strategy):
         self._indicators: list[Indicator] = []
         self._last_close: float = math.nan
         self._short_refusals: int = 0
+        self.trade_start_ns: int = int(config.trade_start_ns)
+        self._adverse_fraction: float = float(config.adverse_fraction)
+        self.sizing_refusals: int = 0  # opens skipped because not even one order step was affordable
+        self.first_sizing_refusal: str = ""
         # The decision log (bar index, action): plain data the trusted side replays in a clean process to score
         # the candidate, so nothing the candidate does to its own engine can change its figures.
         self._decisions: list[tuple[int, int]] = []
@@ -82,6 +88,8 @@ class EvolvableStrategy(Strategy):
     def on_bar(self, bar: Bar) -> None:
         self.bars_seen += 1
         self._last_close = float(bar.close)
+        if bar.ts_event < self.trade_start_ns:
+            return  # warm-up: the registered indicators have seen the bar; the strategy does not act on it
         if all(indicator.initialized for indicator in self._indicators):
             self.decide(bar)
 
@@ -170,26 +178,39 @@ class EvolvableStrategy(Strategy):
         unrealized = self.portfolio.unrealized_pnl(self.instrument_id)
         return cash + (float(unrealized.as_double()) if unrealized is not None else 0.0)
 
-    def _order_quantity(self, side: OrderSide) -> int:
+    def _order_quantity(self, side: OrderSide) -> Decimal:
+        """Units to trade, by the market model's single sizing rule (``alpha_evolve.market.order_quantity``)."""
+        from alpha_evolve.market import order_quantity
+
         instrument = self.instrument
         price = self._last_close
         if instrument is None or not math.isfinite(price) or price <= 0.0:
-            return 0
-        multiplier = float(instrument.multiplier)
-        budget = self.trade_fraction * self._equity()
+            return Decimal(0)
         account = self.portfolio.account(self.instrument_id.venue)
+        free_cash: float | None = None
         if account is not None and account.type == AccountType.CASH and side == OrderSide.BUY:
             # Never over-buy a cash account: the engine would log AccountBalanceNegative and stop early.
             free = account.balance_free(instrument.quote_currency)
             free_cash = float(free.as_double()) if free is not None else 0.0
-            fee = max(float(instrument.taker_fee), 0.0)
-            tick = float(instrument.price_increment)
-            unit_cost = (price + tick) * multiplier * (1.0 + fee)
-            budget = min(budget, free_cash * _CASH_SAFETY * price * multiplier / unit_cost)
-        if budget <= 0.0:
-            return 0
-        units = math.floor(budget / (price * multiplier))
-        return max(units, 0)
+        lot = instrument.lot_size
+        step = max(Decimal(str(instrument.size_increment)), Decimal(str(lot)) if lot is not None else Decimal(0))
+        return order_quantity(
+            price=price,
+            equity=self._equity(),
+            trade_fraction=self.trade_fraction,
+            spec_step=step,
+            multiplier=float(instrument.multiplier),
+            free_cash=free_cash,
+            fee_rate=float(instrument.taker_fee),
+            adverse_fraction=self._adverse_fraction,
+            cash_headroom=_CASH_SAFETY,
+        )
+
+    def _refuse(self, message: str) -> None:
+        self.sizing_refusals += 1
+        if self.sizing_refusals == 1:
+            self.first_sizing_refusal = message
+            self.log.warning(message)
 
     def _open(self, side: OrderSide) -> None:
         instrument = self.instrument
@@ -197,12 +218,14 @@ class EvolvableStrategy(Strategy):
             return
         units = self._order_quantity(side)
         if units <= 0:
-            self.log.warning(f"{side.name} skipped: equity too small for one unit at {self._last_close}")
+            step = max(float(instrument.size_increment), float(instrument.lot_size or 0))
+            self._refuse(f"{side.name} skipped: equity {self._equity():,.2f} buys less than one order step "
+                         f"({step:g} units at {self._last_close:g})")
             return
         try:
             quantity = instrument.make_qty(Decimal(units), round_down=True)
         except ValueError:
-            self.log.warning(f"{side.name} skipped: {units} units round to zero for {self.instrument_id}")
+            self._refuse(f"{side.name} skipped: {units} units round to zero for {self.instrument_id}")
             return
         order = self.order_factory.market(
             instrument_id=self.instrument_id,

@@ -1,0 +1,267 @@
+"""The Ray backend on a real two-node local Ray cluster (``ray.cluster_utils.Cluster``), against the local pool.
+
+One cluster serves the whole module (starting one costs seconds); the test that kills a node adds its own node
+first. The driver's environment holds a fake API key for the whole module: it must never reach a node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alpha_evolve.config import RunConfig
+from alpha_evolve.controller import EvolutionController
+from alpha_evolve.evaluation_backend import scrubbed_environ
+from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+from alpha_evolve.evaluator import StrategyEvaluator
+from alpha_evolve.mutators.offline import OfflineMutator
+from alpha_evolve.ray_backend import RayEvaluator
+from alpha_evolve.store import ProgramStore
+from alpha_evolve.strategies import SEEDS, seed_source
+from tests.test_evaluator import SETTINGS, _splits, candidate
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+# Generous limits: figures are compared with the local pool, and a loaded machine must not turn one into a timeout.
+CALM = dataclasses.replace(SETTINGS, soft_timeout_seconds=60.0, hard_timeout_seconds=90.0)
+SECRET = "sk-ant-test-9f3c1d2e7a6b5c4d"
+SEED_CODES = [seed_source(name) for name in sorted(SEEDS)]
+BASE = RunConfig().with_updates({"backtest.synthetic_bars": 300, "evolution.mutator": "offline",
+                                 "evolution.max_concurrent": 2})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Head (1 CPU) + one worker node (1 CPU), started the way the backend starts a local instance: with the
+    driver's secrets out of the environment the node processes copy. Fast failure detection for the kill test."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTHROPIC_API_KEY", SECRET)
+        with scrubbed_environ():
+            c = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "include_dashboard": False,
+                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                                   "health_check_initial_delay_ms": 0},
+            })
+            c.add_node(num_cpus=1)
+            c.wait_for_nodes()
+        ray.init(address=c.address, namespace="alpha-evolve", log_to_driver=False)
+        try:
+            yield c
+        finally:
+            ray.shutdown()
+            c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def universe() -> dict[str, Any]:
+    return {"AAA": _splits(seed=5, n=300), "BBB": _splits(seed=9, n=240)}
+
+
+@pytest.fixture(scope="module")
+def ray_ev(cluster: Any, universe: dict[str, Any]) -> Iterator[RayEvaluator]:
+    with RayEvaluator(universe, CALM, max_concurrent=2, address=cluster.address) as ev:
+        yield ev
+
+
+@pytest.fixture(scope="module")
+def local_ev(universe: dict[str, Any]) -> Iterator[StrategyEvaluator]:
+    with StrategyEvaluator(universe, CALM, max_concurrent=2) as ev:
+        yield ev
+
+
+def _plain(result: Any) -> dict[str, Any]:
+    out = result.to_dict()
+    out.pop("elapsed")
+    return out
+
+
+def _diff(remote: list[Any], local: list[Any]) -> list[str]:
+    return [f"#{i} {k}: ray {str(a[k])[:150]} local {str(b[k])[:150]}"
+            for i, (x, y) in enumerate(zip(remote, local, strict=True))
+            for a, b in [(_plain(x), _plain(y))] for k in a if a[k] != b[k]]
+
+
+def _program_rows(store: ProgramStore, experiment: str) -> list[dict[str, Any]]:
+    with store.snapshot() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM programs WHERE experiment = ? ORDER BY iteration, id",
+                                          (experiment,))]
+    rows = []
+    for p in store.get_many(ids):
+        row = p.to_dict()
+        for volatile in ("id", "parent_id", "elapsed_s", "created_at", "experiment"):
+            row.pop(volatile)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- same figures
+
+
+def test_both_nodes_serve_and_figures_equal_the_local_pool(ray_ev: RayEvaluator, local_ev: StrategyEvaluator) -> None:
+    broken = candidate("self.go_long(\n")  # syntax: refused on the driver, like locally
+    crashing = candidate("raise RuntimeError('boom')")
+    codes = [*SEED_CODES, broken, crashing]
+    # one symbol = one task (train: screen + full); the universe = candidate x symbol tasks
+    for split, symbols in (("train", ["AAA"]), ("validation", None), ("train", None)):
+        remote = ray_ev.evaluate_many(codes, split) if symbols is None else [
+            ray_ev.evaluate(c, split, symbols=symbols) for c in codes]
+        local = local_ev.evaluate_many(codes, split) if symbols is None else [
+            local_ev.evaluate(c, split, symbols=symbols) for c in codes]
+        assert [_plain(r) for r in remote] == [_plain(r) for r in local], _diff(remote, local)
+    assert {r.status for r in remote} >= {"ok", "syntax", "runtime"}
+    assert len(remote[0].per_instrument) == 2
+    screened = ray_ev.evaluate(SEED_CODES[0], "train", "screen")
+    assert _plain(screened) == _plain(local_ev.evaluate(SEED_CODES[0], "train", "screen"))
+    status = ray_ev.cluster_status()
+    assert status["live_nodes"] == 2 and status["slots"] == 2
+    assert all(n["done"] > 0 for n in status["nodes"]), status  # both nodes evaluated candidates
+    assert status["in_flight"] == 0 and status["crashes"] == 0
+
+
+async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Path) -> None:
+    """A controller run with backend = ray records exactly what the local backend records for the same seed."""
+    data = load_run_data(BASE)
+    rows = {}
+    for backend in ("local", "ray"):
+        cfg = BASE.with_updates({"evaluation.backend": backend, "evaluation.ray_address": cluster.address})
+        evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=tmp_path / f"{backend}.json")
+        try:
+            with ProgramStore(tmp_path / f"{backend}.sqlite") as store:
+                ctl = EvolutionController(cfg, store, evaluator, OfflineMutator(seed=cfg.evolution.random_seed))
+                result = await ctl.run("momentum", "same", 6)
+                assert result.iterations_completed == 6
+                rows[backend] = _program_rows(store, "same")
+        finally:
+            evaluator.close()
+    assert len(rows["ray"]) >= 7  # the seed and six iterations (failed mutations are stored too)
+    assert rows["ray"] == rows["local"]
+    placement = (tmp_path / "ray.json").read_text()
+    assert '"done"' in placement and '"in_flight"' in placement
+
+
+# ------------------------------------------------------------------------------------------- isolation
+
+
+def _environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def test_candidates_run_in_confined_workers_without_secrets(ray_ev: RayEvaluator) -> None:
+    assert os.environ.get("ANTHROPIC_API_KEY") == SECRET  # the driver holds it; the nodes must not
+    probes = ray_ev.node_probes()
+    assert len(probes) == 2
+    for probe in probes:
+        assert probe["confinement"] == "landlock+seccomp+rlimits"
+        assert probe["secrets_removed"] == []  # the nodes were started without it
+        # actor -> exec'd template (the node's StrategyEvaluator) -> slots -> single-use candidate processes
+        assert _parent(probe["template_pid"]) == probe["pid"]
+        assert probe["worker_pids"]
+        for pid in [probe["pid"], probe["template_pid"], *probe["worker_pids"]]:
+            assert SECRET.encode() not in _environ(pid)
+        for wpid in probe["worker_pids"]:
+            assert _parent(wpid) == probe["template_pid"]
+
+
+def test_node_guards_hold_under_ray(cluster: Any, universe: dict[str, Any]) -> None:
+    """The evaluator's own guards (soft timeout, typed failures) act on the node, and a node started with a
+    secret in its environment has it removed (and its bytes wiped) before any worker is forked."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTHROPIC_API_KEY", SECRET)  # deliberately not scrubbed: a carelessly started node
+        dirty = cluster.add_node(num_cpus=1, resources={"dirty": 1})
+        cluster.wait_for_nodes()
+    try:
+        with RayEvaluator({"AAA": universe["AAA"]}, SETTINGS, address=cluster.address) as ev:
+            probes = {p["node_id"]: p for p in ev.node_probes()}
+            assert dirty.node_id in probes
+            on_dirty = probes[dirty.node_id]
+            assert "ANTHROPIC_API_KEY" in on_dirty["secrets_removed"]
+            for pid in [on_dirty["pid"], on_dirty["template_pid"], *on_dirty["worker_pids"]]:
+                assert SECRET.encode() not in _environ(pid)
+            looping = ev.evaluate(candidate("for i in range(10**12):\n    pass"), "validation")
+            assert looping.status == "timeout", looping
+            after = ev.evaluate(SEED_CODES[0], "validation")
+            assert after.status == "ok"
+    finally:
+        cluster.remove_node(dirty)
+
+
+# ------------------------------------------------------------------------------------------- lost nodes
+
+
+def test_a_node_killed_mid_run_is_survived(cluster: Any, universe: dict[str, Any],
+                                           local_ev: StrategyEvaluator) -> None:
+    """Kill a node while candidates are in flight on it: they are retried on the others and every result is
+    the one the local pool gives (evaluation is deterministic); the run is complete."""
+    extra = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    codes = SEED_CODES * 3
+    with RayEvaluator({"AAA": universe["AAA"]}, CALM, max_concurrent=6, address=cluster.address,
+                      max_task_retries=2) as ev:
+        results: list[Any] = []
+        busy = threading.Event()
+
+        def watch() -> None:
+            while not busy.is_set():
+                nodes = {n["node_id"]: n for n in ev.cluster_status()["nodes"]}
+                if nodes.get(extra.node_id, {}).get("in_flight", 0) > 0:
+                    busy.set()
+                    return
+                threading.Event().wait(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        runner = threading.Thread(target=lambda: results.extend(ev.evaluate_many(codes, "validation")))
+        runner.start()
+        assert busy.wait(120), "no candidate ever ran on the extra node"
+        cluster.remove_node(extra, allow_graceful=False)
+        runner.join(240)
+        assert not runner.is_alive()
+        status = ev.cluster_status()
+    expected = [local_ev.evaluate(c, "validation", symbols=["AAA"]) for c in codes]
+    assert len(results) == len(codes)
+    assert [_plain(r) for r in results] == [_plain(r) for r in expected]
+    lost = next(n for n in status["nodes"] if n["node_id"] == extra.node_id)
+    assert not lost["alive"] and lost["lost"] >= 1
+    assert status["retries"] >= 1 and status["crashes"] == 0
+
+
+def test_retries_are_bounded_then_crash(cluster: Any, universe: dict[str, Any]) -> None:
+    """With no retry allowed, a candidate whose node actor is lost is recorded as ``crash`` with one line."""
+    import ray
+
+    with RayEvaluator({"AAA": universe["AAA"]}, SETTINGS, max_concurrent=1, address=cluster.address,
+                      max_task_retries=0) as ev:
+        results: list[Any] = []
+        runner = threading.Thread(target=lambda: results.append(
+            ev.evaluate(candidate("for i in range(10**12):\n    pass"), "validation")))
+        runner.start()
+        busy: list[Any] = []
+        while not busy and runner.is_alive():
+            busy = [n for n in ev._live_nodes() if n.in_flight > 0]
+            threading.Event().wait(0.02)
+        assert busy
+        with contextlib.suppress(Exception):
+            ray.kill(busy[0].actor)
+        runner.join(120)
+        assert results and results[0].status == "crash"
+        assert "lost on the Ray cluster after 1 attempt" in (results[0].error or "")
+        assert "\n" not in (results[0].error or "")
+        # the node is still alive: its actor was restarted and evaluates again
+        assert ev.evaluate(SEED_CODES[0], "validation").status == "ok"
