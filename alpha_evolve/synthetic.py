@@ -222,6 +222,10 @@ def planted_market(
         sigmas[i] = sigma
         prev_eps = eps / mult
     bars = _ohlcv(rng, index, np.exp(log_close), sigmas, start_price)
+    # Quoted in cents like a real market: the venue infers a 0.01 tick from the data, and a replica that rounds
+    # to cents sees exactly the prices the engine trades (rounding keeps high >= open, close >= low).
+    prices = ["open", "high", "low", "close"]
+    bars[prices] = bars[prices].round(2)
     bars.attrs["symbol"] = symbol
     return SyntheticPath(bars=bars, regimes=regimes)
 
@@ -239,6 +243,7 @@ def generator_parameters(generator: str, *, n_bars: int, seed: int, freq: str, s
             "chop_pull": _PLANTED_PULL * signal,
             "volatility_multipliers": {"trend": float(_PLANTED_VOL_MULT[0]), "chop": float(_PLANTED_VOL_MULT[1])},
             "p_trend_up": _PLANTED_P_UP,
+            "tick": 0.01,
             "rule": "trends persist (EfficiencyRatio high), chop reverts to its anchor (EfficiencyRatio low)",
             "oracle": "oracle",
         })

@@ -38,22 +38,24 @@ def _hold(enter: np.ndarray, leave: np.ndarray) -> np.ndarray:
     return pd.Series(state).ffill().fillna(0.0).to_numpy()
 
 
-def oracle_targets(close: np.ndarray, er_period: int, ma_period: int, threshold: float, dip: float) -> np.ndarray:
+def oracle_targets(close: np.ndarray, er_period: int, ma_period: int, threshold: float, dip: float,
+                   warmup: int = 0) -> np.ndarray:
+    """Position per scored bar; the first ``warmup`` closes only warm the indicators up (no decisions)."""
     er, ma = efficiency_ratio(close, er_period), sma(close, ma_period)
     ready = ~(np.isnan(er) | np.isnan(ma))
     trend = ready & (er > threshold)
     enter = (trend & (close > ma)) | (ready & ~trend & (close < ma * (1.0 - dip)))
     leave = (trend & ~(close > ma)) | (ready & ~trend & ~(close < ma * (1.0 - dip)) & (close >= ma))
-    return _hold(enter, leave)
+    return _hold(enter[warmup:], leave[warmup:])
 
 
 def trend_filter_targets(close: np.ndarray, er_period: int = 15, ma_period: int = 10,
-                         threshold: float = 0.17) -> np.ndarray:
+                         threshold: float = 0.17, warmup: int = 0) -> np.ndarray:
     er, ma = efficiency_ratio(close, er_period), sma(close, ma_period)
     ready = ~(np.isnan(er) | np.isnan(ma))
     enter = ready & (er > threshold) & (close > ma)
     leave = ready & ~enter & (close < ma)
-    return _hold(enter, leave)
+    return _hold(enter[warmup:], leave[warmup:])
 
 
 def cash_account(close: np.ndarray, target: np.ndarray, capital: float = 100_000.0, fraction: float = 0.95,

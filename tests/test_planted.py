@@ -53,12 +53,17 @@ def test_oracle_beats_buy_and_hold_and_the_seed_on_every_split(generator_seed: i
         engine = {split: dict(zip(names, evaluator.evaluate_many(codes, split=split, stage="full"), strict=True))
                   for split in SPLITS}
     for split in SPLITS:
-        close = getattr(data.splits["SYN"], split)["close"].round(2).to_numpy()
+        # Indicators see the bars just before a validation or holdout period (the engine's warm-up); decisions
+        # and figures start with the period's first bar.
+        before = data.splits["SYN"].warmup(split, config.backtest.warmup_bars)
+        warm = before["close"].to_numpy() if before is not None else np.zeros(0)
+        close = getattr(data.splits["SYN"], split)["close"].to_numpy()
+        seen = np.concatenate([warm, close])
         targets = {
-            "oracle": replica.oracle_targets(close, oracle.EFFICIENCY_PERIOD, oracle.AVERAGE_PERIOD,
-                                             oracle.TREND_THRESHOLD, oracle.DIP),
+            "oracle": replica.oracle_targets(seen, oracle.EFFICIENCY_PERIOD, oracle.AVERAGE_PERIOD,
+                                             oracle.TREND_THRESHOLD, oracle.DIP, warmup=len(warm)),
             "buy_and_hold": np.ones(len(close)),
-            "trend_filter": replica.trend_filter_targets(close),
+            "trend_filter": replica.trend_filter_targets(seen, warmup=len(warm)),
         }
         numpy_sharpe = {}
         for name in names:
