@@ -69,8 +69,12 @@ def seeds(store: ProgramStore, experiment: str) -> int:
 # ---------------------------------------------------------------------------------------------- stubs
 
 
-def _with_body(request: MutationRequest, body: str) -> str:
-    return splice_blocks(request.parent_code, {"decision_logic": body})
+def _with_body(request: MutationRequest | str, body: str) -> str:
+    code = request if isinstance(request, str) else request.parent_code
+    return splice_blocks(code, {"decision_logic": body})
+
+
+_SEED = seed_source("momentum")
 
 
 class ScriptedMutator:
@@ -91,11 +95,13 @@ class ScriptedMutator:
         if kind == "syntax":  # a reply the controller's validation rejects (bypasses the mutator's own checks)
             code = request.parent_code.replace("def decide(self, bar: Bar) -> None:", "def decide(self, bar: Bar)")
             return MutationResponse(request.request_id, self.name, code=code)
+        # Spliced into the seed, not the parent: the same script entry is then the same program whatever the
+        # parent (the skeleton outside the blocks is the seed's in every descendant).
         if kind == "runtime":
             return MutationResponse(request.request_id, self.name,
-                                    code=_with_body(request, "x = 1 / 0\nself.go_long()"))
+                                    code=_with_body(_SEED, "x = 1 / 0\nself.go_long()"))
         if kind == "flat":  # never trades: screened out
-            return MutationResponse(request.request_id, self.name, code=_with_body(request, "self.go_flat()"))
+            return MutationResponse(request.request_id, self.name, code=_with_body(_SEED, "self.go_flat()"))
         raise AssertionError(kind)
 
 
@@ -201,7 +207,7 @@ async def test_target_fitness_stop(store: ProgramStore, evaluator: Any) -> None:
 async def test_patience_stop(store: ProgramStore, evaluator: Any) -> None:
     result = await make(store, evaluator, max_concurrent=1, patience=3).run("momentum", "pat", 300)
     assert result.stop_reason == "patience"
-    rows = sorted((p for p in _all(store, "pat")), key=lambda p: p.iteration or 0)
+    rows = sorted((p for p in _all(store, "pat") if p.iteration is not None), key=lambda p: p.iteration)
     assert len(rows) - 1 < 300
     best = -math.inf
     since = 0
