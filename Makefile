@@ -11,7 +11,11 @@ SESSION_ARGS ?=
 .PHONY: help setup test lint session pipeline backtest bench clean
 
 help:
-	@echo "make session   start a self-evolution session under sessions/ (AUTO_APPROVE=1 runs unattended)"
+	@echo "make session   start a self-evolution session under sessions/ (legacy mode; decide each step by editing"
+	@echo "               pending_action.json, with 'uv run alpha-evolve approve|reject|stop DIR', or /approve in Claude Code)"
+	@echo "               ITERATIONS=N      proposals after the baseline (default $(ITERATIONS))"
+	@echo "               AUTO_APPROVE=1    run every proposal without waiting for a decision"
+	@echo "               SESSION_ARGS='..' more self-evolve options, e.g. SESSION_ARGS='--objective Sortino --seed 3'"
 	@echo "make test      run the test suite"
 	@echo "make lint      ruff + mypy"
 	@echo "make pipeline  one pipeline run on configs/default.toml"

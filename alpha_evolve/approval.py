@@ -31,6 +31,15 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 logger = logging.getLogger("alpha_evolve.approval")
 
+
+def _not_a_shutdown_race(record: logging.LogRecord) -> bool:
+    """watchdog logs "queue_events() called when the thread is inactive" at ERROR when an event arrives while an
+    observer stops (our own last write of the session, or an agent's answer): harmless, and noise at exit."""
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_not_a_shutdown_race)
+
 DEBOUNCE_SECONDS = 0.05
 """Delay after ``created``/``modified`` before reading: long enough for a writer to finish a small file."""
 
@@ -117,7 +126,10 @@ class FileWatch:
     """
 
     def __init__(self, path: str | Path, *, force_polling: bool = False) -> None:
-        self.path = Path(path).resolve()
+        p = Path(path)
+        # resolve the folder only: the file itself may be a link to elsewhere, to nowhere or to itself (a loop
+        # makes Path.resolve raise on Python 3.11), and the watch is on this name in this folder whatever it is
+        self.path = p.parent.resolve() / p.name
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.mode: Literal["inotify", "polling"] = "polling"
         self._observer: Any = None

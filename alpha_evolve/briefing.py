@@ -286,3 +286,28 @@ def _analysis(objective: str, direction: str, tr: Mapping[str, Any], pl: Mapping
         reasons = "; ".join(f"#{f['iteration']}: {f['reason']}" for f in failures["recent"])
         lines.append(f"{failures['count']} failed iteration(s); recent: {reasons}.")
     return " ".join(lines)
+
+
+def describe_proposal(action: Mapping[str, Any], proposal: Mapping[str, Any] | None = None) -> list[str]:
+    """Console lines for a person deciding an action: each changed key as old → new, and the briefing summary.
+
+    ``proposal`` is the sampler's full proposal (with ``base_values``, what the changes start from); without it the
+    old values come from the action's ``proposal.base_updates`` where they can.
+    """
+    proposal = proposal or {}
+    posted: Mapping[str, Any] = action["proposal"] if isinstance(action.get("proposal"), Mapping) else {}
+    updates = proposal.get("updates") or action.get("proposed_updates") or {}
+    base_values = {**(proposal.get("base_values") or {})}
+    base = proposal.get("base") or posted.get("base") or "base"
+    origin = "the session's base config" if base == "base" else "the best config so far"
+    if not updates:
+        lines = [f"proposal: no change from {origin}"]
+    else:
+        lines = [f"proposal ({len(updates)} change{'s' if len(updates) != 1 else ''} from {origin}):"]
+        for key, new in updates.items():
+            old = repr(base_values.get(key, "?")) if key in base_values else "?"
+            lines.append(f"  {key}: {old} → {new!r}")
+    summary = " ".join(str(action.get("summary") or "").split())
+    if summary:
+        lines.append(f"briefing: {summary if len(summary) <= 400 else summary[:397] + '...'}")
+    return lines

@@ -58,6 +58,7 @@ from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
 from alpha_evolve.program_keys import code_key, result_behavior_key
+from alpha_evolve.prompts import fitness_spec
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
     FAILURE_KINDS,
@@ -1022,6 +1023,8 @@ class EvolutionController:
             parent_metrics=parent.metrics,
             guidance=ev.guidance,
             inspirations=self._inspirations(s.experiment, parent),
+            fitness=fitness_spec(self.run_config),
+            allow_short=bool(self.run_config.backtest.allow_short),
         )
         return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
 

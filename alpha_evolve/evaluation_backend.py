@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from alpha_evolve.backtest import BacktestSettings
     from alpha_evolve.config import RunConfig
     from alpha_evolve.evaluator import EvalResult
+
+
+NODES_FILE = "evaluation_nodes.json"
+"""Live placement of a run's candidates (node, slots, in flight, done), kept in the run directory."""
 
 
 class EvaluationBackendError(ConnectionError):
@@ -60,6 +65,36 @@ class Evaluator(Protocol):
     def __enter__(self) -> Any: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------- placement
+
+
+def placement(evaluator: Any) -> dict[str, Any]:
+    """Where an evaluator's candidates ran: a cluster's per-node status, or this machine's pool."""
+    status = getattr(evaluator, "cluster_status", None)
+    if callable(status):
+        out = dict(status())
+        out.pop("updated_at", None)
+        return out
+    import socket
+
+    return {"backend": "local", "nodes": [{"host": socket.gethostname(), "slots": int(evaluator.max_concurrent),
+                                           "alive": True}]}
+
+
+def with_placement(on_progress: Callable[[Any], None] | None, evaluator: Any) -> Callable[[Any], None] | None:
+    """A progress callback whose events also carry ``placement``: one line saying where candidates run now."""
+    line = getattr(evaluator, "placement_line", None)
+    if on_progress is None or not callable(line):
+        return on_progress
+    inner = on_progress
+
+    def forward(event: Any) -> None:
+        fields = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        inner(SimpleNamespace(**fields, placement=line()))
+
+    return forward
 
 
 # ----------------------------------------------------------------------------------------------- secrets

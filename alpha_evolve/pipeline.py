@@ -17,16 +17,18 @@ import logging
 import os
 import platform
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from alpha_evolve import __version__
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
@@ -102,6 +104,27 @@ class _LogFile(logging.FileHandler):
         pass
 
 
+class _OtherRunsFilter(logging.Filter):
+    """Keeps another run's lines out of this run's log when runs share a process (``self-evolve
+    --parallel-runs``): records logged on another run's thread are dropped; helper threads' records are kept."""
+
+    _run_threads: ClassVar[set[int]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        with self._lock:
+            self._run_threads.add(self.thread)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread or record.thread not in self._run_threads
+
+    def close(self) -> None:
+        with self._lock:
+            self._run_threads.discard(self.thread)
+
+
 @contextlib.contextmanager
 def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
     """Log the run into ``pipeline.log`` (and ``--log-file``) at the requested level, for this run only."""
@@ -113,15 +136,18 @@ def _run_logging(run_dir: Path, options: PipelineOptions) -> Iterator[None]:
         handlers.append(_LogFile(options.log_file, encoding="utf-8"))
     previous = root.level
     level = logging.getLevelName(options.log_level)
+    own = _OtherRunsFilter()
     for h in handlers:
         h.setFormatter(fmt)
         h.setLevel(level)
+        h.addFilter(own)
         root.addHandler(h)
     if root.level == logging.NOTSET or root.level > level:
         root.setLevel(level)
     try:
         yield
     finally:
+        own.close()
         for h in handlers:
             root.removeHandler(h)
             h.close()
@@ -281,7 +307,10 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     data_info = data.describe()
     t0 = time.perf_counter()
     store = ProgramStore(run_dir / "programs.sqlite")
-    evaluator = build_evaluator(config, data=data)
+    from alpha_evolve.evaluation_backend import NODES_FILE, placement, with_placement
+
+    evaluator = build_evaluator(config, data=data, status_path=run_dir / NODES_FILE)
+    on_progress = with_placement(on_progress, evaluator)
     try:
         from alpha_evolve.strategies import seed_source
 
@@ -304,6 +333,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         security = _evaluation_security(evaluator)
     finally:
         evaluator.close()
+    where = placement(evaluator)
+    logger.info("candidates evaluated on %s", ", ".join(
+        f"{n.get('host')} ({n.get('done', '-')} done)" for n in where["nodes"]))
     counts = _counts(store, experiment, result, n_val)
     for r in ranked:  # refusals found while validating (causality check, replay) count as failures too
         if r.status in _SECURITY_KINDS:
@@ -333,6 +365,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
         "counts": counts,
         "evaluation_security": security,
+        "evaluation": where,
         "stop_reason": getattr(result, "stop_reason", None),
         "best_program": {
             "id": int(best.program.id),
@@ -690,7 +723,7 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
         f"# Best strategy of {run_dir.name} (program #{best.program.id}, iteration {best.program.iteration}).\n"
         f"# Validation {config.backtest.objective}: {best.validation.get(config.backtest.objective, 0.0):.4f}; "
         f"train fitness {best.program.fitness}.\n"
-        "# Backtest it with: alpha-evolve backtest --strategy-file best_strategy.py --split validation\n"
+        f"# Backtest it with: {cli('backtest', '--strategy-file', 'best_strategy.py', '--split', 'validation')}\n"
     )
     atomic_write_text(run_dir / "best_strategy.py", header + best.program.code)
 

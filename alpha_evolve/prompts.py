@@ -1,16 +1,18 @@
 """Prompts for the LLM mutator (and the reference text the Claude Code subagent gets).
 
-The system prompt is static so the API can cache it across every mutation of a run; everything that changes
+The system prompt is fixed for a run so the API can cache it across every mutation; everything that changes
 per request (parent, metrics, inspirations, error of the previous attempt) is in the user message. Only
 train-period metrics reach a prompt: ``base.train_metrics`` filters the names, so validation or holdout figures
-cannot leak into selection pressure through the LLM.
+cannot leak into selection pressure through the LLM. What the run rewards (metric, direction, period) comes from
+the run's config through ``fitness_spec`` into every request; no prompt names a fitness of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from alpha_evolve.mutators.base import PROMPT_METRICS, MutationRequest, train_metrics
+from alpha_evolve.mutators.base import PROMPT_METRICS, FitnessSpec, MutationRequest, train_metrics
 
 BLOCK_START = "# === EVOLVE-BLOCK: {name} ==="
 BLOCK_END = "# === END EVOLVE-BLOCK ==="
@@ -106,13 +108,40 @@ def indicator_catalogue() -> str:
     return "\n".join(f"- {name}{ctor} -> {out}" for name, (ctor, out) in INDICATORS.items())
 
 
-def system_prompt() -> str:
+def fitness_spec(config: Any) -> FitnessSpec:
+    """The fitness of a run (a ``RunConfig`` or an ``EvolutionConfig``), as mutators must be told it."""
+    from alpha_evolve.metric_names import LOWER_IS_BETTER
+
+    ev = getattr(config, "evolution", config)
+    metric = str(ev.fitness_metric)
+    what = {"InfoRatio": "InfoRatio (information ratio: excess return over buy-and-hold on the same bars, per "
+                         "unit of tracking error)",
+            "Calmar": "Calmar (CAGR / MaxDD)", "MaxDD": "MaxDD (maximum drawdown, a positive fraction)"}
+    name = what.get(metric, metric)
+    folds = int(getattr(ev, "fitness_folds", 1) or 1)
+    if folds > 1:
+        how = "worst" if getattr(ev, "fitness_fold_aggregate", "mean") == "worst" else "mean"
+        period = f"train ({folds} folds)"
+        text = f"the {how} {name} over {folds} contiguous folds of the train period"
+    else:
+        period = "train"
+        text = f"{name} on the train period"
+    bt = getattr(config, "backtest", None)
+    if bt is not None and getattr(bt, "train_end", ""):
+        text += f" (up to {bt.train_end})"
+    return FitnessSpec(metric=metric, maximize=metric not in LOWER_IS_BETTER, period=period, description=text)
+
+
+def system_prompt(fitness: FitnessSpec | None = None) -> str:
+    """The run's fixed instructions; ``fitness`` (from the run's config) says what is rewarded."""
+    fit = fitness or FitnessSpec()
     return (
         "You improve algorithmic trading strategies for NautilusTrader by rewriting marked EVOLVE-BLOCK regions "
         "of a Python strategy class, as one step of an evolutionary search (AlphaEvolve-style).\n\n"
         f"## Rules\n{RULES}\n\n## Base-class helpers\n{HELPERS}\n\n"
         f"## Native indicators (from nautilus_trader.indicators)\n{indicator_catalogue()}\n\n"
-        "## Metrics\nCalmar = CAGR / MaxDD (the fitness), MaxDD is a positive fraction (0.25 = 25 % drawdown), "
+        f"## Fitness\nThis run selects programs by {fit.sentence()}. Every other figure is context.\n\n"
+        "## Metrics\nCalmar = CAGR / MaxDD, MaxDD is a positive fraction (0.25 = 25 % drawdown), "
         "WinRate is the fraction of profitable round trips, Exposure the fraction of bars in the market. "
         "All figures are from the training period only."
     )
@@ -164,8 +193,12 @@ def user_prompt(request: MutationRequest, *, focus: str | None = None, rejected:
             sections.append("```python\n" + format_blocks(insp.blocks) + "\n```")
     if request.guidance.strip():
         sections.append("## Guidance from the researcher\n" + request.guidance.strip())
-    task = (f"## Task\nWrite improved bodies for: {', '.join(names)}. Aim for a higher Calmar ratio "
-            "without a worse maximum drawdown.")
+    fit = request.fitness
+    better = "higher" if fit.maximize else "lower"
+    task = (f"## Task\nWrite improved bodies for: {', '.join(names)}. The fitness is {fit.sentence()}: aim for "
+            f"a {better} {fit.metric} that would hold up on unseen periods.")
+    if not request.allow_short:
+        task += " Shorting is disabled in this run: go_short() does nothing, so do not spend the change on it."
     if focus:
         task += f" This time concentrate on {focus}."
     sections.append(task)

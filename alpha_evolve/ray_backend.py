@@ -53,9 +53,6 @@ from alpha_evolve.metrics import aggregate, pooled_return_stats
 
 logger = logging.getLogger("alpha_evolve.ray_backend")
 
-NODES_FILE = "evaluation_nodes.json"
-"""Live placement of a run's candidates (node, in flight, done), written into the run directory."""
-
 _NAMESPACE = "alpha-evolve"
 _ACTOR_THREADS = 256  # calls an actor accepts at once; beyond its pool's slots they queue inside the evaluator
 _ACTOR_RESTARTS = 3  # per node, for actors lost while their node stays alive
@@ -81,8 +78,16 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+_CONNECT_LOCK = threading.Lock()  # concurrent pipeline runs (--parallel-runs) share one connection
+
+
 def connect(address: str = "") -> str:
     """Join (``auto``, host:port) or start (empty) a Ray instance once per process; returns where it is."""
+    with _CONNECT_LOCK:
+        return _connect(address)
+
+
+def _connect(address: str) -> str:
     import ray
 
     if ray.is_initialized():

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from filelock import FileLock, Timeout
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.session import (
     MAX_NOTES_CHARS,
     CandidateCheck,
@@ -614,10 +615,10 @@ def _data_hash(run_dir: Any) -> str | None:
 def registry_commands(db: Path, session_id: str) -> dict[str, str]:
     d, s = shlex.quote(str(db)), shlex.quote(session_id)
     return {
-        "approve": f"alpha-evolve approve {s} --registry-db {d} --notes '...'",
-        "reject": f"alpha-evolve reject {s} --registry-db {d} --notes '...'",
-        "stop": f"alpha-evolve stop {s} --registry-db {d}",
-        "dashboard": f"alpha-evolve dashboard --registry-db {d}",
+        "approve": cli("approve", s, "--registry-db", d, "--notes", "'...'"),
+        "reject": cli("reject", s, "--registry-db", d, "--notes", "'...'"),
+        "stop": cli("stop", s, "--registry-db", d),
+        "dashboard": cli("dashboard", "--registry-db", d),
     }
 
 

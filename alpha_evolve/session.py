@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import secrets
+import shlex
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 
@@ -56,8 +58,13 @@ class SessionLockedError(SessionError):
     """Another process drives this session."""
 
 
-class SessionInterrupted(BaseException):
-    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress."""
+class SessionInterrupted(KeyboardInterrupt):
+    """Raised from the SIGINT/SIGTERM handler while a pipeline run is in progress.
+
+    A ``KeyboardInterrupt`` on purpose: the run's event loop (asyncio or uvloop) lets only KeyboardInterrupt and
+    SystemExit out of a callback. Anything else raised by a signal handler while the loop dispatches signals is
+    logged as "Exception in callback" with a traceback and swallowed, and the run goes on to its end.
+    """
 
 
 def utc_now() -> str:
@@ -306,7 +313,13 @@ class SelfEvolutionLoop:
         self._stop_requested = True
 
     def run(self) -> SessionResult:
-        self.backend.open()
+        try:
+            self.backend.open()
+        except Exception as exc:  # a read-only or full session folder or registry: nothing has run yet
+            fault = as_infrastructure(exc)
+            if fault is None:
+                raise
+            raise InfrastructureError(f"session {self.backend.location} cannot be opened: {fault}") from None
         try:
             from alpha_evolve.files import cleanup_stale_temp_files
 
@@ -366,29 +379,9 @@ class SelfEvolutionLoop:
                 self._set_status("running")
                 rerun = state if state.get("phase") == "running" and state.get("iteration") == 0 else None
                 self._run_iteration(0, {}, state=rerun)
-            while not self._stop_requested:
-                iteration = self._last_iteration() + 1
-                if iteration > self.settings.iterations:
-                    return self._finish("session_complete")
-                state = self.summary.get("state") or {}
-                if state.get("iteration") == iteration and state.get("phase") == "running":
-                    self._out(f"iteration {iteration}: re-running the approved candidate interrupted by a crash")
-                    self._set_status("running")
-                    self._last_action = state.get("action")
-                    if self._last_action:  # the pending file may say "stopped" from the interrupted attempt
-                        self.backend.resolve_action(self._last_action, "running", None)
-                    self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
-                    continue
-                if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
-                    action = dict(state["action"])
-                    if resuming:
-                        self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
-                else:
-                    action = self._propose(iteration, rejected=[])
-                resuming = False
-                outcome = self._decide(action)
-                if outcome is not None:
-                    return outcome
+            outcome = self._proposal_loop(state, resuming)
+            if outcome is not None:
+                return outcome
             return self._finish("stopped", interrupted=True)
         except SessionInterrupted:
             return self._finish("stopped", interrupted=True)
@@ -400,6 +393,34 @@ class SelfEvolutionLoop:
             self.summary["failure_reason"] = reason
             self._finish("failed")
             raise
+
+    def _proposal_loop(self, state: dict[str, Any], resuming: bool) -> SessionResult | None:
+        """Propose, decide and run iterations 1..N one at a time; a result when the session ends here, None when
+        a stop was requested (``parallel_runs.ParallelRunsLoop`` keeps several approved runs in flight instead)."""
+        while not self._stop_requested:
+            iteration = self._last_iteration() + 1
+            if iteration > self.settings.iterations:
+                return self._finish("session_complete")
+            state = self.summary.get("state") or {}
+            if state.get("iteration") == iteration and state.get("phase") == "running":
+                self._out(f"iteration {iteration}: re-running the approved candidate interrupted by a crash")
+                self._set_status("running")
+                self._last_action = state.get("action")
+                if self._last_action:  # the pending file may say "stopped" from the interrupted attempt
+                    self.backend.resolve_action(self._last_action, "running", None)
+                self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
+                continue
+            if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
+                action = dict(state["action"])
+                if resuming:
+                    self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
+            else:
+                action = self._propose(iteration, rejected=[])
+            resuming = False
+            outcome = self._decide(action)
+            if outcome is not None:
+                return outcome
+        return None
 
     def _check_history(self) -> None:
         """Refuse to resume on a history record that fails its schema (what ``validate`` reports): the loop would
@@ -413,7 +434,7 @@ class SelfEvolutionLoop:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise SessionError(
                     f"{self.backend.location}: history record {i}: {problems[0]}{more}; the session cannot resume "
-                    "until it is fixed (see: alpha-evolve validate)"
+                    f"until it is fixed (see: {cli('validate', shlex.quote(self.backend.location))})"
                 )
 
     def _stop_for_fault(self, reason: str) -> None:
@@ -525,6 +546,10 @@ class SelfEvolutionLoop:
             return None
         self._set_status("awaiting_approval")
         self._out(f"iteration {iteration}: awaiting approval of {action['action_id']}")
+        from alpha_evolve.briefing import describe_proposal
+
+        for line in describe_proposal(action, state.get("proposal")):
+            self._out("  " + line)
         for line in self.backend.approval_hint(action):
             self._out("  " + line)
         self.backend.post_action(action)
@@ -533,7 +558,7 @@ class SelfEvolutionLoop:
             action,
             check_candidate=lambda c: self._check_candidate(c, posted),
             timeout=self.settings.approval_timeout,
-            should_stop=lambda: self._stop_requested,
+            should_stop=self._waiting_should_stop,
         )
         if result.outcome == "timed_out":
             self._out(f"no decision on {action['action_id']} within {self.settings.approval_timeout:g} s")
@@ -557,6 +582,10 @@ class SelfEvolutionLoop:
             return None
         self._start_run(action, decision, state)
         return None
+
+    def _waiting_should_stop(self) -> bool:
+        """Polled while a decision is awaited (a loop with runs in flight records the finished ones here)."""
+        return self._stop_requested
 
     def _start_run(self, action: dict[str, Any], decision: Decision, state: dict[str, Any]) -> None:
         iteration = action["next_iteration"]
@@ -599,6 +628,16 @@ class SelfEvolutionLoop:
         return dataclasses.replace(config.evaluation, **changes)
 
     def _run_iteration(self, iteration: int, candidate: dict[str, Any], *, state: dict[str, Any] | None) -> None:
+        run = self._begin_run(iteration, candidate, state)
+        self._in_run = True
+        try:
+            self._execute_run(run)
+        finally:
+            self._in_run = False
+        self._record_run(run)
+
+    def _begin_run(self, iteration: int, candidate: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any]:
+        """Persist that ``iteration`` runs (resume re-runs it) and write its config; the run's context."""
         state = dict(
             state or {"phase": "running", "iteration": iteration, "attempt": 1, "candidate": candidate, "reruns": 0}
         )
@@ -608,7 +647,7 @@ class SelfEvolutionLoop:
         stamp = str(self.summary["session_id"]).removeprefix("self_evo_session_")
         experiment = f"se{stamp}_it{iteration:03d}" + (f"_r{reruns}" if reruns else "")
         state.update(phase="running", iteration=iteration, reruns=reruns, experiment=experiment, started_at=utc_now())
-        self._save_state(state)
+        self._save_run_state(state)
 
         config = (
             self.base_config.with_updates(candidate, source=f"iteration {iteration}") if candidate else self.base_config
@@ -627,17 +666,19 @@ class SelfEvolutionLoop:
             )
             snapshot = str(path)
 
+        return {"iteration": iteration, "candidate": candidate, "state": state, "config": config,
+                "options": options, "experiment": experiment, "reruns": reruns, "snapshot": snapshot}
+
+    def _execute_run(self, run: dict[str, Any]) -> None:
+        """Run the pipeline (the only part that may run on another thread); fills in the run's outcome."""
         runner = self._runner or _default_runner()
-        started_at, t0 = utc_now(), time.perf_counter()
+        run["started_at"], t0 = utc_now(), time.perf_counter()
         run_dir: Path | None = None
         failure: str | None = None
-        metrics: dict[str, Any] = {}
-        pipeline_status: str | None = None
-        self._in_run = True
         try:
             if self._stop_requested:
                 raise SessionInterrupted("stop requested")
-            run_dir = Path(runner(config, options, experiment=experiment))
+            run_dir = Path(runner(run["config"], run["options"], experiment=run["experiment"]))
         except SessionInterrupted:
             raise
         except Exception as exc:  # a runner that raises is a failed iteration, not a failed session
@@ -646,9 +687,17 @@ class SelfEvolutionLoop:
                 raise fault from None
             failure = f"pipeline raised {type(exc).__name__}: {' '.join(str(exc).split())}"
             logger.debug("pipeline runner raised", exc_info=True)
-        finally:
-            self._in_run = False
-        duration = time.perf_counter() - t0
+        run.update(run_dir=run_dir, failure=failure, duration=time.perf_counter() - t0)
+
+    def _record_run(self, run: dict[str, Any]) -> None:
+        """Append the run's history record and tell the sampler (on the loop's thread)."""
+        iteration, candidate, state = run["iteration"], run["candidate"], run["state"]
+        run_dir: Path | None = run["run_dir"]
+        failure: str | None = run["failure"]
+        duration, started_at = run["duration"], run["started_at"]
+        snapshot, experiment, reruns = run["snapshot"], run["experiment"], run["reruns"]
+        metrics: dict[str, Any] = {}
+        pipeline_status: str | None = None
         if run_dir is not None:
             pipeline_status, metrics, failure = self._read_run(run_dir)
         objective = _finite(metrics.get(self.settings.objective)) if failure is None else None
@@ -674,6 +723,7 @@ class SelfEvolutionLoop:
             "objective": objective,
             "success": failure is None,
             "failure_reason": failure,
+            "crowned": _run_crowned(run_dir) if failure is None else None,
             "reruns": reruns,
             "timings": {
                 "started_at": started_at,
@@ -692,10 +742,18 @@ class SelfEvolutionLoop:
                 proposal = self._edited(proposal, candidate)
             self.sampler.tell(proposal, objective, success=failure is None)
         self._update_best(record)
+        self._count_trials(iteration, run_dir)
         self.summary["iterations_completed"] = self._last_iteration()
-        self._save_state({"phase": "idle", "iteration": iteration})
+        self._after_record(iteration)
         verdict = f"{self.settings.objective} = {objective:.4g}" if objective is not None else f"failed: {failure}"
         self._out(f"iteration {iteration}: {verdict} ({duration:.1f} s, {run_dir})")
+
+    def _save_run_state(self, state: dict[str, Any]) -> None:
+        """Persist a starting run's state (one run at a time: it is the loop's state)."""
+        self._save_state(state)
+
+    def _after_record(self, iteration: int) -> None:
+        self._save_state({"phase": "idle", "iteration": iteration})
 
     @staticmethod
     def _edited(proposal: Any, candidate: dict[str, Any]) -> Any:
@@ -735,8 +793,19 @@ class SelfEvolutionLoop:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.settings.maximize else a < b
 
+    def _count_trials(self, iteration: int, run_dir: Path | None) -> None:
+        """Session-level trial ledger and deflated Sharpe of the session best (see session_trials)."""
+        from alpha_evolve import session_trials
+
+        try:
+            session_trials.absorb_run(self.backend.artifact_dir, iteration, run_dir)
+            self.summary["selection"] = session_trials.session_selection(
+                self.backend.artifact_dir, self.summary.get("best"), self.summary.get("selection"))
+        except Exception as exc:  # bookkeeping must not fail the session; say so in the summary instead
+            logger.warning("session trial ledger not updated: %s", exc)
+
     def _update_best(self, record: dict[str, Any]) -> None:
-        if not record["success"]:
+        if not record["success"] or record.get("crowned") is False:  # a flagged winner cannot be crowned
             return
         best = self.summary.get("best")
         if best is None or self._better(record["objective"], best["objective"]):
@@ -817,10 +886,21 @@ class SelfEvolutionLoop:
                 self.backend.resolve_action(action, status, decision)
         if status == "session_complete":
             self.summary["state"] = {"phase": "done", "iteration": self._last_iteration()}
+            if "confirmation" not in self.summary:
+                # The session ranked on validation only: its best is confirmed once on the sealed holdout.
+                from alpha_evolve.session_trials import confirm_on_holdout
+
+                self.summary["confirmation"] = confirm_on_holdout(self.summary.get("best"))
         self.summary["status"] = status
         self.summary["finished_at"] = utc_now()
         self._save_summary()
         return SessionResult(status, self.summary, interrupted=interrupted)
+
+
+def _run_crowned(run_dir: Path | None) -> bool:
+    from alpha_evolve.session_trials import crowned
+
+    return crowned(run_dir)
 
 
 def load_base_config(summary: Mapping[str, Any] | None, config_path: str | None) -> RunConfig:

@@ -33,6 +33,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from alpha_evolve.approval import FileWatch, Verdict, wait_for_answer
+from alpha_evolve.command_hint import cli
 from alpha_evolve.files import (
     MAX_JSON_BYTES,
     FileFormatError,
@@ -95,9 +96,9 @@ def approval_commands(session_dir: Path) -> dict[str, str]:
     p = shlex.quote(str(session_dir / PENDING))
     t = shlex.quote(str(session_dir / (PENDING + ".new")))
     return {
-        "approve": f"alpha-evolve approve {d} --notes '...'",
-        "reject": f"alpha-evolve reject {d} --notes '...'",
-        "stop": f"alpha-evolve stop {d}",
+        "approve": cli("approve", d, "--notes", "'...'"),
+        "reject": cli("reject", d, "--notes", "'...'"),
+        "stop": cli("stop", d),
         "jq": f"jq '.status = \"approved\"' {p} > {t} && mv {t} {p}",
     }
 
@@ -236,7 +237,7 @@ class FileStateBackend:
         existing = _read_pending(self.pending_path)
         if (
             isinstance(existing, dict)
-            and existing.get("action_id") == action["action_id"]
+            and existing.get("action_id") in (action["action_id"], None)  # None: a bare {"status": ...} answer
             and existing.get("status") in ("approved", "rejected")
         ):
             logger.info(
@@ -411,6 +412,8 @@ def evaluate_pending(
     if not isinstance(data, dict):
         return Verdict.problem("expected a JSON object")
     found = data.get("action_id")
+    if found is None or found == "":  # a bare {"status": ..., "notes": ...}: one action is open, so it is this one
+        found = action_id
     if found != action_id:
         return Verdict.problem(
             f"action_id {found!r} is not the open action {action_id!r} (leave action_id as written by the loop)"
@@ -430,7 +433,7 @@ def evaluate_pending(
     if notes is not None and len(notes) > MAX_NOTES_CHARS:
         return Verdict.problem(f"notes: {len(notes):,} characters, more than the limit of {MAX_NOTES_CHARS:,}; "
                                "shorten them")
-    proposal = data.get("proposal")
+    proposal = data.get("proposal", {"candidate": dict(posted_candidate)})  # bare answer: the candidate as posted
     candidate = proposal.get("candidate") if isinstance(proposal, dict) else None
     if not isinstance(candidate, dict):
         return Verdict.problem("proposal.candidate: expected an object of config values")
@@ -455,30 +458,66 @@ def evaluate_pending(
 # ------------------------------------------------------------------------------- approve/reject/stop CLI
 
 
+def open_action(session_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The action the loop is waiting on, from its own state in the session summary (not from pending_action.json,
+    which an approver may have broken), and the session's status; (None, status) when none is open."""
+    try:
+        summary = read_json(Path(session_dir) / SUMMARY)
+    except FileFormatError:
+        return None, None
+    if not isinstance(summary, dict):
+        return None, None
+    state = summary.get("state")
+    status = summary.get("status") if isinstance(summary.get("status"), str) else None
+    if isinstance(state, dict) and state.get("phase") == "awaiting_approval" and isinstance(state.get("action"), dict) \
+            and isinstance(state["action"].get("action_id"), str):
+        return dict(state["action"]), status
+    return None, status
+
+
 def write_decision(session_dir: str | Path, status: str, notes: str | None = None) -> dict[str, Any]:
-    """What ``alpha-evolve approve|reject|stop`` do: answer the open action atomically; one-line errors."""
+    """What ``alpha-evolve approve|reject|stop`` do: answer the open action atomically; one-line errors.
+
+    A pending file awaiting approval is answered in place (a person's valid candidate edit is kept). When the file
+    no longer reads as that open action — a refused edit, a typo in "status", a bare ``{"status": ...}``, broken
+    JSON — the answer is written over it from the action as the loop posted it (its own state in the session
+    summary), so the command line can always decide.
+    """
     if status not in DECISION_STATUSES:
         raise SessionError(f"decision {status!r}: expected one of {', '.join(DECISION_STATUSES)}")
     d = Path(session_dir)
     path = d / PENDING
     if not d.is_dir():
         raise SessionError(f"{d}: session directory not found")
+    if notes is not None and len(notes) > MAX_NOTES_CHARS:
+        raise SessionError(f"--notes: {len(notes):,} characters, more than the limit of {MAX_NOTES_CHARS:,}")
+    action, _ = open_action(d)
+    data: Any = None
+    problem: str | None = None
     try:
         data = read_json(path)
     except FileFormatError as exc:
-        raise SessionError(str(exc)) from None
-    if not isinstance(data, dict) or "action_id" not in data:
+        problem = str(exc)
+    if isinstance(data, dict) and data.get("status") == "awaiting_approval" and "action_id" in data and (
+            action is None or data["action_id"] == action["action_id"]):
+        answer = data
+    elif action is not None:
+        answer = {**action, "session_dir": str(d.resolve()), "instructions": INSTRUCTIONS,
+                  "commands": approval_commands(d.resolve())}
+        if isinstance(data, dict) and data.get("action_id") == action["action_id"] and data.get("notes") \
+                and notes is None and isinstance(data.get("notes"), str):
+            answer["notes"] = data["notes"]  # the notes of the refused edit, unless new ones are given
+    elif problem is not None:
+        raise SessionError(problem)
+    elif not isinstance(data, dict) or "action_id" not in data:
         raise SessionError(f"{path}: not a pending action (no action_id)")
-    current = data.get("status")
-    if current != "awaiting_approval":
-        raise SessionError(f"{path}: action {data['action_id']} is {current!r}, not awaiting approval")
-    if notes is not None and len(notes) > MAX_NOTES_CHARS:
-        raise SessionError(f"--notes: {len(notes):,} characters, more than the limit of {MAX_NOTES_CHARS:,}")
-    data["status"] = status
+    else:
+        raise SessionError(f"{path}: action {data['action_id']} is {data.get('status')!r}, not awaiting approval")
+    answer["status"] = status
     if notes is not None:
-        data["notes"] = notes
-    atomic_write_json(path, data)
-    return data
+        answer["notes"] = notes
+    atomic_write_json(path, answer)
+    return answer
 
 
 # ------------------------------------------------------------------------------------------- validation

@@ -5,6 +5,7 @@ runs and programs, starting sessions as real subprocesses, and the cross-origin 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -232,3 +233,24 @@ def test_start_session_validates_then_spawns_a_real_process(dash: Dash, tmp_path
         assert s["seed"] == 5 and s["iterations_completed"] == 1
         assert Path(s["artifact_dir"]).parent == (tmp_path / "dash-sessions").resolve()
     dash.app.state.children[0].wait(30)
+
+
+def test_where_candidates_run(dash: Dash, pipeline_run: Path) -> None:
+    """A running cluster run (no SUMMARY.json yet) shows its nodes; a finished local run says where it ran."""
+    live = pipeline_run.parent / "run_20990101T000000Z_live"
+    live.mkdir()
+    node = {"node_id": "ab" * 28, "host": "gpu-7", "address": "10.0.0.7", "slots": 8, "alive": True,
+            "in_flight": 3, "done": 41, "lost": 0, "restarts": 0, "secrets_removed": [], "note": ""}
+    status = {"backend": "ray", "address": "10.0.0.1:6379", "nodes": [node], "live_nodes": 1, "slots": 8,
+              "in_flight": 3, "done": 41, "retries": 0, "crashes": 0, "closed": False, "updated_at": 0}
+    (live / "evaluation_nodes.json").write_text(json.dumps(status))
+    try:
+        got = dash.client.get("/api/evaluation").json()["placements"]
+        assert [p["run"] for p in got] == [live.name]
+        assert got[0]["running"] and got[0]["nodes"][0]["host"] == "gpu-7" and got[0]["in_flight"] == 3
+        detail = dash.client.get("/api/run", params={"path": str(pipeline_run)}).json()
+        assert detail["summary"]["evaluation"]["backend"] == "local"
+        assert detail["summary"]["evaluation"]["nodes"][0]["slots"] >= 1
+    finally:
+        (live / "evaluation_nodes.json").unlink()
+        live.rmdir()

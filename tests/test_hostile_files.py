@@ -169,10 +169,15 @@ async def test_an_agent_answering_with_a_fifo_fails_the_mutation_without_hanging
 
     code = (ROOT / "alpha_evolve" / "strategies" / "momentum.py").read_text()
     mutator = AgentMutator(tmp_path, timeout=20, settle=0.2)
-    os.mkfifo(mutator.response_path("req-1"))
     request = MutationRequest(request_id="req-1", experiment="exp", iteration=1, parent_id="p0", parent_code=code,
                               parent_blocks=extract_blocks(code), parent_metrics={})
-    response = await asyncio.wait_for(mutator.mutate(request), timeout=10)
+    task = asyncio.create_task(mutator.mutate(request))
+    # the agent answers the request it sees with a FIFO instead of a JSON file
+    written = await asyncio.to_thread(wait_until, mutator.requests_dir,
+                                      lambda: next(iter(mutator.requests_dir.glob("*.json")), None),
+                                      what="the mutation request")
+    os.mkfifo(mutator.response_path(written.stem))
+    response = await asyncio.wait_for(task, timeout=10)
     assert response.failure_kind == "response" and "FIFO" in (response.error or "")
 
 
@@ -268,6 +273,11 @@ def test_a_running_session_reports_restores_and_stays_responsive(tmp_path: Path)
     assert [r["iteration"] for r in records] == list(range(len(kinds) + 1))
     assert [r["decision"]["notes"] for r in records[1:]] == [f"after a {k}" for k in kinds]
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    # a link loop left in place while nothing runs: the resumed session reports it, replaces it and finishes
+    make_hostile(session / "pending_action.json", "loop")
+    assert _self_evolve("--resume", str(session), "--auto-approve") == 0
+    assert [r["iteration"] for r in history(session)] == list(range(len(kinds) + 2))
+    assert read_json_or_none(session / "pending_action.json")["status"] == "session_complete"
 
 
 def _awaiting(path: Path, iteration: int) -> dict[str, Any] | None:

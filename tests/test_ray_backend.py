@@ -18,7 +18,8 @@ import pytest
 
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_backend import scrubbed_environ
+from alpha_evolve.dashboard.runs import RunIndex
+from alpha_evolve.evaluation_backend import NODES_FILE, scrubbed_environ
 from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.mutators.offline import OfflineMutator
@@ -134,7 +135,9 @@ async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Pa
     rows = {}
     for backend in ("local", "ray"):
         cfg = BASE.with_updates({"evaluation.backend": backend, "evaluation.ray_address": cluster.address})
-        evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=tmp_path / f"{backend}.json")
+        status = tmp_path / f"run_{backend}" / NODES_FILE
+        status.parent.mkdir()
+        evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=status)
         try:
             with ProgramStore(tmp_path / f"{backend}.sqlite") as store:
                 ctl = EvolutionController(cfg, store, evaluator, OfflineMutator(seed=cfg.evolution.random_seed))
@@ -145,8 +148,12 @@ async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Pa
             evaluator.close()
     assert len(rows["ray"]) >= 7  # the seed and six iterations (failed mutations are stored too)
     assert rows["ray"] == rows["local"]
-    placement = (tmp_path / "ray.json").read_text()
-    assert '"done"' in placement and '"in_flight"' in placement
+    # where the candidates ran, as the dashboard reads it (the local pool writes no placement file)
+    placements = RunIndex([tmp_path], []).placements()
+    assert [p["run"] for p in placements] == ["run_ray"]
+    live = placements[0]
+    assert live["backend"] == "ray" and live["closed"] and len(live["nodes"]) == 2
+    assert live["done"] == sum(n["done"] for n in live["nodes"]) >= 7 and live["in_flight"] == 0
 
 
 # ------------------------------------------------------------------------------------------- isolation

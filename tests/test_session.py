@@ -221,8 +221,8 @@ def test_garbage_edits_get_feedback_and_a_good_edit_is_then_accepted(tmp_path: P
     path = s.dir / "pending_action.json"
     action_id = pending["action_id"]
 
-    atomic_json(path, {})  # placeholder so the next write is a change
-    wait_for_feedback(s.dir, "action_id")
+    atomic_json(path, {})  # placeholder so the next write is a change; no action_id means the open action
+    wait_for_feedback(s.dir, "status None")
     broken = json.dumps({**pending, "status": "approved"})[:-7]
     path.write_text(broken)
     fb = wait_for_feedback(s.dir, "invalid JSON")

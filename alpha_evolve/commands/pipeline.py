@@ -66,14 +66,17 @@ def progress_reporter(total: int, label: str) -> Iterator[Callable[[Mapping[str,
         yield None
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), transient=False) as progress:
-        task = progress.add_task(label, total=total, best="-")
+                  TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("{task.fields[where]}"),
+                  transient=False) as progress:
+        task = progress.add_task(label, total=total, best="-", where="")
 
         def update(event: Mapping[str, Any] | Any) -> None:
             get = event.get if isinstance(event, Mapping) else (lambda k, d=None: getattr(event, k, d))
             done = get("iterations_completed", None) or get("iteration", None)
             best = get("best_fitness", None)
-            progress.update(task, completed=done or 0, best=f"{best:.3f}" if isinstance(best, float) else "-")
+            where = get("placement", None) or ""  # a cluster backend: node in flight/slots (done) per node
+            progress.update(task, completed=done or 0, best=f"{best:.3f}" if isinstance(best, float) else "-",
+                            where=where)
 
         yield update
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 from rich.console import Console
 from rich.table import Column, Table
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.registry import (
     DEFAULT_REGISTRY_DB,
     ENV_REGISTRY_DB,
@@ -110,7 +112,7 @@ def resolve_session_id(reg: ExperimentRegistry, target: str) -> str:
     name = Path(target).name
     if name and reg.get_session(name) is not None:
         return name
-    raise RegistryError(f"registry {reg.path}: no session {target!r} (see: alpha-evolve registry list)")
+    raise RegistryError(f"registry {reg.path}: no session {target!r} (see: {cli('registry', 'list')})")
 
 
 def tracked_decision(target: str, status: str, notes: str | None, registry_db: str | None) -> dict[str, Any]:
@@ -180,7 +182,7 @@ def _check_resume_target(target: str, registry_db: str | None) -> None:
             f"{target}: not a self-evolution session (no such session directory, and no tracked registry at {db})"
         )
     raise SessionError(f"{target}: no such session (not a directory, and not a session in {db}; "
-                       "see: alpha-evolve registry list)")
+                       f"see: {cli('registry', 'list')})")
 
 
 def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None = None) -> int:
@@ -260,7 +262,7 @@ def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] |
         reg.close()
     code = report_result(
         result, settings, f"{session_id} ({reg.path})",
-        f"alpha-evolve self-evolve --mode tracked --registry-db {reg.path} --resume {session_id}",
+        cli("self-evolve", "--mode", "tracked", "--registry-db", shlex.quote(str(reg.path)), "--resume", session_id),
     )
     # A stop asked for from the dashboard or the CLI is a decision, not an interruption.
     return 0 if result.status == "stopped" and stop_from_registry else code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import LOG_LEVELS, LOWER_IS_BETTER, METRIC_NAMES, ConfigError
 from alpha_evolve.session import SessionError, SessionSettings
 
@@ -238,9 +240,39 @@ def new_session_settings(given: dict[str, Any]) -> SessionSettings:
         given["search_space_path"] = default
     settings = SessionSettings(**given)
     _check_settings(settings)
+    _preflight(settings)
     if settings.objective in LOWER_IS_BETTER and settings.maximize:
         console.print(f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?")
     return settings
+
+
+def _preflight(settings: SessionSettings) -> None:
+    """Read what a new session will need before anything is created: a bad input leaves no session folder, and a
+    base config whose data is missing stops here instead of failing every iteration of the session."""
+    from alpha_evolve.search_space import load_search_space
+    from alpha_evolve.session import load_base_config
+
+    base = load_base_config(None, settings.config_path)
+    assert settings.search_space_path is not None
+    load_search_space(settings.search_space_path)
+    data = base.backtest.data
+    if data and not Path(data).exists():
+        where = settings.config_path or "the base config"
+        raise SessionError(
+            f"{where}: [backtest] data {data!r} not found (a relative path is read from the folder you start in); "
+            "provide the data there, or use a config whose data exists (configs/default.toml runs on built-in "
+            "synthetic data)"
+        )
+
+
+def _discard_unstarted(session_dir: Path) -> None:
+    """Remove a session folder this command created if the session never started (no summary was written)."""
+    import shutil
+
+    from alpha_evolve.session_files import SUMMARY
+
+    if session_dir.is_dir() and not (session_dir / SUMMARY).exists():
+        shutil.rmtree(session_dir, ignore_errors=True)
 
 
 def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., Path] | None = None) -> int:
@@ -256,6 +288,13 @@ def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., 
         return fail(str(exc), 2)
     except ValueError as exc:  # SearchSpaceError and other one-line input errors of the modules we call
         return fail(str(exc), 2)
+    except OSError as exc:  # the machine's (read-only, full) before the loop could say so in its own words
+        from alpha_evolve.faults import infrastructure_problem
+
+        reason = infrastructure_problem(exc)
+        if reason is None:
+            raise
+        return fail(f"session stopped: {reason}", EXIT_INFRASTRUCTURE)
 
 
 def _is_tracked(args: argparse.Namespace) -> bool:
@@ -282,13 +321,19 @@ def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) 
     backend = FileStateBackend(
         session_dir, poll_interval=settings.approval_poll_interval, force_polling=settings.force_polling, report=report
     )
-    loop = build_loop(backend, settings, summary, session_dir, pipeline_runner, label=str(session_dir))
+    try:
+        loop = build_loop(backend, settings, summary, session_dir, pipeline_runner, label=str(session_dir))
+    except BaseException:
+        if summary is None:
+            _discard_unstarted(session_dir)
+        raise
     console.print(
         f"{'resuming' if summary else 'starting'} self-evolution session [bold]{session_dir}[/bold] "
         f"({describe_settings(settings)})"
     )
     result = loop.run()
-    return report_result(result, settings, str(session_dir), f"alpha-evolve self-evolve --resume {session_dir}")
+    return report_result(result, settings, str(session_dir),
+                         cli("self-evolve", "--resume", shlex.quote(str(session_dir))), history=loop.history)
 
 
 def report(line: str) -> None:
@@ -300,6 +345,9 @@ def describe_settings(settings: SessionSettings) -> str:
     return (
         f"objective {settings.objective}, {'maximise' if settings.maximize else 'minimise'}, {settings.iterations} "
         f"iterations after the baseline, {'auto-approve' if settings.auto_approve else 'manual approval'}"
+        + (f", up to {settings.parallel_runs} approved runs in flight" if settings.parallel_runs > 1 else "")
+        + (f", evaluation on {settings.backend or 'ray'} {settings.ray_address or ''}".rstrip()
+           if settings.backend or settings.ray_address is not None else "")
     )
 
 
@@ -329,7 +377,12 @@ def build_loop(
         maximize=settings.maximize,
         state_dir=state_dir,
     )
-    return SelfEvolutionLoop(
+    loop_class: Any = SelfEvolutionLoop
+    if settings.parallel_runs > 1:
+        from alpha_evolve.parallel_runs import ParallelRunsLoop
+
+        loop_class = ParallelRunsLoop
+    return loop_class(
         backend,
         settings,
         base_config=base_config,
@@ -340,8 +393,11 @@ def build_loop(
     )
 
 
-def report_result(result: Any, settings: SessionSettings, label: str, resume_command: str) -> int:
-    """The closing table and exit code of a session (0 complete/stopped by decision, 3 timed out, 130 signal)."""
+def report_result(
+    result: Any, settings: SessionSettings, label: str, resume_command: str, *, history: list[Any] | None = None
+) -> int:
+    """The closing table and exit code of a session: 0 complete or stopped by a decision, 1 failed or no iteration
+    succeeded, 3 timed out, 130 interrupted by a signal."""
     from alpha_evolve.cli import fail
 
     best = result.summary.get("best")
@@ -358,7 +414,14 @@ def report_result(result: Any, settings: SessionSettings, label: str, resume_com
         console.print(f"resume with: {resume_command}", markup=False)
     if result.status == "failed":
         return fail(f"session failed: {result.summary.get('failure_reason')}", 1)
-    return 130 if result.interrupted else EXIT_CODES.get(result.status, 1)
+    if result.interrupted:
+        return 130
+    if result.status in ("session_complete", "stopped") and not best:
+        reasons = [str(r.get("failure_reason")) for r in history or () if isinstance(r, dict) and
+                   r.get("failure_reason")]
+        last = f" (last: {reasons[-1]})" if reasons else ""
+        return fail(f"no iteration succeeded{last}; see {label}", 1)
+    return EXIT_CODES.get(result.status, 1)
 
 
 def _self_evolve_handler(args: argparse.Namespace) -> int:
@@ -371,7 +434,8 @@ def _self_evolve_handler(args: argparse.Namespace) -> int:
 def _decision_handler(status: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         from alpha_evolve.cli import fail
-        from alpha_evolve.session_files import SUMMARY, write_decision
+        from alpha_evolve.session import TERMINAL_STATUSES
+        from alpha_evolve.session_files import SUMMARY, open_action, write_decision
 
         if not (Path(args.session_dir) / SUMMARY).is_file() and _registry_available():
             from alpha_evolve.commands.registry import tracked_decision
@@ -390,6 +454,10 @@ def _decision_handler(status: str) -> Callable[[argparse.Namespace], int]:
         except SessionError as exc:
             return fail(str(exc), 1)
         console.print(f"{status}: action {data['action_id']} (iteration {data.get('next_iteration')})", markup=False)
+        _, session_status = open_action(args.session_dir)
+        if session_status in TERMINAL_STATUSES:  # nobody drives it now: the answer waits for the resume
+            console.print(f"the session is {session_status}; the decision is taken when it resumes: "
+                          f"{cli('self-evolve', '--resume', shlex.quote(str(args.session_dir)))}", markup=False)
         return 0
 
     return handler

@@ -218,6 +218,9 @@ def create_app(config: DashboardConfig) -> Starlette:
         rows.sort(key=lambda r: str(r.get("started_at") or ""), reverse=True)
         return ORJSONResponse({"runs": rows, "roots": [str(r) for r in config.run_roots]})
 
+    def evaluation(request: Request) -> Response:
+        return ORJSONResponse({"placements": runs.placements()})
+
     def _run_endpoint(fn: Callable[[Path], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
             try:
@@ -337,6 +340,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         Route("/api/sessions/{session_id}/stop", stop, methods=["POST"]),
         Route("/api/sessions/{session_id}/best.toml", best_toml),
         Route("/api/runs", runs_list),
+        Route("/api/evaluation", evaluation),
         Route("/api/run", _run_endpoint(run_detail)),
         Route("/api/run/equity", _run_endpoint(equity_curves)),
         Route("/api/run/programs", _run_endpoint(evolution)),

@@ -67,6 +67,34 @@ class RunIndex:
                         found[str(p)] = p
         return found
 
+    def placements(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """Where candidates run: ``evaluation_nodes.json`` of runs under the roots and beside recorded runs (a
+        session's ``pipeline_runs/``), running ones included (they have no SUMMARY.json yet); newest first."""
+        from alpha_evolve.evaluation_backend import NODES_FILE
+
+        folders = {r.resolve() for r in self.roots}
+        for raw in self._recorded:
+            if raw:
+                folders.add(Path(raw).resolve().parent)
+        found: list[tuple[float, Path]] = []
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                for child in folder.iterdir():
+                    status = child / NODES_FILE
+                    if child.name.startswith("run_") and status.is_file():
+                        found.append((status.stat().st_mtime, child))
+        out = []
+        for _, run_dir in sorted(found, reverse=True)[:limit]:
+            try:
+                data = _read_json(run_dir / NODES_FILE)
+            except (OSError, orjson.JSONDecodeError, _Unreadable):
+                continue
+            if isinstance(data, dict):
+                running = not data.get("closed") and not (run_dir / "SUMMARY.json").is_file()
+                out.append({"run": run_dir.name, "path": str(run_dir), "running": running,
+                            "finished": (run_dir / "SUMMARY.json").is_file(), **data})
+        return out
+
     def resolve(self, path: str | None) -> Path:
         if not path:
             raise RunNotFound("missing ?path= (a run directory)")

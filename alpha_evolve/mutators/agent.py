@@ -37,6 +37,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+import alpha_evolve.approval  # noqa: F401  (its filter quiets watchdog's harmless shutdown-race error)
 from alpha_evolve.files import (
     MAX_JSON_BYTES,
     FileFormatError,

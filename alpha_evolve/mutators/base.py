@@ -99,6 +99,42 @@ class Inspiration:
 
 
 @dataclass(frozen=True)
+class FitnessSpec:
+    """What the run rewards, as every mutator must be told it: the metric, its direction and its period.
+
+    Built from the run's config (``prompts.fitness_spec``), never hard-coded in a prompt, so an LLM or an agent
+    optimises the figure that actually selects parents.
+    """
+
+    metric: str = "Sharpe"
+    maximize: bool = True
+    period: str = "train"
+    description: str = ""
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.maximize else "minimize"
+
+    def sentence(self) -> str:
+        """One line for a prompt, e.g. "Sharpe on the train period (higher is better)"."""
+        text = self.description or f"{self.metric} on the {self.period} period"
+        return f"{text} ({'higher' if self.maximize else 'lower'} is better)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "direction": self.direction, "period": self.period,
+                "description": self.sentence()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> FitnessSpec:
+        if not data:
+            return cls()
+        text = str(data.get("description") or "")
+        suffix = " (higher is better)" if data.get("direction", "maximize") == "maximize" else " (lower is better)"
+        return cls(metric=str(data.get("metric") or "Sharpe"), maximize=data.get("direction", "maximize") != "minimize",
+                   period=str(data.get("period") or "train"), description=text.removesuffix(suffix))
+
+
+@dataclass(frozen=True)
 class MutationRequest:
     """Everything a mutator may know about one mutation. Train metrics only, never validation figures.
 
@@ -118,6 +154,8 @@ class MutationRequest:
     previous_error: str | None = None
     attempt: int = 1
     allowed_blocks: tuple[str, ...] = ()
+    fitness: FitnessSpec = field(default_factory=FitnessSpec)
+    allow_short: bool = False  # the run's account can go short: otherwise go_short and short branches are dead
 
     def __post_init__(self) -> None:
         # Normalise so that requests built from lists/dicts compare equal and carry train metrics only.
@@ -125,6 +163,8 @@ class MutationRequest:
         object.__setattr__(self, "inspirations", tuple(
             i if isinstance(i, Inspiration) else Inspiration.from_dict(i) for i in self.inspirations))
         object.__setattr__(self, "allowed_blocks", tuple(self.allowed_blocks))
+        if not isinstance(self.fitness, FitnessSpec):
+            object.__setattr__(self, "fitness", FitnessSpec.from_dict(self.fitness))
 
     @property
     def blocks_to_change(self) -> tuple[str, ...]:
@@ -150,6 +190,8 @@ class MutationRequest:
             "previous_error": self.previous_error,
             "attempt": self.attempt,
             "allowed_blocks": list(self.allowed_blocks),
+            "fitness": self.fitness.to_dict(),
+            "allow_short": self.allow_short,
         }
 
     @classmethod
@@ -167,6 +209,8 @@ class MutationRequest:
             previous_error=None if data.get("previous_error") is None else str(data["previous_error"]),
             attempt=int(data.get("attempt", 1)),
             allowed_blocks=tuple(str(b) for b in data.get("allowed_blocks") or ()),
+            fitness=FitnessSpec.from_dict(data.get("fitness")),
+            allow_short=bool(data.get("allow_short", False)),
         )
 
 

@@ -287,7 +287,7 @@ class LLMMutator:
             text = prompts.user_prompt(current, focus=focus, rejected=rejected,
                                        max_inspirations=self.max_inspirations)
             try:
-                message = await self._call(text)
+                message = await self._call(text, prompts.system_prompt(request.fitness))
             except _CallFailed as exc:
                 return response(error=str(exc), failure_kind=exc.kind, blocks=blocks)
             attempts += 1
@@ -319,11 +319,12 @@ class LLMMutator:
 
     # -- one API call with transient retries ---------------------------------------------------------------
 
-    async def _call(self, user_text: str) -> Any:
+    async def _call(self, user_text: str, system: str | None = None) -> Any:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "system": [{"type": "text", "text": prompts.system_prompt(), "cache_control": {"type": "ephemeral"}}],
+            "system": [{"type": "text", "text": system or prompts.system_prompt(),
+                        "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": user_text}],
         }
         if self.effort:

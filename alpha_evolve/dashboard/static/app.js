@@ -411,6 +411,35 @@
 
   // ------------------------------------------------------------------------------------------ runs
 
+  function nodesTable(nodes, id) {
+    return h("div", { class: "table-wrap" }, h("table", { id: id, class: "nodes" },
+      h("thead", {}, h("tr", {}, ["node", "host", "slots", "in flight", "done", "lost", "state"].map(t => h("th", {}, t)))),
+      h("tbody", {}, (nodes || []).map(n => h("tr", {},
+        h("td", { class: "mono" }, String(n.node_id || "local").slice(0, 12)), h("td", {}, `${n.host || ""} ${n.address || ""}`),
+        h("td", { class: "num" }, fmt(n.slots)), h("td", { class: "num" }, fmt(n.in_flight)), h("td", { class: "num" }, fmt(n.done)),
+        h("td", { class: "num" }, fmt(n.lost)), h("td", {}, n.alive === false ? `lost ${n.note || ""}` : "live"))))));
+  }
+
+  // Where candidates run (cluster backend): refreshed every 2 s while the panel is on the page.
+  function placementPanel() {
+    const box = h("div", { class: "panel", id: "placement" }, h("h2", {}, "Where candidates run"), h("p", { class: "muted" }, "loading…"));
+    async function tick() {
+      if (!document.body.contains(box) && box.dataset.started) return;
+      box.dataset.started = "1";
+      try {
+        const d = await api("/api/evaluation");
+        const items = d.placements.filter(p => p.running).concat(d.placements.filter(p => !p.running).slice(0, 3));
+        box.replaceChildren(h("h2", {}, "Where candidates run"), items.length ? h("div", {}, items.map(p => h("div", { class: "placement" },
+          h("p", {}, h("strong", {}, p.run), " ", badge(p.running ? "running" : "finished"),
+            ` ${p.backend || "ray"}: ${fmt(p.live_nodes)} live node(s), ${fmt(p.slots)} slots, ${fmt(p.in_flight)} in flight, ${fmt(p.done)} done, ${fmt(p.retries)} retried, ${fmt(p.crashes)} lost`),
+          nodesTable(p.nodes, "nodes-" + p.run)))) : h("p", { class: "muted" }, "No cluster run yet (backend = ray writes evaluation_nodes.json into its run)."));
+      } catch (e) { box.replaceChildren(h("h2", {}, "Where candidates run"), h("p", { class: "error" }, e.message)); }
+      setTimeout(tick, 2000);
+    }
+    tick();
+    return box;
+  }
+
   async function renderRuns() {
     const data = await api("/api/runs");
     const rows = data.runs.map(r => h("tr", {},
@@ -418,7 +447,7 @@
       h("td", {}, when(r.started_at)), h("td", { class: "num" }, r.elapsed_seconds ? `${fmt(r.elapsed_seconds, 1)} s` : "–"),
       h("td", {}, r.objective || "–"), h("td", { class: "num" }, fmt(r.objective_value)),
       h("td", {}, r.has_programs ? "programs.sqlite" : "–"), h("td", { class: "small" }, r.reason || "")));
-    view.replaceChildren(h("h1", {}, "Runs & programs"), h("div", { class: "panel" },
+    view.replaceChildren(h("h1", {}, "Runs & programs"), placementPanel(), h("div", { class: "panel" },
       h("p", { class: "muted small" }, "Pipeline runs recorded by sessions, and run_* folders under: " + (data.roots.join(", ") || "–")),
       rows.length ? h("div", { class: "table-wrap" }, h("table", { id: "runs-table" }, h("thead", {}, h("tr", {},
         ["run", "status", "experiment", "started", "elapsed", "objective", "validation value", "evolution", "reason"].map(t => h("th", {}, t)))),
@@ -456,6 +485,9 @@
     const equityBox = h("div", { id: "equity-chart" }, h("p", { class: "muted" }, "loading…"));
     const parts = [header];
     if (d.has_equity) parts.push(h("div", { class: "panel" }, h("h2", {}, "Equity curves (validation period)"), equityBox));
+    if (s.evaluation) parts.push(h("div", { class: "panel" }, h("h2", {}, `Where candidates ran (${s.evaluation.backend})`),
+      s.evaluation.backend === "ray" ? h("p", { class: "muted small" }, `${fmt(s.evaluation.done)} tasks done, ${fmt(s.evaluation.retries)} retried after a lost node, ${fmt(s.evaluation.crashes)} recorded as crash`) : null,
+      nodesTable(s.evaluation.nodes, "run-nodes")));
     if (d.top_programs.length) {
       const cols = ["rank", "program_id", "iteration", "generation", "parent_id", "mutator", "fitness", `train_${obj}`, `validation_${obj}`, "validation_MaxDD", "validation_Trades", "validation_status"];
       parts.push(h("div", { class: "panel" }, h("h2", {}, "Top programs"), h("div", { class: "table-wrap" }, h("table", { id: "top-programs" },
