@@ -745,9 +745,6 @@ def _universe_files(folder: Path, symbols: Sequence[str] | None, pattern: str) -
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not _matches(pattern, path.name):
             continue
-        reason = not_a_file_reason(path)
-        if reason is not None:  # a FIFO, device, dangling link or folder named like data: say so, never block on it
-            raise _fail(path, f"{reason.replace(', expected a regular file', '')}, expected a data file")
         symbol = path.name[: len(path.name) - len(_suffix(path))].upper() if _suffix(path) else path.stem.upper()
         if symbol in files:
             raise _fail(path, f"symbol {symbol} also comes from {files[symbol].name}; keep one file per symbol")
@@ -760,6 +757,10 @@ def _universe_files(folder: Path, symbols: Sequence[str] | None, pattern: str) -
         if absent:
             raise _fail(folder, f"no file for symbol(s) {', '.join(absent)}; available: {', '.join(sorted(files))}")
         files = {s: files[s] for s in wanted}
+    for path in files.values():  # a FIFO, device, dangling link or folder named like data: say so, never block
+        reason = not_a_file_reason(path)
+        if reason is not None:
+            raise _fail(path, f"{reason.replace(', expected a regular file', '')}, expected a data file")
     return files
 
 
