@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from alpha_evolve.files import decompress_gzip, not_a_file_reason, read_regular_file
+from alpha_evolve.synthetic import generate_bars, generator_parameters
 from alpha_evolve.synthetic import synthetic_bars as _synthetic_bars
 
 __all__ = [
@@ -1055,6 +1056,7 @@ class Dataset:
     synthetic: bool
     source: str
     content_hash: str = field(default="")
+    generator: dict[str, Any] | None = None  # synthetic data: the generator and its parameters
 
     def describe(self) -> dict[str, Any]:
         starts = [b.index[0] for b in self.instruments.values()]
@@ -1070,6 +1072,7 @@ class Dataset:
             "interval": _interval_label(bar_interval(pd.DatetimeIndex(longest.index))),
             "periods_per_year": round(periods_per_year(pd.DatetimeIndex(longest.index)), 4),
             "hash": self.content_hash,
+            "generator": self.generator,
         }
 
 
@@ -1098,6 +1101,9 @@ def load_dataset(
     synthetic_freq: str = "1D",
     cache_dir: Path | None = None,
     max_bars: int = DEFAULT_MAX_BARS,
+    synthetic_generator: str = "regimes",
+    synthetic_signal: float = 1.0,
+    synthetic_regime_bars: float = 40.0,
 ) -> Dataset:
     """The single entry point: a file, a folder of files, a catalog, or None/"" for embedded synthetic data.
 
@@ -1109,15 +1115,21 @@ def load_dataset(
     if source is None or str(source).strip() == "":
         names = [s.upper() for s in symbols] or ["SYN"]
         instruments = {
-            name: _synthetic_bars(n_bars=synthetic_bars, seed=synthetic_seed + i, freq=synthetic_freq, symbol=name)
+            name: generate_bars(synthetic_generator, n_bars=synthetic_bars, seed=synthetic_seed + i,
+                                freq=synthetic_freq, symbol=name, signal=synthetic_signal,
+                                regime_bars=synthetic_regime_bars)
             for i, name in enumerate(names)
         }
         for bars in instruments.values():
             bars.attrs = {}
         word = _FREQ_WORDS.get(synthetic_freq, f"{synthetic_freq}")
-        description = f"embedded synthetic data (seed {synthetic_seed}, {synthetic_bars} {word} bars)"
+        kind = f"planted market, signal {synthetic_signal:g}, " if synthetic_generator == "planted" else ""
+        description = f"embedded synthetic data ({kind}seed {synthetic_seed}, {synthetic_bars} {word} bars)"
         log.info("no data source given: using %s", description)
-        return Dataset(instruments, True, description, content_hash(instruments))
+        params = generator_parameters(synthetic_generator, n_bars=synthetic_bars, seed=synthetic_seed,
+                                      freq=synthetic_freq, signal=synthetic_signal,
+                                      regime_bars=synthetic_regime_bars)
+        return Dataset(instruments, True, description, content_hash(instruments), params)
 
     path = Path(source).expanduser()
     if not path.exists():
