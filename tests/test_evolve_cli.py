@@ -82,7 +82,10 @@ def test_start_status_best_list_json(tmp_path: Path, cfg: Path, capsys: pytest.C
     for key in ("experiment", "status", "iterations_completed", "target_iterations", "best_fitness",
                 "total_mutations", "successful_mutations", "total_evaluations", "successful_evaluations"):
         assert key in status
-    assert status["iterations_completed"] == 4 and status["total_mutations"] == 4
+    with sqlite3.connect(db) as conn:  # attempts set aside as behaviour duplicates are mutations too
+        discarded = conn.execute("SELECT COUNT(*) FROM programs WHERE experiment = 'demo' AND is_seed = 0"
+                                 " AND iteration IS NULL").fetchone()[0]
+    assert status["iterations_completed"] == 4 and status["total_mutations"] == 4 + discarded
     assert status["best_fitness"] == pytest.approx(result["best_fitness"])
 
     export = tmp_path / "best.py"
