@@ -98,7 +98,7 @@ def _connect(address: str) -> str:
             with scrubbed_environ() as removed:
                 if removed:
                     logger.info("starting a local Ray instance without %s in its environment", ", ".join(removed))
-                ray.init(include_dashboard=False, **kwargs)
+                ray.init(address="local", include_dashboard=False, **kwargs)  # never an instance found on disk
         else:
             if address != "auto":
                 _probe(address)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +275,44 @@ def test_retries_are_bounded_then_crash(cluster: Any, universe: dict[str, Any]) 
         assert "\n" not in (results[0].error or "")
         # the node is still alive: its actor was restarted and evaluates again
         assert ev.evaluate(SEED_CODES[0], "validation").status == "ok"
+
+
+def test_default_starts_its_own_local_instance_without_secrets(cluster: Any, tmp_path: Path) -> None:
+    """``ray_address = ""``: a new local instance, never the cluster another process left on this machine, and
+    the driver's API key is in none of the processes it starts (gcs, raylet, workers, actor, template, slots)."""
+    script = tmp_path / "local_start.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "import psutil\n"
+        "from alpha_evolve.ray_backend import RayEvaluator\n"
+        "from tests.test_evaluator import SETTINGS, _splits\n"
+        "secret = os.environ['ANTHROPIC_API_KEY'].encode()\n"
+        "with RayEvaluator({'AAA': _splits(seed=5, n=200)}, SETTINGS) as ev:\n"
+        "    result = ev.evaluate(open(sys.argv[1]).read(), 'validation')\n"
+        "    probe = ev.node_probes()[0]\n"
+        "    leaks, seen = [], 0\n"
+        "    for proc in psutil.Process().children(recursive=True):\n"
+        "        try:\n"
+        "            raw = open(f'/proc/{proc.pid}/environ', 'rb').read()\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        seen += 1\n"
+        "        if secret in raw:\n"
+        "            leaks.append(' '.join(proc.cmdline())[:120])\n"
+        "    print(json.dumps({'address': ev.address, 'probe': probe, 'status': result.status,\n"
+        "                      'seen': seen, 'leaks': leaks}))\n"
+    )
+    code = tmp_path / "momentum.py"
+    code.write_text(SEED_CODES[0])
+    env = {**os.environ, "ANTHROPIC_API_KEY": SECRET, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, str(script), str(code)], env=env, capture_output=True, text=True,
+                         timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ok"
+    assert report["address"] != cluster.address  # its own instance
+    assert report["probe"]["secrets_removed"] == []  # started without it: nothing to remove
+    probed = {report["probe"]["pid"], report["probe"]["template_pid"], *report["probe"]["worker_pids"]}
+    assert report["seen"] >= len(probed) + 2  # gcs, raylet, the actor and the evaluator's processes at least
+    assert report["leaks"] == []
