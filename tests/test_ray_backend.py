@@ -22,13 +22,14 @@ import pytest
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
 from alpha_evolve.dashboard.runs import RunIndex
-from alpha_evolve.evaluation_backend import NODES_FILE, scrubbed_environ
+from alpha_evolve.evaluation_backend import NODES_FILE
 from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import SEEDS, seed_source
+from tests._ray_cluster import two_node_cluster
 from tests.test_evaluator import SETTINGS, _splits, candidate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -43,27 +44,8 @@ BASE = RunConfig().with_updates({"backtest.synthetic_bars": 300, "evolution.muta
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """Head (1 CPU) + one worker node (1 CPU), started the way the backend starts a local instance: with the
-    driver's secrets out of the environment the node processes copy. Fast failure detection for the kill test."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTHROPIC_API_KEY", SECRET)
-        with scrubbed_environ():
-            c = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 1, "include_dashboard": False,
-                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-                                   "health_check_initial_delay_ms": 0},
-            })
-            c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-        ray.init(address=c.address, namespace="alpha-evolve", log_to_driver=False)
-        try:
-            yield c
-        finally:
-            ray.shutdown()
-            c.shutdown()
+    with two_node_cluster(SECRET) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
