@@ -126,7 +126,10 @@ class FileWatch:
     """
 
     def __init__(self, path: str | Path, *, force_polling: bool = False) -> None:
-        self.path = Path(path).resolve()
+        p = Path(path)
+        # resolve the folder only: the file itself may be a link to elsewhere, to nowhere or to itself (a loop
+        # makes Path.resolve raise on Python 3.11), and the watch is on this name in this folder whatever it is
+        self.path = p.parent.resolve() / p.name
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.mode: Literal["inotify", "polling"] = "polling"
         self._observer: Any = None

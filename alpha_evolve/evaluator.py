@@ -107,6 +107,8 @@ class StrategyEvaluator:
     changed after a secret cut (decisions before the cut must not change, else `lookahead`). By default the
     splits that promote programs (validation ranks the top-K, holdout reports the winner).
     `allow_unconfined` is the documented opt-out for kernels without Landlock/seccomp (never the default).
+    `fast_replay`: train-time figures may be confirmed by the numpy replay (`replay.vector_fills`) instead of an
+    engine replay when it reproduces the claimed fills exactly; validation/holdout always use the engine replay.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class StrategyEvaluator:
         *,
         causality_splits: Iterable[str] = ("validation", "holdout"),
         allow_unconfined: bool | None = None,
+        fast_replay: bool = True,
         disable_python_guards_for_tests: bool = False,
     ) -> None:
         if not data:
@@ -177,6 +180,7 @@ class StrategyEvaluator:
                 "warmups": warmups,
                 "settings": self.settings,
                 "kernel": not unconfined,
+                "fast_replay": fast_replay,
                 "disable_python_guards_for_tests": disable_python_guards_for_tests,
             }
         )
@@ -348,9 +352,13 @@ class StrategyEvaluator:
             )
 
         fraction = self.settings.screen_fraction if screen else 0.0
+        prefix: dict[str, tuple[int, list[tuple[int, int]]]] = {}
         if split == "train" and fraction > 0:
             outcomes, log = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
             result = self._result(outcomes, "screen", split, started, log)
+            # The screen ran on a truncated series: the full run must decide the same up to the cut (a free,
+            # partial causality check on every candidate; the perturbed-future check runs on promoting splits).
+            prefix = {o.symbol: (o.bars, list(o.decisions)) for o in outcomes if o.status == "ok"}
             if not result.ok:
                 return result
             reason = self._screen_reason(result.metrics)
@@ -361,7 +369,8 @@ class StrategyEvaluator:
             return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
 
         causality = split in self.causality_splits
-        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality}
+        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality,
+                "prefix": prefix}
         outcomes, log = self._dispatch(task)
         result = self._result(outcomes, "full", split, started, log)
         return _replace(result, passed=result.ok)

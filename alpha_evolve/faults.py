@@ -30,6 +30,7 @@ INFRASTRUCTURE_ERRNOS = frozenset(
         errno.ENFILE,  # too many open files in the system
         errno.ENOMEM,  # the kernel could not allocate (not a Python MemoryError of a candidate)
         errno.ESTALE,  # stale NFS handle
+        errno.EAGAIN,  # fork or thread limit reached (RLIMIT_NPROC, cgroup pids)
     }
 )
 

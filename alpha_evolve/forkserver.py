@@ -221,9 +221,12 @@ class _State:
     cuts: dict[tuple[str, str], int]
     log_cap: int
     python_guards: bool = True
+    fast_replay: bool = True
 
 
 def _prepare(setup: Mapping[str, Any]) -> _State:
+    import orjson  # noqa: F401 - preload: the confined child imports nothing it can avoid
+
     from alpha_evolve import backtest, confinement, metrics, policy, replay, sandbox  # noqa: F401 - preload
     from alpha_evolve.strategies import base  # noqa: F401
 
@@ -244,12 +247,17 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
     # Cuts index the engine's bar list, whose first `warmup` bars only warm indicators up (no decisions there).
     cuts = {key: p.warmup + rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
+    if datasets:
+        # One trusted engine run here pays the once-per-process engine set-up (~25 ms) for every fork after it.
+        warm = next(iter(datasets.values()))
+        replay.run_replay(warm.slice(0, min(len(warm), 40)), settings, [(warm.warmup + 5, 1), (warm.warmup + 10, 0)])
     kernel = bool(setup.get("kernel", True))
     abi = confinement.landlock_abi()
     if kernel:
         confinement.seccomp_available()  # load libseccomp now: a confined child cannot open it
     return _State(datasets, settings, kernel, abi, confinement.readable_paths(), cuts,
-                  int(setup.get("log_cap", LOG_CAP)), not setup.get("disable_python_guards_for_tests"))  # fmt: skip
+                  int(setup.get("log_cap", LOG_CAP)), not setup.get("disable_python_guards_for_tests"),
+                  bool(setup.get("fast_replay", True)))  # fmt: skip
 
 
 # ============================================================================================ slot
@@ -269,6 +277,7 @@ def _slot_main(conn: Connection, state: _State) -> None:
             conn.send(_run_task(task, state, replayer, perturbed))
     finally:
         replayer.stop()
+        _reap_finished(block=True)
 
 
 def _run_task(task: Mapping[str, Any], state: _State, replayer: _Replayer, perturbed: dict[Any, Any]) -> dict[
@@ -283,6 +292,14 @@ def _run_task(task: Mapping[str, Any], state: _State, replayer: _Replayer, pertu
         if fraction:
             prepared = prepared.slice(0, max(int(len(prepared) * fraction), 2))
         outcome, decisions = _verified_run(task["code"], prepared, state, replayer, key, fraction)
+        earlier = (task.get("prefix") or {}).get(symbol)
+        if outcome.status == "ok" and earlier is not None and not fraction:
+            cut, screen_decisions = earlier
+            cut = state.datasets[key].warmup + int(cut)  # decision indexes count the warm-up bars too
+            first = replay.first_divergence(decisions, screen_decisions, cut)
+            if first is not None:
+                outcome = _fail(outcome, "lookahead", f"{symbol}: its decision at bar {first} differs between a run "
+                                f"on the first {cut} bars and the full run: the strategy uses future bars")
         if outcome.status == "ok" and task.get("causality") and not fraction:
             cut = state.cuts[key]
             if key not in perturbed:
@@ -325,6 +342,16 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         decisions = replay.validate_decisions(claim.get("decisions"), len(prepared.bars))  # warm-up included
     except ValueError as exc:
         return failure("tampered", f"{prepared.symbol}: the candidate's run returned a forged decision log ({exc})"), []
+    if state.fast_replay and key[1] == "train":
+        # Train-time fitness: a numpy replay in this (clean) process confirms the claimed fills without an engine;
+        # any disagreement (or a case it does not model) goes to the engine replay, which decides.
+        fast = replay.vector_fills(prepared, state.settings, decisions)
+        if fast is not None and replay.fills_agree(claim.get("fills"), fast):
+            from alpha_evolve.backtest import _outcome
+
+            scored = _outcome(prepared, state.settings, fast, started)
+            scored.decisions, scored.fills, scored.log = decisions, fast.tolist(), log
+            return scored, decisions
     trusted = replayer.replay(key, fraction, decisions)
     if trusted.status != "ok":
         return failure(trusted.status, trusted.error or trusted.status), decisions
@@ -413,6 +440,7 @@ def _collect(pid: int, result_r: int, log_r: int, hard: float, cap: int) -> tupl
     open_fds = {result_r, log_r}
     exited = False
     status = 0
+    _reap_finished()
 
     def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -420,6 +448,11 @@ def _collect(pid: int, result_r: int, log_r: int, hard: float, cap: int) -> tupl
 
     try:
         while open_fds or not exited:
+            if not open_fds and result:
+                # A complete result and both pipes closed: nothing more can come from this process. Kill it
+                # (a candidate that closed its pipes and kept running gets no more CPU) and reap it later.
+                kill()
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 kill()
@@ -459,12 +492,29 @@ def _collect(pid: int, result_r: int, log_r: int, hard: float, cap: int) -> tupl
                 continue
     finally:
         os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
+        if verdict is None and result and not exited:
+            _PENDING_REAP.append(pid)
+        else:
+            _, status = os.waitpid(pid, 0)
         os.close(result_r)
         os.close(log_r)
     if verdict is None and not result:
         verdict = _death_verdict(status, bytes(log))
     return bytes(result), bytes(log), dropped, verdict
+
+
+_PENDING_REAP: list[int] = []
+
+
+def _reap_finished(block: bool = False) -> None:
+    """Collect killed candidate processes whose teardown has finished (or all of them when ``block``)."""
+    for pid in list(_PENDING_REAP):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _PENDING_REAP.remove(pid)
 
 
 def _signal_name(number: int) -> str:
@@ -563,6 +613,8 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
         sys.stderr.flush()
     try:
         report(payload)
+        for fd in (3, 1, 2):  # EOF now: the slot goes on while the kernel tears this (large) process down
+            os.close(fd)
     except BaseException:
         os._exit(71)
     os._exit(0)

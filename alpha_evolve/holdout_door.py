@@ -35,8 +35,10 @@ class HoldoutRefused(ValueError):
 
 
 def refuse(where: str) -> HoldoutRefused:
+    from alpha_evolve.command_hint import cli
+
     return HoldoutRefused(
-        f"{where}: the holdout is sealed; open a run's holdout once with `alpha-evolve holdout RUN_DIR`, or pass "
+        f"{where}: the holdout is sealed; open a run's holdout once with `{cli('holdout', 'RUN_DIR')}`, or pass "
         "--open-holdout (open_holdout=True) to look anyway — the look is written to HOLDOUT_LEDGER.jsonl"
     )
 

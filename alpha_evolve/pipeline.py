@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from alpha_evolve import __version__
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
@@ -722,7 +723,7 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
         f"# Best strategy of {run_dir.name} (program #{best.program.id}, iteration {best.program.iteration}).\n"
         f"# Validation {config.backtest.objective}: {best.validation.get(config.backtest.objective, 0.0):.4f}; "
         f"train fitness {best.program.fitness}.\n"
-        "# Backtest it with: alpha-evolve backtest --strategy-file best_strategy.py --split validation\n"
+        f"# Backtest it with: {cli('backtest', '--strategy-file', 'best_strategy.py', '--split', 'validation')}\n"
     )
     atomic_write_text(run_dir / "best_strategy.py", header + best.program.code)
 

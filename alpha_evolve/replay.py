@@ -13,6 +13,7 @@ the look-ahead check's perturbed series and prefix comparison.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from alpha_evolve.strategies.base import ACTION_FLAT, ACTION_LONG, ACTION_SHORT,
 
 ACTIONS = (ACTION_FLAT, ACTION_LONG, ACTION_SHORT)
 # A strategy may call the helpers several times a bar; more than this is no strategy, just a way to make us work.
-MAX_DECISIONS_PER_BAR = 8
+MAX_DECISIONS_PER_BAR = 32
 
 
 class ReplayStrategy(EvolvableStrategy):
@@ -86,7 +87,7 @@ def run_replay(
     return outcome
 
 
-def fills_agree(claimed: Any, trusted: Sequence[Sequence[float]]) -> bool:
+def fills_agree(claimed: Any, trusted: Any) -> bool:
     """Whether the fills a candidate's process reported are the replay's fills (exact up to float noise)."""
     try:
         a = np.asarray(claimed, dtype=float)
@@ -143,3 +144,152 @@ def perturbed(prepared: PreparedBars, cut: int) -> PreparedBars:
         frame=pd.concat([frame.iloc[:cut], mirrored]),
         closes=np.asarray([float(bar.close) for bar in bars], dtype=float),
     )
+
+
+# --------------------------------------------------------------------------------------------- fast path
+
+
+class _Amount:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def as_double(self) -> float:
+        return self.value
+
+
+class _ShadowAccount:
+    def __init__(self, book: _ShadowBook) -> None:
+        from nautilus_trader.model.enums import AccountType
+
+        self.type = AccountType.CASH
+        self._book = book
+
+    def balance_free(self, currency: Any) -> _Amount:
+        return _Amount(self._book.cash)
+
+    def balance_total(self, currency: Any) -> _Amount:
+        return _Amount(self._book.cash)
+
+
+class _ShadowBook:
+    """The slice of the portfolio API the base strategy's sizing reads, for a cash account with market orders."""
+
+    def __init__(self, cash: float) -> None:
+        self.cash = cash
+        self.position = 0.0
+        self.account_ = _ShadowAccount(self)
+
+    def account(self, venue: Any) -> _ShadowAccount:
+        return self.account_
+
+    def net_position(self, instrument_id: Any) -> float:
+        return self.position
+
+    def unrealized_pnl(self, instrument_id: Any) -> None:  # pragma: no cover - cash accounts never ask
+        return None
+
+
+class _Shadow:
+    """Stands in for the strategy when calling the base strategy's own sizing methods (so they cannot drift)."""
+
+    def __init__(self, prepared: PreparedBars, settings: BacktestSettings, book: _ShadowBook) -> None:
+        import types
+
+        self.instrument = prepared.instrument
+        self.instrument_id = prepared.instrument.id
+        self.trade_fraction = float(settings.trade_fraction)
+        self.portfolio = book
+        self._last_close = float("nan")
+        fills = getattr(settings, "fills", None)
+        self._adverse_fraction = float(fills.adverse_fraction()) if fills is not None else 0.0
+        self._equity = types.MethodType(EvolvableStrategy._equity, self)
+
+    def units(self, side: Any) -> float:
+        return float(EvolvableStrategy._order_quantity(self, side))  # type: ignore[arg-type]
+
+
+def vector_fills(
+    prepared: PreparedBars, settings: BacktestSettings, decisions: Sequence[tuple[int, int]]
+) -> np.ndarray | None:
+    """The fills of a decision log without an engine, for a long-only cash account (None = not this case).
+
+    Same rules as the engine run (``market.fill_model``): a market order fills at the bar's close, or with the
+    "volume" model up to ``volume_share`` of the bar's volume at the close and the rest at the slipped price;
+    taker commission per fill rounded to the quote currency; sizing by the base strategy's own
+    ``_order_quantity``; the position closed at the last bar when the run stops. It is only ever used to *confirm*
+    a candidate's claimed fills: any disagreement falls back to the engine replay, which decides.
+    """
+    from nautilus_trader.model.enums import OrderSide
+
+    fills_cfg = getattr(settings, "fills", None)
+    model = getattr(fills_cfg, "model", "close")
+    if settings.account_type != "cash" or settings.allow_short or len(prepared) < 2 or model not in (
+            "close", "volume"):  # fmt: skip
+        return None
+    if model == "volume" and prepared.volume is None:
+        return None
+    inst = prepared.instrument
+    mult = float(inst.multiplier)
+    tick = float(inst.price_increment)
+    fee = float(inst.taker_fee)
+    increment = float(inst.size_increment)
+    size_prec = int(inst.size_precision)
+    money_prec = int(inst.quote_currency.precision)
+    book = _ShadowBook(float(settings.starting_capital))
+    shadow = _Shadow(prepared, settings, book)
+    rows: list[tuple[float, float, float, float]] = []
+
+    def priced(close: float, offset: float, sign: float) -> float:
+        px = close * (1.0 + sign * offset)
+        steps = math.ceil(px / tick - 1e-9) if sign > 0 else math.floor(px / tick + 1e-9)
+        return round(steps * tick, inst.price_precision)
+
+    def execute(i: int, qty: float) -> None:
+        close = float(prepared.closes[i])
+        sign = 1.0 if qty > 0 else -1.0
+        size = round(abs(qty), size_prec)
+        parts = [(0.0, size)]
+        if model == "volume":
+            assert prepared.volume is not None
+            share = float(fills_cfg.volume_share)  # type: ignore[union-attr]
+            level = math.floor(max(float(prepared.volume[i]) * share, 0.0) / increment + 1e-9) * increment
+            at_close = round(min(size, level), size_prec)
+            parts = [(0.0, at_close), (float(fills_cfg.slippage_bps) / 1e4, round(size - at_close, size_prec))]  # type: ignore[union-attr]
+        for offset, part in parts:
+            if part <= 0:
+                continue
+            px = priced(close, offset, sign)
+            commission = round(part * px * mult * fee + 1e-12, money_prec)
+            rows.append((float(prepared.ts[i]), sign * part, px, commission))
+            book.cash -= sign * part * px * mult + commission
+            book.position = round(book.position + sign * part, size_prec)
+
+    try:
+        for i, actions in sorted(plan_of(decisions).items()):
+            # Orders submitted during a bar fill after ``decide`` returns, so every helper call of one bar sees
+            # the position as it was when the bar arrived.
+            shadow._last_close = float(prepared.closes[i])
+            long_now = book.position > 0
+            order: float | None = None
+            for action in actions:
+                if action == ACTION_LONG and not long_now:
+                    units = shadow.units(OrderSide.BUY)
+                    if units <= 0:
+                        continue
+                    if order is not None:
+                        return None  # two orders in one bar: leave it to the engine
+                    order = units
+                elif action == ACTION_FLAT and long_now:
+                    if order is not None:
+                        return None
+                    order = -book.position
+            if order is not None:
+                execute(i, order)
+        if book.position != 0:
+            execute(len(prepared.bars) - 1, -book.position)
+    except (AttributeError, TypeError):  # the base strategy's sizing now reads something the shadow lacks
+        return None
+    if not rows:
+        return np.zeros((0, 4))
+    arr = np.asarray(rows, dtype=float)
+    return arr[np.argsort(arr[:, 0], kind="stable")]

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import secrets
+import shlex
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from alpha_evolve.command_hint import cli
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 
@@ -311,7 +313,13 @@ class SelfEvolutionLoop:
         self._stop_requested = True
 
     def run(self) -> SessionResult:
-        self.backend.open()
+        try:
+            self.backend.open()
+        except Exception as exc:  # a read-only or full session folder or registry: nothing has run yet
+            fault = as_infrastructure(exc)
+            if fault is None:
+                raise
+            raise InfrastructureError(f"session {self.backend.location} cannot be opened: {fault}") from None
         try:
             from alpha_evolve.files import cleanup_stale_temp_files
 
@@ -426,7 +434,7 @@ class SelfEvolutionLoop:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise SessionError(
                     f"{self.backend.location}: history record {i}: {problems[0]}{more}; the session cannot resume "
-                    "until it is fixed (see: alpha-evolve validate)"
+                    f"until it is fixed (see: {cli('validate', shlex.quote(self.backend.location))})"
                 )
 
     def _stop_for_fault(self, reason: str) -> None:

@@ -323,3 +323,23 @@ def test_tracked_session_on_a_full_disk_stops_and_resumes_exactly_once(tmp_path:
             assert all(r["success"] for r in records)
         finally:
             registry.close()
+
+
+def test_resume_on_a_read_only_session_folder_is_one_line_then_completes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_hostile_files import _self_evolve
+
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        assert _self_evolve("--mode", "legacy", "--session-root", str(disk.path), "--iterations", "1",
+                            "--auto-approve", "--search-space", str(DEFAULT_SPACE)) == 0
+        session_dir = next(disk.path.glob("self_evo_session_*"))
+        before = (session_dir / "history.jsonl").read_bytes()
+        capsys.readouterr()
+        disk.read_only()
+        assert _self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 75
+        err = capsys.readouterr().err
+        assert "cannot be opened" in err and "Read-only" in err and len(err.strip().splitlines()) == 1
+        disk.heal()
+        assert (session_dir / "history.jsonl").read_bytes() == before
+        assert _self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 0
+        assert [r["iteration"] for r in history(session_dir)] == [0, 1, 2]

@@ -230,3 +230,19 @@ def test_fold_fitness_in_a_pipeline_run(tmp_path: Path) -> None:
             assert p.fitness == pytest.approx(min(folds))
             assert p.fitness <= p.metrics["Sharpe"] + 1.0  # a fold can beat the whole, but not the worst of all
         assert {t["period"] for t in store.trials("folds")} >= {"train_fold1", "train_fold2", "train_fold3"}
+
+
+def test_study_report_prints_each_dataset_with_its_optimism() -> None:
+    from bench.study_honest import _garch_series, report
+
+    bars = _garch_series(1, 300, drift=0.07, vol=0.16, start="2010-01-04")
+    assert len(bars) == 300 and (bars["High"] >= bars[["Open", "Close"]].max(axis=1)).all()
+    assert (bars["Low"] <= bars[["Open", "Close"]].min(axis=1)).all()
+    row = {"status": "ok", "winner_is_seed": False, "crowned": True, "reported": 1.5, "deflated": 0.4,
+           "dsr": 0.3, "best_on_train_validation": 0.9, "seed_validation": 0.5, "bh_validation": 0.7,
+           "holdout": 0.2, "seed_holdout": 0.4, "bh_holdout": 0.6, "oos_beat_seed": True,
+           "holdout_beat_seed": False, "holdout_beat_bh": False}
+    text = report([{**row, "dataset": "a"}, {**row, "dataset": "b", "status": "failed"}])
+    line = next(x for x in text.splitlines() if x.startswith("a "))
+    assert "1.30" in line and "0.20" in line  # optimism 1.5 - 0.2 and deflated optimism 0.4 - 0.2
+    assert "b" in text and "all runs failed" in text

@@ -273,6 +273,11 @@ def test_a_running_session_reports_restores_and_stays_responsive(tmp_path: Path)
     assert [r["iteration"] for r in records] == list(range(len(kinds) + 1))
     assert [r["decision"]["notes"] for r in records[1:]] == [f"after a {k}" for k in kinds]
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    # a link loop left in place while nothing runs: the resumed session reports it, replaces it and finishes
+    make_hostile(session / "pending_action.json", "loop")
+    assert _self_evolve("--resume", str(session), "--auto-approve") == 0
+    assert [r["iteration"] for r in history(session)] == list(range(len(kinds) + 2))
+    assert read_json_or_none(session / "pending_action.json")["status"] == "session_complete"
 
 
 def _awaiting(path: Path, iteration: int) -> dict[str, Any] | None:

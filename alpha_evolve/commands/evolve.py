@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alpha_evolve.cli import UserError
+from alpha_evolve.command_hint import cli
 from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
 
 DEFAULT_DB = "artifacts/evolution/programs.sqlite"
@@ -108,12 +109,15 @@ def _open_store(db: str, *, create: bool) -> Any:
     path = Path(db)
     if not create and not path.exists():
         raise UserError(f"{path}: program store not found (start an experiment first, or pass --db)")
+    from alpha_evolve.faults import EXIT_INFRASTRUCTURE, infrastructure_problem
+
     try:
         return ProgramStore(path, create=create)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    except StoreError as exc:  # full or read-only: the machine's (exit 75); corrupt or foreign: the user's (2)
+        raise UserError(str(exc), EXIT_INFRASTRUCTURE if infrastructure_problem(exc) else 2) from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot open program store ({exc})") from None
+        raise UserError(f"{path}: cannot open program store ({exc})",
+                        EXIT_INFRASTRUCTURE if infrastructure_problem(exc) else 2) from None
 
 
 def _require(store: Any, name: str) -> Any:
@@ -277,8 +281,8 @@ def _start(args: argparse.Namespace) -> int:
     try:
         if store.get_experiment(name) is not None:
             raise UserError(
-                f"experiment {name!r} already exists in store {store.path}; use `alpha-evolve evolve "
-                "resume` or another name"
+                f"experiment {name!r} already exists in store {store.path}; use `{cli('evolve', 'resume')}` "
+                "or another name"
             )
         return _controller_call(
             args,

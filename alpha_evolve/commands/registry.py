@@ -112,7 +112,7 @@ def resolve_session_id(reg: ExperimentRegistry, target: str) -> str:
     name = Path(target).name
     if name and reg.get_session(name) is not None:
         return name
-    raise RegistryError(f"registry {reg.path}: no session {target!r} (see: alpha-evolve registry list)")
+    raise RegistryError(f"registry {reg.path}: no session {target!r} (see: {cli('registry', 'list')})")
 
 
 def tracked_decision(target: str, status: str, notes: str | None, registry_db: str | None) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def _check_resume_target(target: str, registry_db: str | None) -> None:
             f"{target}: not a self-evolution session (no such session directory, and no tracked registry at {db})"
         )
     raise SessionError(f"{target}: no such session (not a directory, and not a session in {db}; "
-                       "see: alpha-evolve registry list)")
+                       f"see: {cli('registry', 'list')})")
 
 
 def run_tracked(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None = None) -> int:

