@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -115,41 +116,65 @@ def _connect(address: str) -> str:
 
 
 class NodeEvaluator:
-    """Ray actor body: one per node, owning that node's confined worker pool. Trusted code only."""
+    """Ray actor body: one per node, owning that node's confined evaluators. Trusted code only.
+
+    ``strict`` is the run's evaluator (its screen thresholds decide, as locally); ``open`` has the screen thresholds
+    neutralised and serves a universe's per-symbol tasks, whose screen the driver decides on the aggregate: a full
+    run there still runs its screen first, so the evaluator's screen-vs-full decision-prefix check holds per symbol
+    exactly as in one local task. Each is built on first use (the kind a run needs is built at start-up).
+    """
 
     def __init__(self, payload: tuple[Mapping[str, Any], BacktestSettings, Mapping[str, float]], slots: int,
-                 options: Mapping[str, Any]) -> None:
+                 options: Mapping[str, Any], kinds: Sequence[str] = ("strict",)) -> None:
         # The evaluator execs its template with a scrubbed environment; this process is cleaned too (defence in
         # depth: nothing of a node's secrets should sit in the memory of the process that talks to the driver).
         self.secrets_removed = scrub_environ(wipe=True)
-        frames, settings, ppy = payload
-        if options.get("disable_python_guards_for_tests"):  # the hostile corpus's "bare" evaluator, under Ray
+        self._payload = payload
+        self._slots = max(int(slots), 1)
+        self._options = dict(options)
+        if self._options.get("disable_python_guards_for_tests"):  # the hostile corpus's "bare" evaluator
             import alpha_evolve.policy
 
             alpha_evolve.policy.check_policy = lambda code: []
-        self.evaluator = StrategyEvaluator(frames, settings, max_concurrent=max(int(slots), 1),
-                                           periods_per_year=ppy, **dict(options))
-        self.slots = self.evaluator.max_concurrent
+        self._lock = threading.Lock()
+        self._evaluators: dict[str, StrategyEvaluator] = {}
+        for kind in kinds:
+            self._evaluator(kind)
+        self.slots = self._slots
+
+    def _evaluator(self, kind: str) -> StrategyEvaluator:
+        with self._lock:
+            if kind not in self._evaluators:
+                frames, settings, ppy = self._payload
+                if kind == "open":
+                    settings = dataclasses.replace(settings, screen_min_trades=0, screen_min_sharpe=-1e300,
+                                                   screen_max_drawdown=1e300)
+                self._evaluators[kind] = StrategyEvaluator(frames, settings, max_concurrent=self._slots,
+                                                           periods_per_year=ppy, **self._options)
+            return self._evaluators[kind]
 
     def info(self) -> dict[str, Any]:
         import ray
 
+        evaluators = list(self._evaluators.values())
         return {
             "node_id": ray.get_runtime_context().get_node_id(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "slots": self.slots,
-            "worker_pids": self.evaluator.worker_pids,
-            "template_pid": self.evaluator.template_pid,
-            "confinement": self.evaluator.confinement,
+            "worker_pids": sorted(p for ev in evaluators for p in ev.worker_pids),
+            "template_pid": evaluators[0].template_pid if evaluators else 0,
+            "template_pids": [ev.template_pid for ev in evaluators],
+            "confinement": evaluators[0].confinement if evaluators else "",
             "secrets_removed": list(self.secrets_removed),
         }
 
-    def evaluate(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return self.evaluator.evaluate(**kwargs).to_dict()
+    def evaluate(self, kwargs: dict[str, Any], kind: str = "strict") -> dict[str, Any]:
+        return self._evaluator(kind).evaluate(**kwargs).to_dict()
 
     def close(self) -> None:
-        self.evaluator.close()
+        for ev in self._evaluators.values():
+            ev.close()
 
 
 # ============================================================================================ driver side
@@ -223,6 +248,7 @@ class RayEvaluator:
         self.status_path = Path(status_path) if status_path else None
         self._actor_start_timeout = float(actor_start_timeout)
         self._options = dict(evaluator_options)  # StrategyEvaluator keywords for every node (causality_splits, ...)
+        self._kinds = ("strict",) if len(data) == 1 else ("open",)  # what this run's tasks need (NodeEvaluator)
         self.instruments: dict[str, Any] = dict(self._options.get("instruments") or {})  # market.InstrumentSpec
         frames: dict[str, dict[str, pd.DataFrame]] = {}
         for symbol, splits in data.items():
@@ -302,7 +328,7 @@ class RayEvaluator:
                 num_cpus=0,
                 max_concurrency=_ACTOR_THREADS,
                 max_restarts=0,
-            ).remote(self._payload, node.slots, self._options)
+            ).remote(self._payload, node.slots, self._options, self._kinds)
             pending[handle.info.remote()] = (node, handle)
         deadline = time.monotonic() + self._actor_start_timeout
         while pending:
@@ -381,7 +407,7 @@ class RayEvaluator:
         """Beyond the evaluator's own hard timeouts (screen + full per symbol) a node is deemed hung."""
         return 2.0 * self.settings.hard_timeout_seconds * max(n_symbols, 1) + 120.0
 
-    def _call(self, kwargs: dict[str, Any], split: str) -> EvalResult:
+    def _call(self, kwargs: dict[str, Any], split: str, kind: str = "strict") -> EvalResult:
         from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
         avoid: set[str] = set()
@@ -397,7 +423,7 @@ class RayEvaluator:
             node, actor, generation = picked
             ok = False
             try:
-                ref = actor.evaluate.remote(kwargs)
+                ref = actor.evaluate.remote(kwargs, kind)
                 self._write_status()
                 try:
                     out = self._ray.get(ref, timeout=self._deadline(n))
@@ -472,6 +498,9 @@ class RayEvaluator:
 
     def _evaluate_universe(self, code: str, split: str, stage: str, parent_code: str | None,
                            chosen: tuple[str, ...], screen: bool) -> EvalResult:
+        """The local cascade over a universe, one task per symbol and stage. The screen is decided here on the
+        aggregate (the evaluator's own rule); each symbol's full run re-runs its screen on the node so that the
+        evaluator's screen-vs-full decision-prefix check is made, as in one local task."""
         started = time.perf_counter()
         failure = static_check(code, parent_code)
         if failure is not None:
@@ -482,7 +511,8 @@ class RayEvaluator:
             return EvalResult("data", "static", split, error=f"no {split} bars for {', '.join(missing)}",
                               elapsed=time.perf_counter() - started)
         fraction = self.settings.screen_fraction if screen else 0.0
-        if split == "train" and fraction > 0:
+        screened = split == "train" and fraction > 0
+        if screened:
             result = self._merge(self._per_symbol(code, split, "screen", chosen, True), "screen", split, started)
             if not result.ok:
                 return result
@@ -491,14 +521,14 @@ class RayEvaluator:
                 return _replace(result, passed=reason is None, reason=reason)
         elif stage == "screen":
             return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
-        result = self._merge(self._per_symbol(code, split, "full", chosen, False), "full", split, started)
+        result = self._merge(self._per_symbol(code, split, "full", chosen, screened), "full", split, started)
         return _replace(result, passed=result.ok)
 
     def _per_symbol(self, code: str, split: str, stage: str, chosen: Sequence[str], screen: bool) -> list[EvalResult]:
-        """One task per symbol, all in flight at once (Ray spreads them over the nodes)."""
+        """One task per symbol on the nodes' threshold-free evaluators, all in flight at once."""
         calls = [{"code": code, "split": split, "stage": stage, "parent_code": None, "symbols": [s],
                   "screen": screen} for s in chosen]
-        return list(self._fanout.map(lambda kw: self._call(kw, split), calls))
+        return list(self._fanout.map(lambda kw: self._call(kw, split, "open"), calls))
 
     def _merge(self, results: list[EvalResult], stage: str, split: str, started: float) -> EvalResult:
         """The local evaluator's rule: the first failing symbol in universe order decides; otherwise aggregate."""

@@ -32,7 +32,7 @@ from alpha_evolve.strategies import SEEDS, seed_source
 from tests._ray_cluster import two_node_cluster
 from tests.test_evaluator import SETTINGS, _splits, candidate
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
 # Generous limits: figures are compared with the local pool, and a loaded machine must not turn one into a timeout.
 CALM = dataclasses.replace(SETTINGS, soft_timeout_seconds=60.0, hard_timeout_seconds=90.0)

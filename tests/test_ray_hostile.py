@@ -34,7 +34,7 @@ from tests.test_hostile import (  # noqa: F401 - collected here, with the Ray fi
     test_stdout_forging_and_flood_are_captured,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,24 @@ def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
         result = ev.evaluate(hostile("purge_losers"))
     assert result.status == "tampered" and not result.metrics
     assert result.error and result.error.startswith("SYN: ")
+
+
+def test_screen_cut_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
+    """Candidate x symbol tasks keep the evaluator's screen-vs-full decision-prefix check (each symbol's full run
+    re-runs its screen on the node): a look-ahead caught locally in one task is caught the same way on Ray."""
+    import dataclasses
+
+    from alpha_evolve.evaluator import StrategyEvaluator
+
+    code = hostile("lookahead_frames").replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
+                                                "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
+    settings = dataclasses.replace(LEAN, screen_fraction=0.5)
+    universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
+        with StrategyEvaluator(universe, settings, 1, disable_python_guards_for_tests=True) as local:
+            expected = local.evaluate(code)
+        with RayEvaluator(universe, settings, 2, address=cluster.address, disable_python_guards_for_tests=True) as ev:
+            got = ev.evaluate(code)
+    assert expected.status == "lookahead", (expected.status, expected.error)
+    assert (got.status, got.stage, got.error) == (expected.status, expected.stage, expected.error)
