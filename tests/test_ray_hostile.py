@@ -71,13 +71,13 @@ def test_every_node_served_and_holds_no_secret(guarded: RayEvaluator, bare: RayE
         assert status["live_nodes"] == 2 and all(n["done"] > 0 for n in status["nodes"]), status
         for probe in ev.node_probes():
             assert probe["confinement"] == "landlock+seccomp+rlimits"
-            for pid in (probe["pid"], probe["template_pid"], *probe["worker_pids"]):
+            for pid in (probe["pid"], *probe["template_pids"], *probe["worker_pids"]):
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
                 assert FAKE_KEY.encode() not in environ and b"ANTHROPIC" not in environ
 
 
 def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
-    """Candidate x symbol tasks: the tampering refusal of one symbol decides the universe's result."""
+    """A universe on Ray: the tampering refusal of one symbol decides the universe's result, as locally."""
     universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
     with RayEvaluator(universe, LEAN, max_concurrent=2, address=cluster.address) as ev:
         result = ev.evaluate(hostile("purge_losers"))
@@ -86,8 +86,8 @@ def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
 
 
 def test_screen_cut_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
-    """Candidate x symbol tasks keep the evaluator's screen-vs-full decision-prefix check (each symbol's full run
-    re-runs its screen on the node): a look-ahead caught locally in one task is caught the same way on Ray."""
+    """The evaluator's screen-vs-full decision-prefix check holds for a universe on Ray: a look-ahead caught
+    locally is caught the same way, with the same message."""
     import dataclasses
 
     from alpha_evolve.evaluator import StrategyEvaluator
