@@ -170,7 +170,7 @@ class BacktestConfig:
                                      le=86_400.0)
     memory_limit_mb: int = _f(2048, "address-space limit of each worker process", ge=256, le=1_000_000)
     recycle_after: int = _f(50, "tasks a worker runs before it is replaced (engines leak)", ge=1, le=100_000)
-    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~680 bytes of memory a bar)", ge=2,
+    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~1 KB of memory a bar)", ge=2,
                        le=1_000_000_000)
     allow_unconfined: bool = _f(False, "run candidates WITHOUT kernel confinement (Landlock/seccomp) on kernels "
                                 "that lack it; off by default, recorded in SUMMARY.json when on")

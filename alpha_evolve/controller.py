@@ -1038,8 +1038,9 @@ class EvolutionController:
         discarded: list[Program] = []
         attempt, error = 1, None
         while True:
+            tried = {p.code_key: p.duplicate_of or 0 for p in discarded if p.code_key}
             code, response, tokens, usd, error, kind, attempt = await self._mutate(
-                request, parent, attempt, error, prepared.horizon
+                request, parent, attempt, error, prepared.horizon, tried
             )
             program = Program(
                 experiment=s.experiment,
@@ -1061,7 +1062,8 @@ class EvolutionController:
                 break
             program.blocks = extract_blocks(code)
             program.code_key = code_key(code)
-            cached = self.store.find_by_code_key(s.experiment, program.code_key, max_id=prepared.horizon)
+            cached = next((p for p in discarded if p.code_key == program.code_key), None) or \
+                self.store.find_by_code_key(s.experiment, program.code_key, max_id=prepared.horizon)
             if cached is not None:  # the last attempt repeated known code: reuse its result, no backtest
                 _reuse_result(program, cached)
                 logger.info("iteration %d: same code as program %s; its result is reused", iteration, cached.id)
@@ -1074,6 +1076,7 @@ class EvolutionController:
             if twin is None or attempt >= self.config.max_retries:
                 break
             program.iteration = None  # a discarded attempt: on record, but not the iteration's program
+            program.duplicate_of, program.duplicate_kind = twin, "behavior"
             program.elapsed_s = time.monotonic() - prepared.started
             discarded.append(program)
             error = (f"this change did nothing: the candidate traded exactly like program #{twin} on the train "
@@ -1143,6 +1146,7 @@ class EvolutionController:
         first_attempt: int = 1,
         error: str | None = None,
         horizon: int | None = None,
+        tried: Mapping[str, int] | None = None,
     ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None, int]:
         """Attempts ``first_attempt..max_retries``, each told why the previous one was not used.
 
@@ -1185,11 +1189,13 @@ class EvolutionController:
                 except CandidateError as exc:
                     error, kind = _one_line(exc), exc.kind
                 else:
-                    known = self.store.find_by_code_key(request.experiment, code_key(response.code), max_id=horizon)
+                    key = code_key(response.code)
+                    found = self.store.find_by_code_key(request.experiment, key, max_id=horizon)
+                    known = found.id if found is not None else (tried or {}).get(key)
                     if known is None or attempt >= self.config.max_retries:
                         self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
-                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known.id} "
+                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known} "
                                    "(already evaluated; only comments, layout or literal spelling differ); make "
                                    "a different change"), "duplicate"
             else:

@@ -145,5 +145,5 @@ def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str,
         try:
             specs[symbol] = settings.spec_for(symbol, pd.concat([s.train, s.validation]))
         except MarketError as exc:
-            raise DataError(f"{run_data.dataset.source} [{symbol}]: {exc}") from None
+            raise DataError(f"{run_data.dataset.source}: {exc}") from None
     return specs

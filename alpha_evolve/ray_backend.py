@@ -49,7 +49,7 @@ from alpha_evolve.evaluator import (
     _one_line,
     static_check,
 )
-from alpha_evolve.metrics import aggregate
+from alpha_evolve.metrics import aggregate, pooled_return_stats
 
 logger = logging.getLogger("alpha_evolve.ray_backend")
 
@@ -514,7 +514,9 @@ class RayEvaluator:
                   for r in results]
         return EvalResult("ok", stage, split, bars=max(r.bars for r in results), metrics=aggregate(per),
                           per_instrument=per, equity=_combine_equity(curves, self.settings.starting_capital),
-                          elapsed=elapsed, log=_joined_log(results))
+                          elapsed=elapsed, log=_joined_log(results),
+                          warnings=[w for r in results for w in r.warnings],
+                          return_stats=pooled_return_stats([r.return_stats for r in results]))
 
     async def aevaluate(
         self,
