@@ -81,6 +81,9 @@ class EvolutionConfig:
                               le=1.0)
     novelty_boost_w: float = _f(0.0, "extra selection weight for parents that behave unlike the elite", ge=0.0,
                                 le=10.0)
+    selection: str = _f("ratios", "parent selection: ratios (elite/exploit/explore over the population) or "
+                        "map_elites (the same ratios over the best program of each trade-frequency x exposure "
+                        "cell; cell champions survive pruning)", choices=("ratios", "map_elites"))
     fitness_metric: str = _f("Sharpe", "train metric used as fitness (InfoRatio = excess over buy-and-hold)",
                              choices=RANKING_METRICS)
     fitness_folds: int = _f(1, "robust fitness: contiguous train folds the fitness is measured on (1 = whole "

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
@@ -1008,9 +1009,11 @@ class EvolutionController:
         """Choose the parent and build the request now, from the store as it is at this moment."""
         rng = random.Random(f"{s.random_seed}:{iteration}")
         ev = self.config
-        parent, mode = select_parent(
-            self.store, s.experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
-        )
+        ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
+        if ev.selection == "map_elites":
+            parent, mode = qd_archive.select_parent(self.store, s.experiment, rng, ratios)
+        else:
+            parent, mode = select_parent(self.store, s.experiment, rng, ratios, ev.novelty_boost_w)
         logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
         parent_blocks = parent.blocks or extract_blocks(parent.code)
         request = MutationRequest(
@@ -1127,7 +1130,8 @@ class EvolutionController:
             return _Outcome(program, mode, recorded=False)
         ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
-        self.store.prune(s.experiment, ev.population_size, archive)
+        protect = qd_archive.keep_ids(self.store, s.experiment) if ev.selection == "map_elites" else ()
+        self.store.prune(s.experiment, ev.population_size, archive, protect)
         return _Outcome(program, mode, recorded=True)
 
     def _inspirations(self, experiment: str, parent: Program) -> tuple[Inspiration, ...]:

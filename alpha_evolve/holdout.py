@@ -127,9 +127,22 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
     summary = read_json(summary_path)  # record_look updated the count
     summary["holdout"] = {**(summary.get("holdout") or {}), "sealed": False, "result": "holdout.json",
                           "verdict": result["verdict"], "sharpe": result["sharpe"]}
+    summary["figures"] = [f for f in summary.get("figures") or [] if f.get("period") != "holdout"]
+    summary["figures"] += _holdout_figures(result, program_id)
     atomic_write_json(summary_path, summary)
     logger.warning("holdout of %s opened (look #%d)", run, entry["opening"])
     return result
+
+
+def _holdout_figures(result: dict[str, Any], program_id: Any) -> list[dict[str, Any]]:
+    """The holdout figures with buy-and-hold's on the same period beside them, for SUMMARY.json ``figures``."""
+    from alpha_evolve.crowning import figure
+
+    bh = result.get("buy_and_hold_metrics") or {}
+    out = [figure("winner", "holdout", result["metrics"], bh, program_id=program_id)]
+    if result.get("seed_metrics"):
+        out.append(figure("seed", "holdout", result["seed_metrics"], bh))
+    return out
 
 
 def _seed_code(run: Path, summary: dict[str, Any]) -> str | None:

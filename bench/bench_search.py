@@ -1,7 +1,7 @@
 """Search-quality study: what the offline mutator's evaluations buy, and whether its winners hold up on the holdout.
 
 Run: `uv run --no-sync python -m bench.bench_search` (the full study: 8 runs x 50 generations) or `--quick`
-(3 runs x 12 generations on shorter series, ~2 minutes on a shared 2-core machine). `--data FILE_OR_FOLDER` runs
+(3 runs x 15 generations on 1000 bars, ~2 minutes on a shared 2-core machine). `--data FILE_OR_FOLDER` runs
 on real bars instead of the generated ones (one run per random seed on the same data).
 
 Each run is a real pipeline run (offline mutator, real NautilusTrader backtests, validation crowning) followed by
@@ -40,7 +40,7 @@ from alpha_evolve.store import ProgramStore
 _VALID = ("ok", "screened")
 
 
-def run_stats(run_dir: Path, experiment: str) -> dict[str, Any]:
+def run_stats(run_dir: Path, experiment: str, screen_fraction: float = 0.3) -> dict[str, Any]:
     """Mutation validity, logic change, waste and behaviours of one run, read from its program store."""
     with ProgramStore(run_dir / "programs.sqlite") as store, store.snapshot() as conn:
         rows = [dict(r) for r in conn.execute(
@@ -52,6 +52,9 @@ def run_stats(run_dir: Path, experiment: str) -> dict[str, Any]:
     logic = sum(changes_logic(code[r["parent_id"]], r["code"]) for r in valid if r["parent_id"] in code)
     backtests = [r for r in mutations if r["stage"] is not None and r["duplicate_kind"] != "code"]
     wasted = sum(r["duplicate_kind"] == "behavior" for r in backtests)
+    # Cost in train-bar units: a screened-out candidate ran the screen only, a full one the screen and the split.
+    cost = {r["id"]: (screen_fraction if r["stage"] == "screen" else 1.0 + screen_fraction) for r in backtests}
+    wasted_cost = sum(cost[r["id"]] for r in backtests if r["duplicate_kind"] == "behavior")
     behaviours = {r["behavior_key"] for r in rows if r["behavior_key"]}
     return {
         "mutations": len(mutations),
@@ -61,6 +64,7 @@ def run_stats(run_dir: Path, experiment: str) -> dict[str, Any]:
         "backtests": len(backtests),
         "wasted": wasted,
         "wasted_share": wasted / max(1, len(backtests)),
+        "wasted_cost_share": wasted_cost / max(1e-9, sum(cost.values())),
         "cache_hits": sum(r["duplicate_kind"] == "code" for r in mutations),
         "distinct_behaviours": len(behaviours),
     }
@@ -90,7 +94,7 @@ def one_run(index: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     summary = read_summary(run)
     if summary["status"] != "ok":
         return {"run": index, "status": "failed", "reason": summary.get("reason")}
-    stats = run_stats(run, f"study{index}")
+    stats = run_stats(run, f"study{index}", config.backtest.screen_fraction)
     hold = open_holdout(run, who="bench_search")
     metric = config.backtest.objective if config.backtest.objective in hold["metrics"] else "Sharpe"
     winner = float(hold["metrics"].get(metric, 0.0))
@@ -118,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-strategy", default="momentum")
     parser.add_argument("--data", default="", help="real bars (file or folder) instead of generated ones")
     parser.add_argument("--set", action="append", help="extra config update, e.g. evolution.fitness_folds=3")
-    parser.add_argument("--quick", action="store_true", help="3 runs x 12 generations on 700 bars (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="3 runs x 15 generations on 1000 bars (~2 min)")
     parser.add_argument("--json", default="", help="also write the per-run figures here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.runs, args.generations, args.bars = 3, 12, 700
+        args.runs, args.generations, args.bars = 3, 15, 1000
     logging.getLogger("alpha_evolve").setLevel(logging.ERROR)
     console = Console()
     results = []
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("valid mutations", f"{valid}/{mutations} = {valid / max(1, mutations):.1%}", ">= 90 %")
     table.add_row("logic-changing (of valid)", f"{logic / max(1, valid):.1%}", ">= 40 %")
     table.add_row("wasted evaluations", f"{wasted}/{backtests} = {wasted / max(1, backtests):.1%}", "<= 5 %")
+    table.add_row("wasted backtest cost (bars run)",
+                  f"{statistics.mean(r['wasted_cost_share'] for r in ok):.1%}", "")
     table.add_row("cache hits (no backtest)", str(sum(r["cache_hits"] for r in ok)), "")
     table.add_row("distinct behaviours per run",
                   f"mean {statistics.mean(r['distinct_behaviours'] for r in ok):.1f} "
