@@ -36,6 +36,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
 ACCOUNT_TYPES = ("cash", "margin")
+SYNTHETIC_GENERATORS = ("planted", "regimes")  # alpha_evolve.synthetic.GENERATORS (not imported: numpy-free)
 ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")  # = market.ASSET_CLASSES (kept import-free here)
 FILL_MODELS = ("close", "volume")  # = market.FILL_MODELS
 EVALUATION_BACKENDS = ("local", "ray")
@@ -69,8 +70,8 @@ def _default_model() -> str:
 class EvolutionConfig:
     """Settings of the inner evolution loop (one pipeline run)."""
 
-    generations: int = _f(20, "mutation iterations per pipeline run", ge=1, le=100_000)
-    seed_strategy: str = _f("momentum", "seed strategy to evolve (momentum, mean_reversion, ...)")
+    generations: int = _f(40, "mutation iterations per pipeline run", ge=1, le=100_000)
+    seed_strategy: str = _f("trend_filter", "seed strategy to evolve (trend_filter, momentum, mean_reversion, ...)")
     population_size: int = _f(200, "active programs kept in the store; the rest are archived", ge=2,
                               le=1_000_000)
     archive_size: int = _f(20, "best programs always kept, whatever the population bound", ge=1, le=100_000)
@@ -80,6 +81,9 @@ class EvolutionConfig:
                               le=1.0)
     novelty_boost_w: float = _f(0.0, "extra selection weight for parents that behave unlike the elite", ge=0.0,
                                 le=10.0)
+    selection: str = _f("ratios", "parent selection: ratios (elite/exploit/explore over the population) or "
+                        "map_elites (the same ratios over the best program of each trade-frequency x exposure "
+                        "cell; cell champions survive pruning)", choices=("ratios", "map_elites"))
     fitness_metric: str = _f("Sharpe", "train metric used as fitness (InfoRatio = excess over buy-and-hold)",
                              choices=RANKING_METRICS)
     fitness_folds: int = _f(1, "robust fitness: contiguous train folds the fitness is measured on (1 = whole "
@@ -117,9 +121,16 @@ class BacktestConfig:
     data_format: str = _f("auto", "auto, csv, parquet or catalog", choices=DATA_FORMATS)
     symbols: list[str] = _f([], "symbols to use from a folder or catalog (empty = all)")
     use_adjusted: bool = _f(False, "scale OHLC by Adj Close / Close when the file has it")
-    synthetic_bars: int = _f(1500, "bars of the embedded synthetic series", ge=200, le=5_000_000)
+    synthetic_bars: int = _f(2500, "bars of the embedded synthetic series", ge=200, le=5_000_000)
     synthetic_seed: int = _f(7, "seed of the embedded synthetic series", ge=0)
     synthetic_freq: str = _f("1D", "bar interval of the synthetic series (pandas offset, e.g. 1D, 1h, 1min)")
+    synthetic_generator: str = _f("planted", "synthetic market: planted (trend/chop regimes with a known rule and "
+                                  "an oracle) or regimes (the original up/down/chop series)",
+                                  choices=SYNTHETIC_GENERATORS)
+    synthetic_signal: float = _f(1.0, "planted market: strength of the exploitable rule (0 = nothing to find)",
+                                 ge=0.0, le=5.0)
+    synthetic_regime_bars: float = _f(40.0, "planted market: mean length of a trend or chop regime, in bars",
+                                      ge=2.0, le=100_000.0)
     train_fraction: float = _f(0.6, "share of bars in the train period (evolution sees only this)", gt=0.0,
                                lt=1.0)
     validation_fraction: float = _f(0.2, "share of bars in the validation period (picks winners)", gt=0.0,
@@ -162,7 +173,7 @@ class BacktestConfig:
                                      le=86_400.0)
     memory_limit_mb: int = _f(2048, "address-space limit of each worker process", ge=256, le=1_000_000)
     recycle_after: int = _f(50, "tasks a worker runs before it is replaced (engines leak)", ge=1, le=100_000)
-    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~680 bytes of memory a bar)", ge=2,
+    max_bars: int = _f(2_000_000, "bars per instrument a run may load (~1 KB of memory a bar)", ge=2,
                        le=1_000_000_000)
     allow_unconfined: bool = _f(False, "run candidates WITHOUT kernel confinement (Landlock/seccomp) on kernels "
                                 "that lack it; off by default, recorded in SUMMARY.json when on")

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
+from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
@@ -1008,9 +1009,11 @@ class EvolutionController:
         """Choose the parent and build the request now, from the store as it is at this moment."""
         rng = random.Random(f"{s.random_seed}:{iteration}")
         ev = self.config
-        parent, mode = select_parent(
-            self.store, s.experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
-        )
+        ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
+        if ev.selection == "map_elites":
+            parent, mode = qd_archive.select_parent(self.store, s.experiment, rng, ratios)
+        else:
+            parent, mode = select_parent(self.store, s.experiment, rng, ratios, ev.novelty_boost_w)
         logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
         parent_blocks = parent.blocks or extract_blocks(parent.code)
         request = MutationRequest(
@@ -1038,8 +1041,9 @@ class EvolutionController:
         discarded: list[Program] = []
         attempt, error = 1, None
         while True:
+            tried = {p.code_key: p.duplicate_of or 0 for p in discarded if p.code_key}
             code, response, tokens, usd, error, kind, attempt = await self._mutate(
-                request, parent, attempt, error, prepared.horizon
+                request, parent, attempt, error, prepared.horizon, tried
             )
             program = Program(
                 experiment=s.experiment,
@@ -1061,7 +1065,8 @@ class EvolutionController:
                 break
             program.blocks = extract_blocks(code)
             program.code_key = code_key(code)
-            cached = self.store.find_by_code_key(s.experiment, program.code_key, max_id=prepared.horizon)
+            cached = next((p for p in discarded if p.code_key == program.code_key), None) or \
+                self.store.find_by_code_key(s.experiment, program.code_key, max_id=prepared.horizon)
             if cached is not None:  # the last attempt repeated known code: reuse its result, no backtest
                 _reuse_result(program, cached)
                 logger.info("iteration %d: same code as program %s; its result is reused", iteration, cached.id)
@@ -1074,6 +1079,7 @@ class EvolutionController:
             if twin is None or attempt >= self.config.max_retries:
                 break
             program.iteration = None  # a discarded attempt: on record, but not the iteration's program
+            program.duplicate_of, program.duplicate_kind = twin, "behavior"
             program.elapsed_s = time.monotonic() - prepared.started
             discarded.append(program)
             error = (f"this change did nothing: the candidate traded exactly like program #{twin} on the train "
@@ -1124,7 +1130,8 @@ class EvolutionController:
             return _Outcome(program, mode, recorded=False)
         ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
-        self.store.prune(s.experiment, ev.population_size, archive)
+        protect = qd_archive.keep_ids(self.store, s.experiment) if ev.selection == "map_elites" else ()
+        self.store.prune(s.experiment, ev.population_size, archive, protect)
         return _Outcome(program, mode, recorded=True)
 
     def _inspirations(self, experiment: str, parent: Program) -> tuple[Inspiration, ...]:
@@ -1143,6 +1150,7 @@ class EvolutionController:
         first_attempt: int = 1,
         error: str | None = None,
         horizon: int | None = None,
+        tried: Mapping[str, int] | None = None,
     ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None, int]:
         """Attempts ``first_attempt..max_retries``, each told why the previous one was not used.
 
@@ -1185,11 +1193,13 @@ class EvolutionController:
                 except CandidateError as exc:
                     error, kind = _one_line(exc), exc.kind
                 else:
-                    known = self.store.find_by_code_key(request.experiment, code_key(response.code), max_id=horizon)
+                    key = code_key(response.code)
+                    found = self.store.find_by_code_key(request.experiment, key, max_id=horizon)
+                    known = found.id if found is not None else (tried or {}).get(key)
                     if known is None or attempt >= self.config.max_retries:
                         self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
-                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known.id} "
+                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known} "
                                    "(already evaluated; only comments, layout or literal spelling differ); make "
                                    "a different change"), "duplicate"
             else:

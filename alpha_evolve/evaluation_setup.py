@@ -53,6 +53,9 @@ def load_run_data(config: RunConfig, options: PipelineOptions | None = None) -> 
         synthetic_bars=bt.synthetic_bars,
         synthetic_seed=bt.synthetic_seed,
         synthetic_freq=bt.synthetic_freq,
+        synthetic_generator=bt.synthetic_generator,
+        synthetic_signal=bt.synthetic_signal,
+        synthetic_regime_bars=bt.synthetic_regime_bars,
         cache_dir=cache,
         max_bars=bt.max_bars,
     )
@@ -142,5 +145,5 @@ def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str,
         try:
             specs[symbol] = settings.spec_for(symbol, pd.concat([s.train, s.validation]))
         except MarketError as exc:
-            raise DataError(f"{run_data.dataset.source} [{symbol}]: {exc}") from None
+            raise DataError(f"{run_data.dataset.source}: {exc}") from None
     return specs

@@ -138,7 +138,6 @@ class StrategyEvaluator:
         warmups: dict[tuple[str, str], pd.DataFrame] = {}
         ppy_of: dict[str, float] = {}
         self.instruments: dict[str, Any] = {}  # symbol -> market.InstrumentSpec every period trades
-        self._stamps: dict[tuple[str, str], np.ndarray] = {}  # scored bar timestamps (ns) per (symbol, split)
         for symbol, splits in data.items():
             train = _frame_of(splits, "train")
             ppy = (periods_per_year or {}).get(symbol)
@@ -155,8 +154,6 @@ class StrategyEvaluator:
                     warm = _frame_of(splits, f"{split}_warmup")
                     if warm is not None:
                         warmups[(symbol, split)] = warm
-                    stamps = pd.DatetimeIndex(frame.index).to_numpy(dtype="datetime64[ns]")
-                    self._stamps[(symbol, split)] = stamps.astype(np.int64)
             spec = (instruments or {}).get(symbol)
             if spec is None and given:
                 spec = self.settings.spec_for(symbol, pd.concat(given))  # MarketError (a ValueError) = one line
@@ -433,7 +430,7 @@ class StrategyEvaluator:
             equity=_combine_equity(outcomes, self.settings.starting_capital),
             elapsed=elapsed,
             warnings=[w for o in outcomes for w in getattr(o, "warnings", [])],
-            return_stats=_return_stats(outcomes, self._stamps, split),
+            return_stats=_return_stats(outcomes),
             log=log,
         )
 
@@ -504,28 +501,16 @@ def _combine_equity(outcomes: Sequence[BacktestOutcome], capital: float) -> list
     return list(zip(_iso(stamps), (float(v) for v in combined), strict=True))
 
 
-def _return_stats(
-    outcomes: Sequence[BacktestOutcome], stamps: Mapping[tuple[str, str], np.ndarray], split: str
-) -> dict[str, float]:
-    """PSR/DSR inputs from every bar of the (equal-weight) equity curve, never from the downsampled plot."""
-    from alpha_evolve.metrics import return_stats
+def _return_stats(outcomes: Sequence[BacktestOutcome]) -> dict[str, float]:
+    """PSR/DSR inputs from every bar of each instrument's equity curve (never the downsampled plot points),
+    pooled over a universe like the metrics (`metrics.pooled_return_stats`)."""
+    from alpha_evolve.metrics import pooled_return_stats, return_stats
 
-    curves: list[pd.Series] = []
+    per = []
     for o in outcomes:
         full = getattr(o, "equity_full", None)
-        ts = stamps.get((o.symbol, split))
-        if full is None or ts is None or len(full) < 2 or len(full) - 1 > len(ts):
-            return {}
-        # the first point is the starting capital, just before the first scored bar
-        index = np.r_[ts[:1] - 1, ts[: len(full) - 1]]
-        s = pd.Series(np.asarray(full, dtype=float), index=index)
-        curves.append(s / s.iloc[0] if s.iloc[0] else s)
-    if not curves:
-        return {}
-    if len(curves) == 1:
-        return return_stats(curves[0].to_numpy())
-    frame = pd.concat(curves, axis=1).sort_index().ffill().bfill()
-    return return_stats(frame.mean(axis=1).to_numpy())
+        per.append(return_stats(np.asarray(full, dtype=float)) if full is not None and len(full) >= 2 else {})
+    return pooled_return_stats(per)
 
 
 def _iso(ns: np.ndarray) -> list[str]:

@@ -28,6 +28,27 @@ class HoldoutError(PipelineError):
     """The holdout cannot (or should not) be opened; one line saying why."""
 
 
+def result_metrics(result: Any) -> dict[str, float]:
+    from alpha_evolve.references import metrics_of
+
+    return metrics_of(result)
+
+
+def _reference_figures(best: dict[str, float], bh: dict[str, float], others: dict[str, Any]) -> dict[str, Any]:
+    """holdout.json fields: one Sharpe row (winner, seed, buy-and-hold, oracle) and the oracle's metrics."""
+    from alpha_evolve.references import gap_closed, sharpe_row
+
+    row = {"winner": best, "seed": result_metrics(others.get("seed")), "buy_and_hold": bh}
+    out: dict[str, Any] = {}
+    if "oracle" in others:
+        row["oracle"] = out["oracle_metrics"] = result_metrics(others["oracle"])
+    out["sharpe"] = sharpe_row(row)
+    if "oracle" in others:
+        s = out["sharpe"]
+        out["gap_closed"] = gap_closed(s["winner"], s["seed"], s["oracle"])
+    return out
+
+
 def openings(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every look at this run's holdout, through any door (``holdout``, ``backtest --open-holdout``, the API)."""
     return looks(run_dir)
@@ -56,6 +77,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
     config = load_config(config_path)
 
     from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.references import ORACLE, oracle_applies
     from alpha_evolve.strategies import seed_source
 
     data = load_run_data(config)
@@ -67,11 +89,15 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
         )
     code = code_path.read_text(encoding="utf-8")
     seed_code = _seed_code(run, summary)
-    codes = [code, seed_source("buy_and_hold")] + ([seed_code] if seed_code else [])
+    references = {"seed": seed_code} if seed_code else {}
+    if oracle_applies(summary.get("data")):
+        references[ORACLE] = seed_source(ORACLE)
+    codes = [code, seed_source("buy_and_hold"), *references.values()]
     with build_evaluator(config, data=data, include=("holdout",), max_concurrent=2, unseal=True) as evaluator:
         results = evaluator.evaluate_many(codes, split="holdout", stage="full")
     best, bh = results[0], results[1]
-    seed = results[2] if seed_code else None
+    others = dict(zip(references, results[2:], strict=True))
+    seed = others.get("seed")
     program_id = (summary.get("best_program") or {}).get("id")
     entry = record_look(code=code, via="holdout", metrics=best.metrics, status=best.status, run_dir=run,
                         program_id=program_id, forced=bool(previous), who=who)
@@ -92,6 +118,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
         "per_instrument": best.per_instrument,
         "buy_and_hold_metrics": {m: bh.metrics.get(m, 0.0) for m in METRIC_NAMES} if bh.ok else {},
         "seed_metrics": {m: seed.metrics.get(m, 0.0) for m in METRIC_NAMES} if seed is not None and seed.ok else {},
+        **_reference_figures(result_metrics(best), result_metrics(bh), others),
         "validation_metrics": summary.get("best_metrics", {}),
         "warnings": [f"best: {w}" for w in best.warnings] + [f"buy_and_hold: {w}" for w in bh.warnings],
     }
@@ -99,10 +126,23 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
     atomic_write_json(run / "holdout.json", result)
     summary = read_json(summary_path)  # record_look updated the count
     summary["holdout"] = {**(summary.get("holdout") or {}), "sealed": False, "result": "holdout.json",
-                          "verdict": result["verdict"]}
+                          "verdict": result["verdict"], "sharpe": result["sharpe"]}
+    summary["figures"] = [f for f in summary.get("figures") or [] if f.get("period") != "holdout"]
+    summary["figures"] += _holdout_figures(result, program_id)
     atomic_write_json(summary_path, summary)
     logger.warning("holdout of %s opened (look #%d)", run, entry["opening"])
     return result
+
+
+def _holdout_figures(result: dict[str, Any], program_id: Any) -> list[dict[str, Any]]:
+    """The holdout figures with buy-and-hold's on the same period beside them, for SUMMARY.json ``figures``."""
+    from alpha_evolve.crowning import figure
+
+    bh = result.get("buy_and_hold_metrics") or {}
+    out = [figure("winner", "holdout", result["metrics"], bh, program_id=program_id)]
+    if result.get("seed_metrics"):
+        out.append(figure("seed", "holdout", result["seed_metrics"], bh))
+    return out
 
 
 def _seed_code(run: Path, summary: dict[str, Any]) -> str | None:

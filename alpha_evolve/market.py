@@ -30,7 +30,11 @@ ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")
 FILL_MODELS = ("close", "volume")
 
 MAX_PRICE_PRECISION = 9
-"""Cap on inferred price decimals: beyond 9 a float price carries noise, not information."""
+"""Cap on inferred price decimals for ordinary price levels: beyond 9 a float price carries noise, not information."""
+HARD_PRICE_PRECISION = 15
+"""Absolute cap (NautilusTrader 1.221 here is built with 16 fixed decimals): sub-micro prices may go up to it so
+that the lowest price keeps at least `_MIN_SIGNIFICANT` significant digits."""
+_MIN_SIGNIFICANT = 6
 MAX_SIZE_PRECISION = 9
 _SIGNIFICANT_DIGITS = 8
 """Without exact decimals in the data (float noise, rescaled series): ticks of ~1e-8 of the lowest price."""
@@ -75,7 +79,7 @@ OVERRIDE_FIELDS: dict[str, OverrideField] = {
     "asset_class": OverrideField(str, "equity, fx, crypto or future (auto = from the symbol)",
                                  choices=ASSET_CLASSES),
     "price_precision": OverrideField(int, "price decimals (default: inferred from the data)", ge=0,
-                                     le=MAX_PRICE_PRECISION),
+                                     le=HARD_PRICE_PRECISION),
     "tick": OverrideField(float, "price increment, e.g. 0.25 (default: 10^-price_precision)", gt=0.0),
     "size_increment": OverrideField(float, "smallest order size step, e.g. 1 (whole units) or 0.0001", gt=0.0),
     "lot_size": OverrideField(float, "orders are whole multiples of this (default: size_increment)", gt=0.0),
@@ -197,7 +201,8 @@ def infer_price_precision(prices: np.ndarray) -> tuple[int, str]:
 
     The smallest precision at which ≥ 99 % of the prices are exact (to float accuracy) is the data's own; when
     none is (a rescaled or computed series), enough decimals for ~8 significant digits of the lowest price.
-    Both are capped at `MAX_PRICE_PRECISION`.
+    Both are capped at `MAX_PRICE_PRECISION` (9), raised for sub-micro prices just enough to keep 6 significant
+    digits of the lowest price (never above `HARD_PRICE_PRECISION`).
     """
     values = np.asarray(prices, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
@@ -205,15 +210,16 @@ def infer_price_precision(prices: np.ndarray) -> tuple[int, str]:
         raise MarketError("no positive finite prices to infer a precision from")
     if values.size > 20_000:  # a deterministic sample keeps a million-bar series cheap
         values = values[np.linspace(0, values.size - 1, 20_000).astype(int)]
-    for digits in range(MAX_PRICE_PRECISION + 1):
+    lowest = float(values.min())
+    cap = min(max(MAX_PRICE_PRECISION, _MIN_SIGNIFICANT - 1 - math.floor(math.log10(lowest))), HARD_PRICE_PRECISION)
+    for digits in range(cap + 1):
         scaled = values * 10.0**digits
         error = np.abs(scaled - np.rint(scaled))
-        exact = error <= 1e-13 * np.maximum(np.abs(scaled), 1.0) + 1e-9
+        exact = (error <= 1e-13 * np.maximum(np.abs(scaled), 1.0) + 1e-9) & (np.rint(scaled) >= 1)
         if float(np.mean(exact)) >= _EXACT_SHARE:
             return digits, "data"
-    lowest = float(values.min())
     digits = _SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(lowest))
-    return int(min(max(digits, 0), MAX_PRICE_PRECISION)), "significant digits"
+    return int(min(max(digits, 0), cap)), "significant digits"
 
 
 def split_pair(symbol: str) -> tuple[str, str] | None:

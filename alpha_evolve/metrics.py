@@ -208,3 +208,16 @@ def return_stats(equity: Sequence[float] | np.ndarray | pd.Series) -> dict[str, 
     understate the number of observations and change the moments."""
     sr, n, skew, kurt = _moments(simple_returns(equity))
     return {"n_obs": float(n), "sharpe_per_period": _finite(sr), "skew": _finite(skew), "kurtosis": _finite(kurt)}
+
+
+def pooled_return_stats(per_instrument: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """A universe's return stats the way `aggregate` pools its metrics: the mean of each instrument's (the
+    fewest observations for ``n_obs``). Empty if any instrument has none."""
+    rows = list(per_instrument)
+    if not rows or any(not r for r in rows):
+        return {}
+    if len(rows) == 1:
+        return dict(rows[0])
+    out = {k: _finite(float(np.mean([float(r.get(k, 0.0)) for r in rows]))) for k in rows[0]}
+    out["n_obs"] = float(min(float(r.get("n_obs", 0.0)) for r in rows))
+    return out

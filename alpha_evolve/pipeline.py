@@ -331,6 +331,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
                                                                  data, bh_train=bh_train)
         market_info = _market_summary(evaluator, ranked, seed_val, bh_val)
         security = _evaluation_security(evaluator)
+        references = _reference_runs(evaluator, data_info, bh_train)
     finally:
         evaluator.close()
     where = placement(evaluator)
@@ -343,7 +344,11 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
     counts["trials"] = store.trial_counts(experiment)
     store.close()
     best = ranked[0]
-    artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info)
+    oracle = references.get("oracle") or {}
+    oracle_val = oracle.get("validation")
+    artifacts = _write_artifacts(run_dir, config, ranked, seed_val, bh_val, data_info,
+                                 oracle=RankedProgram(None, {}, dict(oracle_val.metrics), list(oracle_val.equity),
+                                                      oracle_val.status, oracle_val.error) if oracle_val else None)
     honest = _honest_report(config, ranked, seed_val, bh_val, dict(bh_train.metrics) if bh_train.ok else {},
                             overfit)
     finished = _now()
@@ -382,6 +387,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "train_metrics": _metrics_only(best.train),
         "seed_metrics": {"train": _metrics_only(seed_val.train), "validation": _metrics_only(seed_val.validation)},
         "buy_and_hold_metrics": _metrics_only(bh_val.validation),
+        **_reference_summary(best, seed_val, bh_val, references),
         "overfitting": overfit,
         "market": market_info,
         **honest,
@@ -439,6 +445,39 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     bh_val = RankedProgram(None, dict(bh_train or {}), dict(bh_res.metrics), bh_equity, bh_res.status, bh_res.error,
                            warnings=list(bh_res.warnings))
     return ranked, seed_val, bh_val, len(codes)
+
+
+def _reference_runs(evaluator: Any, data_info: Mapping[str, Any], bh_train: Any) -> dict[str, Any]:
+    """Buy-and-hold on train and, on the planted market, the oracle on train and validation (never the holdout)."""
+    from alpha_evolve.references import evaluate_oracle, oracle_applies
+
+    runs: dict[str, Any] = {"buy_and_hold_train": bh_train}
+    if oracle_applies(data_info):
+        runs["oracle"] = evaluate_oracle(evaluator, ("train", "validation"))
+    return runs
+
+
+def _reference_summary(best: RankedProgram, seed: RankedProgram, bh: RankedProgram,
+                       references: Mapping[str, Any]) -> dict[str, Any]:
+    """SUMMARY fields putting the winner next to the seed, buy-and-hold and (planted market) the oracle."""
+    from alpha_evolve.references import gap_closed, metrics_of, sharpe_row
+
+    oracle = references.get("oracle")
+    oracle_metrics = {split: metrics_of(r) for split, r in oracle.items()} if oracle else None
+    table: dict[str, dict[str, float | None]] = {}
+    for split, winner, seed_m, bh_m in (
+        ("train", best.train, seed.train, metrics_of(references.get("buy_and_hold_train"))),
+        ("validation", best.validation, seed.validation, bh.validation if bh.status == "ok" else {}),
+    ):
+        row = {"winner": _metrics_only(winner) if winner else {}, "seed": _metrics_only(seed_m) if seed_m else {},
+               "buy_and_hold": _metrics_only(bh_m) if bh_m else {}}
+        if oracle_metrics is not None:
+            row["oracle"] = oracle_metrics.get(split, {})
+        table[split] = sharpe_row(row)
+    out: dict[str, Any] = {"oracle_metrics": oracle_metrics, "sharpe_by_split": table}
+    if oracle_metrics is not None:
+        out["gap_closed"] = {split: gap_closed(r["winner"], r["seed"], r.get("oracle")) for split, r in table.items()}
+    return out
 
 
 _SECURITY_KINDS = ("tampered", "lookahead")
@@ -715,7 +754,8 @@ def _span_years(points: Sequence[Any]) -> float:
 
 
 def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedProgram], seed: RankedProgram,
-                     bh: RankedProgram, data_info: Mapping[str, Any]) -> dict[str, str]:
+                     bh: RankedProgram, data_info: Mapping[str, Any],
+                     oracle: RankedProgram | None = None) -> dict[str, str]:
     from alpha_evolve.report import render_report
 
     best = ranked[0]
@@ -751,7 +791,10 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
             key = f"rank{rank}_program{r.program.id}"
             curves[key] = _equity_series(r.equity)
             labels[key] = f"#{rank} program {r.program.id} ({obj} {r.validation.get(obj, 0.0):.2f})"
-    for key, ref, text in (("seed", seed, "seed"), ("buy_and_hold", bh, "buy & hold")):
+    refs = [("seed", seed, "seed"), ("buy_and_hold", bh, "buy & hold")]
+    if oracle is not None:
+        refs.append(("oracle", oracle, "oracle (planted rule)"))
+    for key, ref, text in refs:
         if ref.status == "ok" and ref.equity:
             curves[key] = _equity_series(ref.equity)
             labels[key] = f"{text} ({obj} {ref.validation.get(obj, 0.0):.2f})"
@@ -761,7 +804,8 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
     symbols = ", ".join(data_info.get("symbols", []))
     render_report(
         curves, run_dir / "report.png", labels=labels,
-        title=f"{run_dir.name}: validation period, top {len(ranked)} programs vs seed and buy & hold",
+        title=f"{run_dir.name}: validation period, top {len(ranked)} programs vs seed and buy & hold"
+        + (" (and the oracle)" if oracle is not None else ""),
         subtitle=f"{data_info.get('source', '')} [{symbols}] — costs included; the holdout is sealed",
     )
     return {

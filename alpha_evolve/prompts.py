@@ -12,48 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from alpha_evolve.indicator_catalogue import prompt_table
 from alpha_evolve.mutators.base import PROMPT_METRICS, FitnessSpec, MutationRequest, train_metrics
 
 BLOCK_START = "# === EVOLVE-BLOCK: {name} ==="
 BLOCK_END = "# === END EVOLVE-BLOCK ==="
 
 # Native NautilusTrader 1.221 indicators verified on bars (FIELD_NOTES): constructor and the attributes to read.
-INDICATORS: dict[str, tuple[str, str]] = {
-    "SimpleMovingAverage": ("(period)", ".value"),
-    "ExponentialMovingAverage": ("(period)", ".value"),
-    "DoubleExponentialMovingAverage": ("(period)", ".value"),
-    "WeightedMovingAverage": ("(period)", ".value"),
-    "HullMovingAverage": ("(period)", ".value"),
-    "WilderMovingAverage": ("(period)", ".value"),
-    "AdaptiveMovingAverage": ("(period_er, period_alpha_fast, period_alpha_slow)", ".value"),
-    "VariableIndexDynamicAverage": ("(period)", ".value"),
-    "RelativeStrengthIndex": ("(period)", ".value in 0..1 (NOT 0..100: oversold 0.3, overbought 0.7)"),
-    "RateOfChange": ("(period, use_log=False)", ".value (fraction)"),
-    "ChandeMomentumOscillator": ("(period)", ".value in -100..100"),
-    "Stochastics": ("(period_k, period_d)", ".value_k, .value_d in 0..100"),
-    "CommodityChannelIndex": ("(period, scalar=0.015)", ".value"),
-    "EfficiencyRatio": ("(period)", ".value in 0..1"),
-    "RelativeVolatilityIndex": ("(period, scalar=100.0)", ".value"),
-    "PsychologicalLine": ("(period)", ".value"),
-    "MovingAverageConvergenceDivergence": ("(fast_period, slow_period)", ".value (fast < slow)"),
-    "ArcherMovingAveragesTrends": ("(fast_period, slow_period, signal_period)", ".long_run, .short_run (bool)"),
-    "AroonOscillator": ("(period)", ".aroon_up, .aroon_down, .value"),
-    "DirectionalMovement": ("(period)", ".pos, .neg"),
-    "LinearRegression": ("(period)", ".slope, .intercept, .R2, .value"),
-    "Bias": ("(period)", ".value"),
-    "Swings": ("(period)", ".direction (1/-1), .high_price, .low_price, .since_high, .since_low"),
-    "AverageTrueRange": ("(period)", ".value (price units)"),
-    "BollingerBands": ("(period, k)", ".upper, .middle, .lower"),
-    "DonchianChannel": ("(period)", ".upper, .middle, .lower"),
-    "KeltnerChannel": ("(period, k_multiplier)", ".upper, .middle, .lower"),
-    "KeltnerPosition": ("(period, k_multiplier)", ".value"),
-    "VerticalHorizontalFilter": ("(period)", ".value"),
-    "VolatilityRatio": ("(fast_period, slow_period)", ".value"),
-    "OnBalanceVolume": ("(period=0)", ".value"),
-    "VolumeWeightedAveragePrice": ("()", ".value"),
-    "KlingerVolumeOscillator": ("(fast_period, slow_period, signal_period)", ".value"),
-    "Pressure": ("(period)", ".value, .value_cumulative"),
-}
+# The offline mutator builds from the same catalogue (``indicator_catalogue``): one list of what may be used.
+INDICATORS: dict[str, tuple[str, str]] = prompt_table()
 
 HELPERS = """\
 - `self.go_long()`, `self.go_short()`, `self.go_flat()`: the only way to trade. Market order at the bar's close,
@@ -126,9 +93,9 @@ def fitness_spec(config: Any) -> FitnessSpec:
     else:
         period = "train"
         text = f"{name} on the train period"
-    bt = getattr(config, "backtest", None)
-    if bt is not None and getattr(bt, "train_end", ""):
-        text += f" (up to {bt.train_end})"
+    train_end = str(getattr(getattr(config, "backtest", None), "train_end", "") or "")
+    if train_end:
+        text += f" (up to {train_end})"
     return FitnessSpec(metric=metric, maximize=metric not in LOWER_IS_BETTER, period=period, description=text)
 
 

@@ -23,6 +23,7 @@ logger = logging.getLogger("alpha_evolve.report")
 _STYLES = {
     "buy_and_hold": {"color": "#7f7f7f", "linestyle": "--", "linewidth": 1.6},
     "seed": {"color": "#1f1f1f", "linestyle": ":", "linewidth": 1.8},
+    "oracle": {"color": "#b8860b", "linestyle": "-.", "linewidth": 1.6},
 }
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -60,7 +61,7 @@ def render_report(
     )
     colour = iter(_PALETTE * 4)
     # Draw programs first and the references last so the references stay visible on top.
-    order = [k for k in curves if k not in _STYLES] + [k for k in ("seed", "buy_and_hold") if k in curves]
+    order = [k for k in curves if k not in _STYLES] + [k for k in ("oracle", "seed", "buy_and_hold") if k in curves]
     for key in order:
         series = curves[key].dropna()
         if series.empty:

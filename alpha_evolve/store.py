@@ -851,12 +851,13 @@ class ProgramStore(SQLiteFile):
         )
         return None if row[0] is None else int(row[0])
 
-    def prune(self, experiment: str, population_size: int, archive_size: int) -> int:
+    def prune(self, experiment: str, population_size: int, archive_size: int, protect: Iterable[int] = ()) -> int:
         """Mark programs inactive so at most `population_size` `ok` programs stay parents; return how many.
 
         Kept: the seed(s), the archive (best `archive_size` by fitness, flagged `archived`), then the most
         recent programs up to `population_size` — recency rather than fitness for the rest, otherwise the
-        archive would be the whole population and diversity would collapse onto one lineage.
+        archive would be the whole population and diversity would collapse onto one lineage. ``protect`` ids
+        are kept too (the MAP-Elites cell champions, ``qd_archive.keep_ids``).
         """
         if archive_size < 0 or population_size < 1 or archive_size >= population_size:
             raise ValueError(
@@ -869,7 +870,7 @@ class ProgramStore(SQLiteFile):
                 " ORDER BY fitness DESC, id ASC LIMIT ?", (experiment, archive_size))]  # fmt: skip
             seeds = [r[0] for r in conn.execute(
                 "SELECT id FROM programs WHERE experiment = ? AND is_seed = 1", (experiment,))]  # fmt: skip
-            keep = set(archive) | set(seeds)
+            keep = set(archive) | set(seeds) | {int(i) for i in protect}
             slots = max(0, population_size - len(keep))
             recent = [r[0] for r in conn.execute(
                 f"SELECT id FROM {_BY_ID} WHERE experiment = ? AND {_ELIGIBLE}"

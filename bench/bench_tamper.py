@@ -26,7 +26,24 @@ from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.data import DataSplits
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.synthetic import synthetic_bars
-from bench.legacy_evaluator import StrategyEvaluator as LegacyEvaluator
+from bench.legacy_evaluator import StrategyEvaluator as _Legacy
+
+
+class LegacyEvaluator(_Legacy):
+    """The pre-#9 evaluator behind today's wiring (which also passes the instrument specs it cannot use)."""
+
+    def __init__(self, *args: Any, instruments: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """Today's EvalResult (the pipeline reads fields added since), filled from the legacy one."""
+        import dataclasses
+
+        from alpha_evolve.evaluator import EvalResult
+
+        old = super().evaluate(*args, **kwargs)
+        known = {f.name for f in dataclasses.fields(EvalResult)}
+        return EvalResult(**{k: v for k, v in dataclasses.asdict(old).items() if k in known})
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ("momentum", "mean_reversion", "breakout")

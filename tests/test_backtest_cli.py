@@ -27,7 +27,7 @@ def test_momentum_on_embedded_default_prints_one_json_object() -> None:
     assert out["status"] == "ok" and out["error"] is None and out["stage"] == "full" and out["split"] == "train"
     assert set(METRIC_NAMES) <= set(out["metrics"])
     assert out["data"]["synthetic"] is True and "synthetic" in out["data"]["source"]
-    assert out["bars"] == 900  # 60 % of the 1,500 default synthetic bars
+    assert out["bars"] == 1500  # 60 % of the 2,500 default synthetic bars
     assert out["metrics"]["Trades"] > 0
 
 

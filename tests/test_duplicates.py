@@ -198,3 +198,17 @@ def _momentum() -> str:
     from alpha_evolve.strategies import seed_source
 
     return seed_source("momentum")
+
+
+async def test_map_elites_selection_runs_and_never_picks_a_duplicate(
+        store: ProgramStore, evaluator: CountingEvaluator) -> None:
+    from alpha_evolve.mutators.offline import OfflineMutator
+
+    config = BASE.with_updates({"evolution.selection": "map_elites", "evolution.population_size": 4,
+                                "evolution.archive_size": 1})
+    result = await EvolutionController(config, store, evaluator, OfflineMutator(seed=3)).run(  # type: ignore[arg-type]
+        "momentum", "qd", 6)
+    assert result.iterations_completed == 6
+    rows = _rows(store, "qd")
+    duplicates = {p.id for p in rows if p.duplicate_of is not None}
+    assert all(p.parent_id not in duplicates for p in rows)

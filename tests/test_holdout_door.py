@@ -91,6 +91,9 @@ def test_every_holdout_path_is_ledgered(run: Path, tmp_path: Path) -> None:
     assert verdict["period"] == "holdout" and verdict["statement"]
     assert verdict["optimism"] == pytest.approx(verdict["reported_sharpe"] - verdict["holdout_sharpe"])
     assert result["seed_metrics"] and result["buy_and_hold_metrics"]
+    holdout_figures = [f for f in summary["figures"] if f["period"] == "holdout"]
+    assert [f["what"] for f in holdout_figures] == ["winner", "seed"]
+    assert holdout_figures[0]["buy_and_hold"]["Sharpe"] == pytest.approx(result["buy_and_hold_metrics"]["Sharpe"])
 
     # 4. the dashboard shows the count
     from alpha_evolve.dashboard.runs import run_headline

@@ -132,6 +132,10 @@ def test_a_fifo_in_a_data_folder_is_named(tmp_path: Path) -> None:
     os.mkfifo(folder / "BBB.csv")
     exc = within_a_second(lambda: load_dataset(folder))
     assert "BBB.csv" in str(exc) and "FIFO" in str(exc)
+    os.symlink(folder / "gone.csv", folder / "CCC.csv")
+    exc = within_a_second(lambda: load_dataset(folder, symbols=["CCC"]))
+    assert "CCC.csv" in str(exc) and "dangling" in str(exc)
+    assert list(load_dataset(folder, symbols=["AAA"]).instruments) == ["AAA"]  # the others are not read
 
 
 def test_a_gzip_bomb_is_refused_not_expanded(tmp_path: Path) -> None:

@@ -204,9 +204,14 @@ def test_volume_fill_model_charges_exactly_the_configured_slippage(child) -> Non
     assert settings.fills.describe() == {"model": "volume", "volume_share": 0.5, "slippage_bps": 20.0}
 
 
-@pytest.mark.parametrize("scale", [1 / 600, 300.0], ids=["div600", "x300"])
-def test_sharpe_is_invariant_to_the_price_level(child, scale: float) -> None:
-    frame = samples.thin_volume()
+@pytest.mark.parametrize(
+    ("make", "scale"),
+    [(samples.thin_volume, 1 / 600), (samples.thin_volume, 300.0), (samples.micro_price, 1 / 600),
+     (samples.btc, 300.0)],
+    ids=["stock-div600", "stock-x300", "micro-div600", "btc-x300"],
+)
+def test_sharpe_is_invariant_to_the_price_level(child, make, scale: float) -> None:
+    frame = make()
     settings = BacktestSettings()
     base = _run(child, EMA_RULE, prepare_bars("LVL", frame, settings), settings)
     scaled_frame = frame.copy()
@@ -291,7 +296,10 @@ def test_precision_inference_ignores_float_noise_and_caps() -> None:
     rescaled = np.array([101.37, 100.46, 99.25]) / 600
     digits, how = market.infer_price_precision(rescaled)
     assert how == "significant digits" and digits == 8  # 8 significant digits of 0.165...
-    assert market.infer_price_precision(np.array([1e-7 + 1e-13]))[0] == market.MAX_PRICE_PRECISION
+    assert market.infer_price_precision(np.array([0.1234567890123, 0.7]))[0] == 8  # noise: 8 significant digits
+    # sub-micro prices keep 6 significant digits: the cap rises with them (never beyond the hard cap)
+    assert market.infer_price_precision(np.array([2.0e-5, 2.1e-5]) / 600)[0] == 13
+    assert market.infer_price_precision(np.array([1.23456789e-14]))[0] == market.HARD_PRICE_PRECISION
 
 
 def test_asset_class_from_symbol_and_overrides() -> None:

@@ -117,3 +117,19 @@ def test_deflated_sharpe_on_returns() -> None:
     # more trials, or more dispersed trials, can only lower the probability
     assert deflated_sharpe(rets, 1000, 0.01) < deflated_sharpe(rets, 10, 0.01) < psr
     assert deflated_sharpe(rets, 10, 0.02) < deflated_sharpe(rets, 10, 0.01)
+
+
+def test_return_stats_hand_calculated_and_pooled() -> None:
+    from alpha_evolve.metrics import pooled_return_stats, return_stats
+
+    # returns +10 %, -10 %, +10 %: mean 1/30, sample sd sqrt(((2/30)^2 * 2 + (4/30)^2) / 2) = 0.11547
+    stats = return_stats([100.0, 110.0, 99.0, 108.9])
+    assert stats["n_obs"] == 3
+    assert stats["sharpe_per_period"] == pytest.approx((1 / 30) / 0.115470053837925, rel=1e-9)
+    # biased moments of (+1, -2, +1) * (1/15): skew = -2/6 / (6/9)^1.5 ... = -0.7071, kurtosis = 1.5
+    assert stats["skew"] == pytest.approx(-0.7071067811865476, rel=1e-9)
+    assert stats["kurtosis"] == pytest.approx(1.5, rel=1e-9)
+    other = {"n_obs": 2.0, "sharpe_per_period": 0.0, "skew": 0.0, "kurtosis": 3.0}
+    pooled = pooled_return_stats([stats, other])
+    assert pooled["n_obs"] == 2 and pooled["kurtosis"] == pytest.approx(2.25)
+    assert pooled_return_stats([stats]) == stats and pooled_return_stats([stats, {}]) == {}

@@ -66,18 +66,17 @@ async def test_operators_each_appear_and_keep_periods_valid():
         notes = resp.notes or ""
         if "->" in notes and any(f in notes for f in MA_FAMILY):
             seen.add("switch")
-        if "comparison" in notes:
-            seen.add("swap")
-        if "dropped condition" in notes:
-            seen.add("drop")
-        if "added condition" in notes:
-            seen.add("add")
+        for word in ("comparison", "dropped condition", "added regime filter", "added confirming signal",
+                     "added exit rule", "replaced signal"):
+            if word in notes:
+                seen.add(word)
         tree = ast.parse(resp.blocks["indicators"])
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             for arg in call.args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, int):
                     assert arg.value >= 2, resp.blocks["indicators"]
-    assert {"switch", "swap", "add"} <= seen
+    assert {"switch", "comparison", "added regime filter", "added confirming signal", "added exit rule",
+            "replaced signal"} <= seen
 
 
 async def test_indicator_switch_imports_the_new_class_when_needed():

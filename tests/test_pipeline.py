@@ -67,8 +67,12 @@ def test_best_metrics_are_validation_figures_of_the_best_program(tiny_run: Path)
         assert summary["best_metrics"][name] == pytest.approx(top[0][f"validation_{name}"])
         assert summary["train_metrics"][name] == pytest.approx(top[0][f"train_{name}"])
     objective = summary["objective"]["metric"]
-    values = [row[f"validation_{objective}"] for row in top if row["validation_status"] == "ok"]
-    assert values == sorted(values, reverse=True)
+    ok = [row for row in top if row["validation_status"] == "ok"]
+    # Crownable programs rank first (crowning.crown_key), each group by the objective.
+    assert [row["crownable"] for row in ok] == sorted((row["crownable"] for row in ok), reverse=True)
+    for group in (True, False):
+        values = [row[f"validation_{objective}"] for row in ok if row["crownable"] == group]
+        assert values == sorted(values, reverse=True)
 
 
 def test_equity_curves_cover_only_the_validation_period(tiny_run: Path) -> None:

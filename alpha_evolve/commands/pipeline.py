@@ -109,6 +109,11 @@ def _pipeline(args: argparse.Namespace) -> int:
         f"CAGR {m['CAGR']:.2%}, MaxDD {m['MaxDD']:.2%}, trades {m['Trades']:.0f} "
         f"(DSR {summary['overfitting']['deflated_sharpe']:.2f}); report: {Path(run_dir) / 'report.png'}"
     )
+    row = (summary.get("sharpe_by_split") or {}).get("validation")
+    if row:
+        console.print("validation Sharpe: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" if v is not None else f"{k} failed" for k, v in row.items()
+        ) + " (the holdout stays sealed: alpha-evolve holdout RUN_DIR)")
     return 0
 
 
@@ -124,4 +129,16 @@ def _holdout(args: argparse.Namespace) -> int:
         f"[yellow]holdout opened[/yellow] (look #{result['opening']}) for {args.run_dir}: Sharpe {m['Sharpe']:.3f}, "
         f"CAGR {m['CAGR']:.2%}, MaxDD {m['MaxDD']:.2%}, trades {m['Trades']:.0f}; written to holdout.json"
     )
+    Console().print(_holdout_comparison(result))
     return 0
+
+
+def _holdout_comparison(result: dict[str, Any]) -> str:
+    """One line putting the winner's holdout Sharpe next to the seed's, buy-and-hold's and the oracle's."""
+    names = {"winner": "winner", "seed": "seed", "buy_and_hold": "buy & hold", "oracle": "oracle (planted rule)"}
+    parts = [f"{names.get(k, k)} {v:.3f}" if v is not None else f"{names.get(k, k)} failed"
+             for k, v in (result.get("sharpe") or {}).items()]
+    line = "holdout Sharpe: " + ", ".join(parts)
+    if result.get("gap_closed") is not None:
+        line += f"; the winner closed {result['gap_closed']:.0%} of the seed-to-oracle gap"
+    return line

@@ -111,6 +111,10 @@ class FitnessSpec:
     period: str = "train"
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.description == f"{self.metric} on the {self.period} period":
+            object.__setattr__(self, "description", "")  # the default wording: one spelling of one spec
+
     @property
     def direction(self) -> str:
         return "maximize" if self.maximize else "minimize"
@@ -128,10 +132,13 @@ class FitnessSpec:
     def from_dict(cls, data: Mapping[str, Any] | None) -> FitnessSpec:
         if not data:
             return cls()
-        text = str(data.get("description") or "")
-        suffix = " (higher is better)" if data.get("direction", "maximize") == "maximize" else " (lower is better)"
-        return cls(metric=str(data.get("metric") or "Sharpe"), maximize=data.get("direction", "maximize") != "minimize",
-                   period=str(data.get("period") or "train"), description=text.removesuffix(suffix))
+        metric, period = str(data.get("metric") or "Sharpe"), str(data.get("period") or "train")
+        maximize = data.get("direction", "maximize") != "minimize"
+        suffix = " (higher is better)" if maximize else " (lower is better)"
+        text = str(data.get("description") or "").removesuffix(suffix)
+        if text == f"{metric} on the {period} period":
+            text = ""  # the default wording: keep the spec equal to the one it was written from
+        return cls(metric=metric, maximize=maximize, period=period, description=text)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,21 @@
-"""Deterministic mutations without an LLM, on the AST of the block bodies.
+"""Deterministic mutations without an LLM: a structural search over the strategy's AST, not just its numbers.
 
 Why it exists: a run must work with no API key (CI, demos, air-gapped machines), and the outer loop needs a
-cheap, reproducible baseline to compare LLM mutators against. The operators are small, local edits that keep
-the program well-formed most of the time — jitter a period or threshold, swap a comparison, drop or add a
-condition, switch a native indicator for one with a compatible constructor — and every candidate is validated
-exactly like an LLM's. The random stream is derived from (seed, iteration, parent_id, attempt) only — not from the
-experiment's name — so the same request always gets the same mutation, whatever the order or concurrency of the
-calls, and two runs of one config (e.g. a self-evolution baseline and its repeat) evolve the same programs.
+cheap, reproducible baseline to compare LLM mutators against. A baseline that only jitters numbers crowns the
+seed's logic with other numbers, so most operators change the logic, built from the same indicator catalogue the
+LLM prompt offers (``indicator_catalogue``):
+
+- tuning: ``jitter_number``, ``swap_compare`` (``>`` ↔ ``>=``/``<``), ``switch_indicator`` (same family);
+- structure: ``add_regime_filter`` / ``replace_regime_filter`` (trend strength, volatility, efficiency gates on
+  entries), ``add_exit_rule`` (ATR trailing stop, channel stop, time stop, each with a re-entry cool-down),
+  ``add_confirmation`` (a second signal that must agree), ``remove_condition`` (a conjunct, or a whole filter or
+  exit rule), ``replace_signal`` (the entry's indicator family changes, e.g. a moving-average cross -> MACD).
+
+Every edit lands on live code only (``liveness``: nothing in branches the configuration makes dead, such as
+``allow_short`` on a cash account), and a candidate is kept only if it still can enter and leave a position and
+has no contradictory condition. The random stream is derived from (seed, iteration, parent_id, attempt) only —
+not from the experiment's name — so the same request always gets the same mutation, whatever the order or
+concurrency of the calls, and two runs of one config evolve the same programs.
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ import hashlib
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alpha_evolve import prompts
+from alpha_evolve import indicator_catalogue as catalogue
 from alpha_evolve.mutators.base import Candidate, MutationRequest, MutationResponse, build_candidate
+from alpha_evolve.mutators.liveness import Liveness, analyse, contradiction, helper_call
 from alpha_evolve.source import parse as parse_source
 
 logger = logging.getLogger("alpha_evolve.mutators.offline")
@@ -42,10 +53,24 @@ _ORDERED_PERIODS: dict[str, int] = {
 }
 _INDICATOR_MODULE = "nautilus_trader.indicators"
 
-OPERATORS: tuple[str, ...] = ("jitter_number", "swap_compare", "drop_condition", "add_condition",
-                              "switch_indicator")
-_WEIGHTS: dict[str, float] = {"jitter_number": 4.0, "swap_compare": 1.5, "drop_condition": 1.0,
-                              "add_condition": 1.0, "switch_indicator": 1.5}
+TUNING_OPERATORS: tuple[str, ...] = ("jitter_number", "swap_compare", "switch_indicator")
+STRUCTURE_OPERATORS: tuple[str, ...] = ("add_regime_filter", "replace_regime_filter", "add_exit_rule",
+                                        "add_confirmation", "remove_condition", "replace_signal")
+OPERATORS: tuple[str, ...] = TUNING_OPERATORS + STRUCTURE_OPERATORS
+_WEIGHTS: dict[str, float] = {
+    "jitter_number": 3.0, "swap_compare": 0.5, "switch_indicator": 1.0,
+    "add_regime_filter": 1.6, "replace_regime_filter": 1.0, "add_exit_rule": 1.6, "add_confirmation": 1.2,
+    "remove_condition": 1.4, "replace_signal": 1.2,
+}
+EXIT_RULES: tuple[str, ...] = ("atr_trailing_stop", "channel_stop", "time_stop")
+_CLOSE = "bar.close.as_double()"
+_COOLDOWN = "cooldown"
+# State the exit rules keep; their bookkeeping (tick, counters, peak tracking) is not a place to mutate.
+_MACHINERY: frozenset[str] = frozenset({_COOLDOWN, "hold_bars", "stop_peak"})
+# What EvolvableStrategy offers evolved code (prompts.HELPERS): read without being assigned in a block.
+_BASE_MEMBERS: frozenset[str] = frozenset({"go_long", "go_short", "go_flat", "is_long", "is_short", "is_flat",
+                                           "bars_seen", "allow_short", "trade_fraction"})
+MAX_GATES = 3  # regime filters + confirmations on the entries: more is curve fitting, not structure
 
 
 @dataclass
@@ -67,18 +92,18 @@ def _is_number(node: ast.AST) -> bool:
             and not isinstance(node.value, bool))
 
 
-def _numbers(body: _Body) -> list[ast.Constant]:
-    """Non-zero numeric literals (zero has no multiplicative neighbourhood)."""
-    return [n for n in ast.walk(body.tree) if isinstance(n, ast.Constant) and _is_number(n) and n.value != 0]
+def _self_attr(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr
+    return None
 
 
-def _calls(body: _Body, names: tuple[str, ...]) -> list[ast.Call]:
-    return [n for n in ast.walk(body.tree) if isinstance(n, ast.Call) and (_call_name(n) or "") in names]
+def _expr(text: str) -> ast.expr:
+    return parse_source(text).body[0].value  # type: ignore[attr-defined]
 
 
-def _compare_sites(body: _Body) -> list[tuple[ast.Compare, int]]:
-    return [(c, i) for c in ast.walk(body.tree) if isinstance(c, ast.Compare)
-            for i, o in enumerate(c.ops) if isinstance(o, _SWAPS_KEYS)]
+def _stmts(text: str) -> list[ast.stmt]:
+    return parse_source(text).body
 
 
 class _Body:
@@ -88,6 +113,11 @@ class _Body:
         self.name = name
         self.tree = parse_source(source)
         self.parents: dict[ast.AST, ast.AST] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.tree = ast.fix_missing_locations(self.tree)
+        self.parents = {}
         for parent in ast.walk(self.tree):
             for child in ast.iter_child_nodes(parent):
                 self.parents[child] = parent
@@ -99,32 +129,118 @@ class _Body:
         return ast.unparse(ast.fix_missing_locations(self.tree)) + "\n"
 
 
+class _Program:
+    """The blocks of one request: which holds the indicators, which decides, and what of it is live."""
+
+    def __init__(self, request: MutationRequest, parsed: dict[str, _Body], fixed: dict[str, _Body]) -> None:
+        self.allow_short = request.allow_short
+        self.bodies = parsed  # blocks that may change
+        everything = {**fixed, **parsed}
+        self.dec = next((b for b in everything.values() if _has_helpers(b)), None)
+        self.ind = next((b for b in everything.values() if b is not self.dec and _constructs(b)), None)
+        if self.ind is None:
+            self.ind = everything.get("indicators") if everything.get("indicators") is not self.dec else None
+        self.imported: set[str] = set()
+        self.live = Liveness()
+        self.analyse()
+        self.unassigned_before = self.unassigned()  # base-class members and whatever the parent relies on
+
+    def analyse(self) -> None:
+        self.live = analyse(self.dec.tree.body, self.allow_short) if self.dec is not None else Liveness()
+
+    @property
+    def structural(self) -> bool:
+        """Both the decision block and the indicators block may change."""
+        return (self.dec is not None and self.ind is not None and self.dec.name in self.bodies
+                and self.ind.name in self.bodies)
+
+    def assigned(self) -> dict[str, ast.Assign]:
+        """self.<attr> = ... statements of the indicators block, by attribute."""
+        out: dict[str, ast.Assign] = {}
+        if self.ind is not None:
+            for stmt in self.ind.tree.body:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    attr = _self_attr(stmt.targets[0])
+                    if attr is not None:
+                        out[attr] = stmt
+        return out
+
+    def indicator_of(self, attr: str) -> str | None:
+        stmt = self.assigned().get(attr)
+        if stmt is not None and isinstance(stmt.value, ast.Call):
+            return _call_name(stmt.value)
+        return None
+
+    def fresh(self, stem: str) -> str:
+        taken = set(self.assigned()) | self.live.reads
+        for body in self.bodies.values():
+            taken |= {a for n in ast.walk(body.tree) if (a := _self_attr(n)) is not None}
+        if stem not in taken:
+            return stem
+        return next(f"{stem}_{k}" for k in range(2, 1000) if f"{stem}_{k}" not in taken)
+
+    def unassigned(self) -> set[str]:
+        """Attributes read but assigned in no block (base-class members, or a parent's own mistakes)."""
+        assigned = set(self.assigned())
+        for body in (self.dec, self.ind):
+            if body is not None:
+                assigned |= {a for n in ast.walk(body.tree) if isinstance(n, ast.Attribute)
+                             and isinstance(n.ctx, ast.Store) and (a := _self_attr(n)) is not None}
+        return self.reads_anywhere() - assigned
+
+    def reads_anywhere(self) -> set[str]:
+        out: set[str] = set()
+        for body in {id(b): b for b in (*self.bodies.values(), self.dec) if b is not None}.values():
+            for node in ast.walk(body.tree):
+                attr = _self_attr(node)
+                if attr is not None and isinstance(node.ctx, ast.Load):  # type: ignore[attr-defined]
+                    out.add(attr)
+        return out
+
+
+def _has_helpers(body: _Body) -> bool:
+    return any(helper_call(n) for n in ast.walk(body.tree))
+
+
+def _constructs(body: _Body) -> bool:
+    return any(isinstance(n, ast.Call) and (_call_name(n) or "") in catalogue.BY_NAME for n in ast.walk(body.tree))
+
+
 class OfflineMutator:
     """Seeded AST mutations; the default mutator when no API key is configured."""
 
     name = "offline"
 
-    def __init__(self, seed: int = 0, *, max_attempts: int = 3, jitter: float = 0.35,
-                 two_op_probability: float = 0.3) -> None:
+    def __init__(self, seed: int = 0, *, max_attempts: int = 4, jitter: float = 0.35,
+                 two_op_probability: float = 0.25, operators: tuple[str, ...] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        unknown = sorted(set(operators or ()) - set(OPERATORS))
+        if unknown:
+            raise ValueError(f"unknown offline operator(s) {', '.join(unknown)}; "
+                             f"expected some of {', '.join(OPERATORS)}")
+        self.operators = tuple(operators) if operators else OPERATORS
         self.seed = seed
         self.max_attempts = max_attempts
         self.jitter = jitter
         self.two_op_probability = two_op_probability
+        self._had_options = False  # set by propose (synchronous, so safe under asyncio concurrency)
 
     async def mutate(self, request: MutationRequest) -> MutationResponse:
         t0 = time.monotonic()
         last: Candidate | None = None
         notes = ""
+        attempt = 0
         for attempt in range(1, self.max_attempts + 1):
             rng = random.Random(self._seed_for(request, attempt))
             bodies, applied = self.propose(request, rng)
             notes = "; ".join(f"{a.block}: {a.description}" for a in applied)
             if not bodies:
-                last = Candidate({}, error="no mutation operator applies to the allowed blocks",
-                                 failure_kind="no_blocks")
-                break
+                if not self._had_options:
+                    last = Candidate({}, error="no mutation operator applies to the allowed blocks",
+                                     failure_kind="no_blocks")
+                    break
+                continue  # the operators drawn found nothing to do, or the result could no longer trade
             last = build_candidate(request, bodies)
             if last.code is not None:
                 return MutationResponse(request_id=request.request_id, mutator=self.name, blocks=last.blocks,
@@ -132,7 +248,9 @@ class OfflineMutator:
                                         notes=notes)
             logger.debug("offline attempt %d for %s rejected (%s): %s", attempt, request.request_id,
                          last.failure_kind, last.error)
-        assert last is not None
+        if last is None:
+            last = Candidate({}, error="every proposal was dead, contradictory or could no longer trade",
+                             failure_kind="no_blocks")
         return MutationResponse(request_id=request.request_id, mutator=self.name, blocks=last.blocks,
                                 error=last.error, failure_kind=last.failure_kind, attempts=attempt,
                                 elapsed=time.monotonic() - t0, notes=notes or None)
@@ -144,56 +262,75 @@ class OfflineMutator:
     # -- proposal -------------------------------------------------------------------------------------------
 
     def propose(self, request: MutationRequest, rng: random.Random) -> tuple[dict[str, str], list[_Applied]]:
-        """New bodies for one or two operator applications (unvalidated)."""
+        """New bodies for one or two operator applications; empty bodies with notes = a rejected proposal."""
         parsed: dict[str, _Body] = {}
-        for name in request.blocks_to_change:
+        fixed: dict[str, _Body] = {}
+        for name, body in request.parent_blocks.items():
             try:
-                parsed[name] = _Body(name, request.parent_blocks[name])
+                (parsed if name in request.blocks_to_change else fixed)[name] = _Body(name, body)
             except SyntaxError:
                 logger.debug("block %s of %s does not parse on its own; skipped", name, request.parent_id)
-        imported = _imported_indicator_names(request.parent_code)
+        prog = _Program(request, parsed, fixed)
+        prog.imported = _imported_indicator_names(request.parent_code)
         n_ops = 2 if rng.random() < self.two_op_probability else 1
         applied: list[_Applied] = []
         touched: set[str] = set()
+        self._had_options = False
         for _ in range(n_ops):
-            options = [(op, body) for body in parsed.values() for op in OPERATORS
-                       if self._applicable(op, body)]
+            options = [op for op in self.operators if self._applicable(op, prog)]
             if not options:
                 break
-            weights = [_WEIGHTS[op] for op, _ in options]
-            op, body = rng.choices(options, weights=weights, k=1)[0]
-            desc = self._apply(op, body, rng, imported)
-            if desc:
-                applied.append(_Applied(body.name, desc))
-                touched.add(body.name)
-                body.__init__(body.name, body.source())  # type: ignore[misc]  # refresh parent links
+            self._had_options = True
+            op = rng.choices(options, weights=[_WEIGHTS[o] for o in options], k=1)[0]
+            result = self._apply(op, prog, rng)
+            if result is None:
+                continue
+            block_names, desc = result
+            applied.append(_Applied("+".join(block_names), desc))
+            touched.update(block_names)
+            for name in block_names:
+                prog.bodies[name].refresh()
+            prog.analyse()
+        if touched and not _still_trades(prog):
+            return {}, applied
         return {name: parsed[name].source() for name in touched}, applied
 
-    def _applicable(self, op: str, body: _Body) -> bool:
+    def _applicable(self, op: str, prog: _Program) -> bool:
         if op == "jitter_number":
-            return bool(_numbers(body))
+            return bool(_live_numbers(prog))
         if op == "swap_compare":
-            return bool(_compare_sites(body))
-        if op == "drop_condition":
-            return bool(body.nodes(ast.BoolOp))
-        if op == "add_condition":
-            return bool(body.nodes(ast.If)) and bool(_donors(body))
+            return bool(_compare_sites(prog))
         if op == "switch_indicator":
-            return bool(_calls(body, MA_FAMILY + CHANNEL_FAMILY))
-        return False
+            return bool(_switchable(prog))
+        if not prog.structural:
+            return False
+        if op == "replace_regime_filter":
+            return bool(_rule_attrs(prog, "regime_"))
+        if op == "add_exit_rule":
+            return any(_exit_available(prog, kind) for kind in EXIT_RULES)
+        if op == "remove_condition":
+            return bool(_droppable(prog)) or bool(_removable_rules(prog))
+        if op == "replace_signal":
+            return bool(_signal_sites(prog))
+        gates = [a for a in prog.assigned() if a.startswith(("regime_", "confirm_"))]
+        return bool(prog.live.entries) and len(gates) < MAX_GATES  # add_regime_filter, add_confirmation
 
-    def _apply(self, op: str, body: _Body, rng: random.Random, imported: set[str]) -> str:
-        fn: Callable[[_Body, random.Random], str] = {
+    def _apply(self, op: str, prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+        fn: Callable[[_Program, random.Random], tuple[list[str], str] | None] = {
             "jitter_number": self._jitter_number,
             "swap_compare": _swap_compare,
-            "drop_condition": _drop_condition,
-            "add_condition": _add_condition,
-            "switch_indicator": lambda b, r: _switch_indicator(b, r, imported),
+            "switch_indicator": _switch_indicator,
+            "add_regime_filter": lambda p, r: _add_gate(p, r, catalogue.REGIME_ROLES, "regime_", "regime filter"),
+            "replace_regime_filter": _replace_regime_filter,
+            "add_exit_rule": _add_exit_rule,
+            "add_confirmation": lambda p, r: _add_gate(p, r, ("signal",), "confirm_", "confirming signal"),
+            "remove_condition": _remove_condition,
+            "replace_signal": _replace_signal,
         }[op]
-        return fn(body, rng)
+        return fn(prog, rng)
 
-    def _jitter_number(self, body: _Body, rng: random.Random) -> str:
-        node = rng.choice(_numbers(body))
+    def _jitter_number(self, prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+        body, node = rng.choice(_live_numbers(prog))
         old = node.value
         assert isinstance(old, int | float)
         parent = body.parents.get(node)
@@ -201,7 +338,7 @@ class OfflineMutator:
             parent = body.parents.get(parent)
         if isinstance(parent, ast.keyword):
             parent = body.parents.get(parent)
-        in_indicator = isinstance(parent, ast.Call) and _call_name(parent) in prompts.INDICATORS
+        in_indicator = isinstance(parent, ast.Call) and _call_name(parent) in catalogue.BY_NAME
         factor = math.exp(rng.uniform(-self.jitter, self.jitter))
         if isinstance(old, int):
             floor = 2 if in_indicator else 1
@@ -215,67 +352,101 @@ class OfflineMutator:
         node.value = new
         if in_indicator and isinstance(parent, ast.Call):
             _keep_periods_ordered(parent)
-        return f"{old!r} -> {new!r}"
+        return [body.name], f"{old!r} -> {new!r}"
 
 
-# ---------------------------------------------------------------------------------------------- the operators
+# ---------------------------------------------------------------------------------------------- site finding
 
+
+def _live_numbers(prog: _Program) -> list[tuple[_Body, ast.Constant]]:
+    """Non-zero numeric literals an edit could make matter (zero has no multiplicative neighbourhood)."""
+    out: list[tuple[_Body, ast.Constant]] = []
+    live_attrs = prog.live.reads
+    for body in prog.bodies.values():
+        if body is prog.dec:
+            nodes = [n for st in ast.walk(body.tree) if isinstance(st, ast.stmt) and not _bookkeeping(st)
+                     for n in ast.iter_child_nodes(st) if not isinstance(n, ast.stmt)
+                     for n in ast.walk(n) if prog.live.is_live(n)]
+        elif body is prog.ind and prog.dec is not None:
+            nodes = [n for stmt in body.tree.body
+                     if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                             and (a := _self_attr(stmt.targets[0])) is not None and a not in live_attrs)
+                     for n in ast.walk(stmt)]
+        else:
+            nodes = list(ast.walk(body.tree))
+        out += [(body, n) for n in nodes if isinstance(n, ast.Constant) and _is_number(n) and n.value != 0]
+    return out
+
+
+def _bookkeeping(stmt: ast.stmt) -> bool:
+    """The cool-down tick, counters and peak tracking of an exit rule (numbers there are not parameters)."""
+    if isinstance(stmt, ast.AugAssign):
+        return _self_attr(stmt.target) in _MACHINERY
+    if isinstance(stmt, ast.Assign):
+        return any(_self_attr(t) == "stop_peak" for t in stmt.targets)
+    return isinstance(stmt, ast.If) and _is_cooldown_tick(stmt)
+
+
+def _compare_sites(prog: _Program) -> list[tuple[_Body, ast.Compare, int]]:
+    out = []
+    for body in prog.bodies.values():
+        for c in ast.walk(body.tree):
+            rule_state = _attrs(c) & _MACHINERY or {a for a in _attrs(c) if a.startswith("stop_")}
+            if isinstance(c, ast.Compare) and rule_state:
+                continue  # `hold_bars > n`, `close < stop_peak - k * atr`: flipping them breaks the rule
+            if isinstance(c, ast.Compare) and (body is not prog.dec or prog.live.is_live(c)):
+                out += [(body, c, i) for i, o in enumerate(c.ops) if isinstance(o, _SWAPS_KEYS)]
+    return out
+
+
+def _switchable(prog: _Program) -> list[tuple[_Body, ast.Call]]:
+    out = []
+    for body in prog.bodies.values():
+        for stmt in body.tree.body:
+            attr = _self_attr(stmt.targets[0]) if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+            if body is prog.ind and prog.dec is not None and attr is not None and attr not in prog.live.reads:
+                continue
+            out += [(body, n) for n in ast.walk(stmt)
+                    if isinstance(n, ast.Call) and (_call_name(n) or "") in MA_FAMILY + CHANNEL_FAMILY]
+    return out
+
+
+def _entry_tests(prog: _Program) -> list[ast.If]:
+    """The live `if` statements whose body (directly) holds a live entry."""
+    assert prog.dec is not None
+    out = []
+    for entry in prog.live.entries:
+        parent = prog.dec.parents.get(entry)
+        if isinstance(parent, ast.If) and entry in parent.body and prog.live.is_live(parent):
+            out.append(parent)
+    return out
+
+
+def _rule_attrs(prog: _Program, prefix: str) -> list[str]:
+    return sorted(a for a in prog.assigned() if a.startswith(prefix) and a in prog.live.reads)
+
+
+# ---------------------------------------------------------------------------------------------- tuning
+
+
+# Direction flips only: `>` vs `>=` on continuous indicator values almost never changes a trade (a wasted backtest).
 _SWAPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
-    ast.Lt: (ast.Gt, ast.LtE), ast.Gt: (ast.Lt, ast.GtE),
-    ast.LtE: (ast.GtE, ast.Lt), ast.GtE: (ast.LtE, ast.Gt),
+    ast.Lt: (ast.Gt,), ast.Gt: (ast.Lt,), ast.LtE: (ast.GtE,), ast.GtE: (ast.LtE,),
 }
 _SWAPS_KEYS = tuple(_SWAPS)
 _OP_TEXT: dict[type[ast.cmpop], str] = {ast.Lt: "<", ast.Gt: ">", ast.LtE: "<=", ast.GtE: ">="}
 
 
-def _swap_compare(body: _Body, rng: random.Random) -> str:
-    node, i = rng.choice(_compare_sites(body))
+def _swap_compare(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    body, node, i = rng.choice(_compare_sites(prog))
     old = type(node.ops[i])
     new = rng.choice(_SWAPS[old])
     node.ops[i] = new()
-    return f"comparison {_OP_TEXT[old]} -> {_OP_TEXT[new]}"
+    return [body.name], f"comparison {_OP_TEXT[old]} -> {_OP_TEXT[new]}"
 
 
-def _drop_condition(body: _Body, rng: random.Random) -> str:
-    node = rng.choice(body.nodes(ast.BoolOp))
-    assert isinstance(node, ast.BoolOp)
-    idx = rng.randrange(len(node.values))
-    dropped = node.values.pop(idx)
-    if len(node.values) == 1:
-        _replace(body, node, node.values[0])
-    return f"dropped condition `{ast.unparse(dropped)}`"
-
-
-def _donors(body: _Body) -> list[ast.AST]:
-    return [n for n in body.nodes(ast.Compare)] + [
-        n for n in body.nodes(ast.Attribute)
-        if isinstance(n, ast.Attribute) and n.attr in ("is_long", "is_short", "is_flat")
-        and isinstance(n.value, ast.Name) and n.value.id == "self"
-    ]
-
-
-def _add_condition(body: _Body, rng: random.Random) -> str:
-    target = rng.choice(body.nodes(ast.If))
-    assert isinstance(target, ast.If)
-    donors = [d for d in _donors(body) if d is not target.test]
-    donor = copy.deepcopy(rng.choice(donors)) if donors else copy.deepcopy(target.test)
-    if isinstance(donor, ast.Compare) and rng.random() < 0.5:
-        swappable = [i for i, o in enumerate(donor.ops) if isinstance(o, _SWAPS_KEYS)]
-        if swappable:
-            i = rng.choice(swappable)
-            donor.ops[i] = rng.choice(_SWAPS[type(donor.ops[i])])()
-    elif isinstance(donor, ast.Attribute) and rng.random() < 0.5:
-        donor = ast.UnaryOp(op=ast.Not(), operand=donor)
-    op: ast.boolop = ast.And() if rng.random() < 0.75 else ast.Or()
-    if isinstance(target.test, ast.BoolOp) and type(target.test.op) is type(op):
-        target.test.values.append(donor)  # type: ignore[arg-type]
-    else:
-        target.test = ast.BoolOp(op=op, values=[target.test, donor])  # type: ignore[list-item]
-    return f"added condition `{ast.unparse(donor)}` ({type(op).__name__.lower()})"
-
-
-def _switch_indicator(body: _Body, rng: random.Random, imported: set[str]) -> str:
-    call = rng.choice(_calls(body, MA_FAMILY + CHANNEL_FAMILY))
+def _switch_indicator(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    body, call = rng.choice(_switchable(prog))
     old = _call_name(call)
     assert old is not None
     family = MA_FAMILY if old in MA_FAMILY else CHANNEL_FAMILY
@@ -291,9 +462,353 @@ def _switch_indicator(body: _Body, rng: random.Random, imported: set[str]) -> st
             del call.args[1:]
         elif len(call.args) < 2:
             call.args = [*call.args[:1], ast.Constant(_CHANNEL_WIDTH_DEFAULT[new])]
-    if isinstance(call.func, ast.Name) and new not in imported and not _imports_in_body(body, new):
-        body.tree.body.insert(0, ast.ImportFrom(module=_INDICATOR_MODULE, names=[ast.alias(name=new)], level=0))
-    return f"{old} -> {new}"
+    if isinstance(call.func, ast.Name):
+        _ensure_import(body, new, prog.imported)
+    return [body.name], f"{old} -> {new}"
+
+
+# ---------------------------------------------------------------------------------------------- structure
+
+
+def _draw(param: catalogue.Param, rng: random.Random) -> int | float:
+    if param.integer:
+        return rng.randint(int(param.low), int(param.high))
+    return round(rng.uniform(param.low, param.high), 2)
+
+
+def _new_indicator(prog: _Program, rng: random.Random, ind: catalogue.Indicator, stem: str) -> str:
+    """Construct ``ind`` with drawn parameters as a fresh attribute; returns the attribute name."""
+    assert prog.ind is not None
+    attr = prog.fresh(stem)
+    args = [_draw(p, rng) for p in ind.params]
+    start = _ORDERED_PERIODS.get(ind.name)
+    if start is not None and len(args) >= start + 2 and args[start] >= args[start + 1]:
+        args[start], args[start + 1] = args[start + 1], args[start] + 1
+    prog.ind.tree.body.append(*_stmts(f"self.{attr} = {ind.name}({', '.join(repr(a) for a in args)})"))
+    _ensure_import(prog.ind, ind.name, prog.imported)
+    return attr
+
+
+def _condition_expr(cond: catalogue.Condition, attr: str, rng: random.Random) -> ast.expr:
+    threshold = "" if cond.threshold is None else repr(_draw(cond.threshold, rng))
+    return _expr(cond.text.format(a=attr, close=_CLOSE, t=threshold))
+
+
+def _gate_entries(prog: _Program, condition: ast.expr) -> int:
+    """AND ``condition`` into the test of every live entry (wrapping an entry that has no test of its own)."""
+    assert prog.dec is not None
+    gated = 0
+    for entry in list(prog.live.entries):
+        parent = prog.dec.parents.get(entry)
+        cond = copy.deepcopy(condition)
+        if isinstance(parent, ast.If) and entry in parent.body and len(parent.body) == 1:
+            if isinstance(parent.test, ast.BoolOp) and isinstance(parent.test.op, ast.And):
+                parent.test.values.append(cond)
+            else:
+                parent.test = ast.BoolOp(op=ast.And(), values=[parent.test, cond])
+        else:
+            container = _container(prog.dec, entry)
+            if container is None:
+                continue
+            container[container.index(entry)] = ast.If(test=cond, body=[entry], orelse=[])
+        gated += 1
+    prog.dec.refresh()
+    return gated
+
+
+def _container(body: _Body, stmt: ast.stmt) -> list[ast.stmt] | None:
+    parent = body.parents.get(stmt, body.tree)
+    for _, value in ast.iter_fields(parent):
+        if isinstance(value, list) and any(v is stmt for v in value):
+            return value
+    return None
+
+
+def _add_gate(prog: _Program, rng: random.Random, roles: tuple[str, ...], stem: str,
+              what: str) -> tuple[list[str], str] | None:
+    assert prog.dec is not None and prog.ind is not None
+    used = {prog.indicator_of(a) for a in prog.assigned()}
+    style = _entry_style(prog)
+    # A confirmation must be able to agree with the entry: a trend entry confirmed by an oversold reading (or a
+    # dip entry by a breakout) almost never fires, and every such child is the same flat, wasted backtest.
+    choices = [(i, c) for i, c in catalogue.conditions(roles) if i.name not in used
+               and (c.role != "signal" or c.style == style)]
+    if not choices:
+        return None
+    ind, cond = rng.choice(choices)
+    attr = _new_indicator(prog, rng, ind, stem + _abbrev(ind.name))
+    condition = _condition_expr(cond, attr, rng)
+    if not _gate_entries(prog, condition):
+        return None
+    return [prog.ind.name, prog.dec.name], f"added {what} `{ast.unparse(condition)}` ({cond.role})"
+
+
+def _replace_regime_filter(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    assert prog.dec is not None and prog.ind is not None
+    attr = rng.choice(_rule_attrs(prog, "regime_"))
+    old = prog.indicator_of(attr)
+    _strip_attr(prog, attr)
+    prog.analyse()
+    added = _add_gate(prog, rng, catalogue.REGIME_ROLES, "regime_", "regime filter")
+    if added is None:
+        return None
+    return added[0], f"replaced regime filter {old} with: {added[1].removeprefix('added regime filter ')}"
+
+
+def _exit_available(prog: _Program, kind: str) -> bool:
+    stems = {"atr_trailing_stop": "stop_peak", "channel_stop": "stop_channel", "time_stop": "hold_bars"}
+    return bool(prog.live.entries) and stems[kind] not in prog.assigned()
+
+
+def _add_exit_rule(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    """A stop with a cool-down: flat for ``wait`` bars after it fires, so the entry cannot re-buy at once."""
+    assert prog.dec is not None and prog.ind is not None
+    kind = rng.choice([k for k in EXIT_RULES if _exit_available(prog, k)])
+    wait = rng.randint(3, 15)
+    # `return` after the stop: the rest of the logic must not send a second closing order in the same bar (the
+    # first is not filled yet, so is_long still holds and a second go_flat would sell short on a cash account).
+    fire = f"self.go_flat()\n        self.{_COOLDOWN} = {wait}\n        return"
+    if kind == "atr_trailing_stop":
+        atr = _new_indicator(prog, rng, catalogue.BY_NAME["AverageTrueRange"], "stop_atr")
+        k = round(rng.uniform(1.5, 3.5), 1)
+        prog.ind.tree.body += _stmts("self.stop_peak = 0.0")
+        rule = (f"if self.is_long:\n    self.stop_peak = max(self.stop_peak, {_CLOSE})\n"
+                f"    if {_CLOSE} < self.stop_peak - {k} * self.{atr}.value:\n        {fire}\n"
+                "else:\n    self.stop_peak = 0.0")
+        desc = f"ATR trailing stop ({k} x ATR from the peak close)"
+    elif kind == "channel_stop":
+        ch = _new_indicator(prog, rng, catalogue.Indicator("DonchianChannel", "", "", "channel",
+                                                           (catalogue.Param(8, 30),)), "stop_channel")
+        rule = (f"if self.is_long and bar.low.as_double() <= self.{ch}.lower:\n"
+                f"    {fire.replace(chr(10) + '        ', chr(10) + '    ')}")
+        desc = "channel stop (a new low of the Donchian channel)"
+    else:
+        bars = rng.randint(8, 50)
+        prog.ind.tree.body += _stmts("self.hold_bars = 0")
+        rule = (f"if self.is_long:\n    self.hold_bars += 1\n    if self.hold_bars > {bars}:\n        {fire}\n"
+                "else:\n    self.hold_bars = 0")
+        desc = f"time stop (flat after {bars} bars in the market)"
+    if _COOLDOWN not in prog.assigned():
+        prog.ind.tree.body += _stmts(f"self.{_COOLDOWN} = 0")
+        prog.dec.tree.body[:0] = _stmts(f"if self.{_COOLDOWN} > 0:\n    self.{_COOLDOWN} -= 1")
+        _gate_entries(prog, _expr(f"self.{_COOLDOWN} == 0"))
+    insert_at = 1 if _is_cooldown_tick(prog.dec.tree.body[0]) else 0
+    prog.dec.tree.body[insert_at:insert_at] = _stmts(rule)
+    prog.dec.refresh()
+    return [prog.ind.name, prog.dec.name], f"added exit rule: {desc}, {wait}-bar cool-down"
+
+
+def _is_cooldown_tick(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.If) and f"self.{_COOLDOWN} -=" in ast.unparse(stmt)
+
+
+def _droppable(prog: _Program) -> list[tuple[ast.BoolOp, int]]:
+    """Live conjuncts/disjuncts of live tests that can go (never a cool-down gate: it belongs to its stop)."""
+    assert prog.dec is not None
+    out = []
+    stops = _MACHINERY | {a for a in prog.assigned() if a.startswith("stop_")}
+    for node in ast.walk(prog.dec.tree):
+        if isinstance(node, ast.BoolOp) and prog.live.is_live(node) and not _attrs(node) & stops:
+            out += [(node, i) for i, v in enumerate(node.values)
+                    if prog.live.is_live(v) and _COOLDOWN not in ast.unparse(v)]
+    return out
+
+
+def _removable_rules(prog: _Program) -> list[str]:
+    """Filters and exit rules the mutator added earlier (or the seed has) that can be taken out whole."""
+    rules = _rule_attrs(prog, "regime_") + _rule_attrs(prog, "confirm_")
+    rules += [a for a in ("stop_peak", "stop_channel", "hold_bars") if a in prog.assigned()]
+    return rules
+
+
+def _remove_condition(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    assert prog.dec is not None and prog.ind is not None
+    rules = _removable_rules(prog)
+    sites = _droppable(prog)
+    if rules and (not sites or rng.random() < 0.5):
+        attr = rng.choice(rules)
+        what = prog.indicator_of(attr) or attr
+        _strip_attr(prog, attr)
+        return [prog.ind.name, prog.dec.name], f"removed rule {attr} ({what})"
+    node, idx = rng.choice(sites)
+    dropped = node.values.pop(idx)
+    if len(node.values) == 1:
+        _replace(prog.dec, node, node.values[0])
+    prog.dec.refresh()
+    _prune_unread(prog)
+    return [prog.ind.name, prog.dec.name], f"dropped condition `{ast.unparse(dropped)}`"
+
+
+def _strip_attr(prog: _Program, attr: str) -> None:
+    """Take out every statement and condition that reads ``self.<attr>``, then what nothing reads any more."""
+    assert prog.dec is not None
+    reads = re.compile(rf"\bself\.{re.escape(attr)}\b")
+    dec = prog.dec
+
+    def keep_stmt(stmt: ast.stmt) -> bool:
+        if isinstance(stmt, ast.If) and reads.search(ast.unparse(stmt.test)):
+            calls = {helper_call(s) for s in ast.walk(stmt)}
+            if "go_flat" in calls and "go_long" not in calls:
+                return False  # an exit rule: the whole `if` goes
+        return not (isinstance(stmt, ast.Assign | ast.AugAssign | ast.Expr) and reads.search(ast.unparse(stmt)))
+
+    for node in list(ast.walk(dec.tree)):
+        for field in ("body", "orelse"):
+            stmts = getattr(node, field, None)
+            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                kept = [s for s in stmts if keep_stmt(s)]
+                setattr(node, field, kept or ([] if field == "orelse" else [ast.Pass()]))
+        if isinstance(node, ast.BoolOp):
+            node.values = [v for v in node.values if not reads.search(ast.unparse(v))] or node.values
+    dec.refresh()
+    for node in list(ast.walk(dec.tree)):  # collapse one-operand and/or, unwrap `if <gate>: go_long()`
+        if isinstance(node, ast.BoolOp) and len(node.values) == 1:
+            _replace(dec, node, node.values[0])
+        elif isinstance(node, ast.If) and reads.search(ast.unparse(node.test)) and not node.orelse:
+            container = _container(dec, node)
+            if container is not None:
+                i = container.index(node)
+                container[i:i + 1] = node.body
+    _tidy(dec)
+    _prune_unread(prog, also=attr)
+    sets_cooldown = any(isinstance(n, ast.Assign) and ast.unparse(n).startswith(f"self.{_COOLDOWN} = ")
+                        and ast.unparse(n) != f"self.{_COOLDOWN} = 0" for n in ast.walk(dec.tree))
+    if attr != _COOLDOWN and _COOLDOWN in prog.assigned() and not sets_cooldown:
+        _strip_attr(prog, _COOLDOWN)  # no stop left to start a cool-down: its tick and gates go too
+
+
+def _tidy(body: _Body) -> None:
+    """Remove `pass` beside other statements and `if`s left with nothing to do."""
+    for _ in range(3):
+        changed = False
+        for node in list(ast.walk(body.tree)):
+            for field in ("body", "orelse"):
+                stmts = getattr(node, field, None)
+                if not (isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt)):
+                    continue
+                kept = [st for st in stmts if not isinstance(st, ast.Pass)
+                        and not (isinstance(st, ast.If) and all(isinstance(b, ast.Pass) for b in st.body)
+                                 and not st.orelse)]
+                if len(kept) != len(stmts):
+                    changed = True
+                    setattr(node, field, kept or ([] if field == "orelse" else [ast.Pass()]))
+        if not changed:
+            break
+    body.refresh()
+
+
+def _prune_unread(prog: _Program, also: str | None = None) -> None:
+    """Drop indicator and state assignments nothing reads (an unread indicator still delays the first decision)."""
+    if prog.ind is None:
+        return
+    for _ in range(3):  # state that only fed a removed rule (e.g. stop_peak) goes in a later round
+        read = prog.reads_anywhere()
+        body = prog.ind.tree.body
+        kept = [s for s in body if not (isinstance(s, ast.Assign) and len(s.targets) == 1
+                                        and (a := _self_attr(s.targets[0])) is not None
+                                        and (a not in read or a == also))]
+        if len(kept) == len(body):
+            break
+        prog.ind.tree.body = kept or [ast.Pass()]
+        also = None
+    _drop_unused_imports(prog.ind)
+    prog.ind.refresh()
+
+
+def _signal_sites(prog: _Program) -> list[tuple[ast.If, ast.expr]]:
+    """(entry test, operand) pairs where the operand reads an indicator: the entry's signal, replaceable."""
+    out = []
+    indicators = {a for a in prog.assigned() if prog.indicator_of(a) in catalogue.BY_NAME}
+    for test_if in _entry_tests(prog):
+        test = test_if.test
+        operands = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) else [test]
+        for operand in operands:
+            attrs = {a for n in ast.walk(operand) if (a := _self_attr(n)) is not None}
+            if attrs & indicators and _COOLDOWN not in attrs:
+                out.append((test_if, operand))
+    return out
+
+
+def _replace_signal(prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
+    assert prog.dec is not None and prog.ind is not None
+    test_if, operand = rng.choice(_signal_sites(prog))
+    old_families = {catalogue.BY_NAME[n].family for a in _attrs(operand)
+                    if (n := prog.indicator_of(a)) in catalogue.BY_NAME}
+    choices = [(i, c) for i, c in catalogue.conditions("signal") if i.family not in old_families]
+    if not choices:
+        return None
+    ind, cond = rng.choice(choices)
+    attr = _new_indicator(prog, rng, ind, "signal_" + _abbrev(ind.name))
+    new = _condition_expr(cond, attr, rng)
+    old_text = ast.unparse(operand)
+    if operand is test_if.test:
+        test_if.test = new
+    else:
+        _replace(prog.dec, operand, new)
+    prog.dec.refresh()
+    _prune_unread(prog)
+    return [prog.ind.name, prog.dec.name], f"replaced signal `{old_text}` with `{ast.unparse(new)}` ({ind.family})"
+
+
+def _entry_style(prog: _Program) -> str:
+    """"reversal" when an entry buys weakness (price below a band or average, an oscillator below a level),
+    else "trend"."""
+    for test_if in _entry_tests(prog):
+        for node in ast.walk(test_if.test):
+            if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+                continue
+            text = ast.unparse(node)
+            below = isinstance(node.ops[0], ast.Lt | ast.LtE)
+            if below and ("close" in ast.unparse(node.left) or _const(node.comparators[0]) is not None):
+                return "reversal" if _COOLDOWN not in text else "trend"
+    return "trend"
+
+
+def _const(node: ast.AST) -> float | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _const(node.operand)
+        return None if inner is None else -inner
+    return float(node.value) if _is_number(node) else None  # type: ignore[attr-defined]
+
+
+def _attrs(node: ast.AST) -> set[str]:
+    return {a for n in ast.walk(node) if (a := _self_attr(n)) is not None}
+
+
+def _abbrev(name: str) -> str:
+    return "".join(c for c in name if c.isupper()).lower() or name.lower()
+
+
+def _still_trades(prog: _Program) -> bool:
+    """Live entry and exit, no contradictory condition, every attribute read is assigned somewhere."""
+    if prog.dec is None:
+        return True
+    prog.analyse()
+    if not prog.live.entries or not prog.live.exits:
+        return False
+    if contradiction(prog.dec.tree) is not None:
+        return False
+    return not (prog.unassigned() - prog.unassigned_before - _BASE_MEMBERS)  # nothing a removal took away
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _ensure_import(body: _Body, name: str, imported: set[str]) -> None:
+    if name not in imported and not _imports_in_body(body, name):
+        body.tree.body.insert(0, ast.ImportFrom(module=_INDICATOR_MODULE, names=[ast.alias(name=name)], level=0))
+
+
+def _drop_unused_imports(body: _Body) -> None:
+    used = {n.id for n in ast.walk(body.tree) if isinstance(n, ast.Name)}
+    kept: list[ast.stmt] = []
+    for stmt in body.tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == _INDICATOR_MODULE:
+            stmt.names = [a for a in stmt.names if (a.asname or a.name) in used]
+            if not stmt.names:
+                continue
+        kept.append(stmt)
+    body.tree.body = kept or [ast.Pass()]
 
 
 def _imports_in_body(body: _Body, name: str) -> bool:

@@ -12,12 +12,15 @@ SEEDS: dict[str, str] = {
     "momentum": "momentum.py",
     "mean_reversion": "mean_reversion.py",
     "breakout": "breakout.py",
+    "trend_filter": "trend_filter.py",
 }
 
 REFERENCES: dict[str, str] = {
     "buy_and_hold": "buy_and_hold.py",
+    "oracle": "oracle.py",
 }
-"""Benchmarks drawn beside evolved programs; they have no EVOLVE-BLOCKs and are never evolved."""
+"""Benchmarks drawn beside evolved programs; they have no EVOLVE-BLOCKs and are never evolved. ``oracle`` trades
+the rule planted in the default synthetic market: the ceiling a search on that market is measured against."""
 
 
 def list_seeds() -> list[str]:
