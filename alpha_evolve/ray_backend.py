@@ -170,6 +170,7 @@ class _Node:
     lost: int = 0
     restarts: int = 0
     secrets_removed: list[str] = field(default_factory=list)
+    confinement: str = ""
     note: str = ""
 
     def view(self) -> dict[str, Any]:
@@ -324,6 +325,7 @@ class RayEvaluator:
                 node.slots = int(info["slots"])
                 node.host = str(info.get("host") or node.host)
                 node.secrets_removed = list(info.get("secrets_removed", []))
+                node.confinement = str(info.get("confinement", ""))
 
     def _give_up(self, node: _Node, handle: Any, why: str) -> None:
         with contextlib.suppress(Exception):
@@ -335,6 +337,16 @@ class RayEvaluator:
     def _live_nodes(self) -> list[_Node]:
         with self._lock:
             return [n for n in self._nodes.values() if n.alive and n.actor is not None]
+
+    @property
+    def confinement(self) -> str:
+        """How the nodes confine candidate processes (SUMMARY.json's evaluation_security), e.g. all kernel-confined."""
+        kinds = sorted({n.confinement for n in self._nodes.values() if n.confinement})
+        return kinds[0] if len(kinds) == 1 else ("mixed: " + "; ".join(kinds) if kinds else "unknown")
+
+    @property
+    def causality_splits(self) -> frozenset[str]:
+        return frozenset(self._options.get("causality_splits", ("validation", "holdout")))
 
     @property
     def capacity(self) -> int:

@@ -155,10 +155,14 @@ def _parent(pid: int) -> int:
     raise AssertionError(f"no PPid for {pid}")
 
 
-def test_candidates_run_in_confined_workers_without_secrets(ray_ev: RayEvaluator) -> None:
+def test_candidates_run_in_confined_workers_without_secrets(ray_ev: RayEvaluator,
+                                                           local_ev: StrategyEvaluator) -> None:
     assert os.environ.get("ANTHROPIC_API_KEY") == SECRET  # the driver holds it; the nodes must not
     probes = ray_ev.node_probes()
     assert len(probes) == 2
+    # what SUMMARY.json's evaluation_security reports for the run
+    assert ray_ev.confinement == "landlock+seccomp+rlimits" == local_ev.confinement
+    assert ray_ev.causality_splits == local_ev.causality_splits
     for probe in probes:
         assert probe["confinement"] == "landlock+seccomp+rlimits"
         assert probe["secrets_removed"] == []  # the nodes were started without it
