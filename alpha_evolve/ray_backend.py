@@ -10,9 +10,12 @@ Design (docs/ray.md):
 - **Secrets stay home.** A local Ray instance is started with secret-looking variables out of the environment
   (Ray copies it into every process it starts); every actor also removes any it finds in its own environment
   before forking workers, and reports their names. Nothing is passed through ``runtime_env``.
-- **Candidate × symbol.** For a universe, the screen and the full run of each symbol are separate tasks spread
-  over the nodes; the driver merges them with the evaluator's own rules (first failing symbol in universe order,
-  aggregate metrics, equal-weight equity), so the result is the one the local pool gives.
+- **One candidate, one task.** A candidate's evaluation (every symbol of a universe, screen then full) is one
+  call of the node's ``StrategyEvaluator.evaluate``: the result is by construction the local one, including the
+  evaluator's cross-symbol figures (return statistics from every bar) and its screen-vs-full decision-prefix
+  check. Candidates in flight spread over the nodes. (A candidate × symbol split was built and withdrawn: those
+  figures need every bar's equity of each symbol, which ``evaluate`` does not return; it would need a seam in
+  ``evaluator.py`` returning per-symbol outcomes.)
 - **Lost nodes.** A task whose actor or node dies (or that outlives a generous deadline) is retried on another
   node up to ``max_task_retries`` times, then recorded as ``crash``; the actor of a node still alive is restarted.
   Results are deterministic, so a retried candidate scores what it would have scored.
@@ -34,22 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from alpha_evolve.backtest import BacktestOutcome, BacktestSettings
+from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.evaluation_backend import EvaluationBackendError, scrub_environ, scrubbed_environ
 from alpha_evolve.evaluator import (
     SPLITS,
     STAGES,
     EvalResult,
     StrategyEvaluator,
-    _combine_equity,
     _frame_of,
     _one_line,
     static_check,
 )
-from alpha_evolve.metrics import aggregate, pooled_return_stats
 
 logger = logging.getLogger("alpha_evolve.ray_backend")
 
@@ -98,7 +98,7 @@ def _connect(address: str) -> str:
             with scrubbed_environ() as removed:
                 if removed:
                     logger.info("starting a local Ray instance without %s in its environment", ", ".join(removed))
-                ray.init(include_dashboard=False, **kwargs)
+                ray.init(address="local", include_dashboard=False, **kwargs)  # never an instance found on disk
         else:
             if address != "auto":
                 _probe(address)
@@ -115,7 +115,7 @@ def _connect(address: str) -> str:
 
 
 class NodeEvaluator:
-    """Ray actor body: one per node, owning that node's confined worker pool. Trusted code only."""
+    """Ray actor body: one per node, owning that node's confined ``StrategyEvaluator``. Trusted code only."""
 
     def __init__(self, payload: tuple[Mapping[str, Any], BacktestSettings, Mapping[str, float]], slots: int,
                  options: Mapping[str, Any]) -> None:
@@ -123,12 +123,13 @@ class NodeEvaluator:
         # depth: nothing of a node's secrets should sit in the memory of the process that talks to the driver).
         self.secrets_removed = scrub_environ(wipe=True)
         frames, settings, ppy = payload
+        options = dict(options)
         if options.get("disable_python_guards_for_tests"):  # the hostile corpus's "bare" evaluator, under Ray
             import alpha_evolve.policy
 
             alpha_evolve.policy.check_policy = lambda code: []
         self.evaluator = StrategyEvaluator(frames, settings, max_concurrent=max(int(slots), 1),
-                                           periods_per_year=ppy, **dict(options))
+                                           periods_per_year=ppy, **options)
         self.slots = self.evaluator.max_concurrent
 
     def info(self) -> dict[str, Any]:
@@ -140,7 +141,7 @@ class NodeEvaluator:
             "pid": os.getpid(),
             "slots": self.slots,
             "worker_pids": self.evaluator.worker_pids,
-            "template_pid": self.evaluator.template_pid,
+            "template_pids": [self.evaluator.template_pid],
             "confinement": self.evaluator.confinement,
             "secrets_removed": list(self.secrets_removed),
         }
@@ -169,6 +170,7 @@ class _Node:
     lost: int = 0
     restarts: int = 0
     secrets_removed: list[str] = field(default_factory=list)
+    confinement: str = ""
     note: str = ""
 
     def view(self) -> dict[str, Any]:
@@ -253,7 +255,6 @@ class RayEvaluator:
         self.max_concurrent = int(max_concurrent)
         threads = max(self.max_concurrent, self.capacity)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ae-ray")
-        self._fanout = ThreadPoolExecutor(max_workers=max(threads, 4), thread_name_prefix="ae-ray-sym")
         removed = sorted({name for n in self._nodes.values() for name in n.secrets_removed})
         if removed:
             logger.warning("Ray node environments held %s; removed before any candidate process started (start Ray "
@@ -324,6 +325,7 @@ class RayEvaluator:
                 node.slots = int(info["slots"])
                 node.host = str(info.get("host") or node.host)
                 node.secrets_removed = list(info.get("secrets_removed", []))
+                node.confinement = str(info.get("confinement", ""))
 
     def _give_up(self, node: _Node, handle: Any, why: str) -> None:
         with contextlib.suppress(Exception):
@@ -335,6 +337,16 @@ class RayEvaluator:
     def _live_nodes(self) -> list[_Node]:
         with self._lock:
             return [n for n in self._nodes.values() if n.alive and n.actor is not None]
+
+    @property
+    def confinement(self) -> str:
+        """How the nodes confine candidate processes (SUMMARY.json's evaluation_security), e.g. all kernel-confined."""
+        kinds = sorted({n.confinement for n in self._nodes.values() if n.confinement})
+        return kinds[0] if len(kinds) == 1 else ("mixed: " + "; ".join(kinds) if kinds else "unknown")
+
+    @property
+    def causality_splits(self) -> frozenset[str]:
+        return frozenset(self._options.get("causality_splits", ("validation", "holdout")))
 
     @property
     def capacity(self) -> int:
@@ -442,8 +454,8 @@ class RayEvaluator:
         symbols: Sequence[str] | None = None,
         screen: bool = True,
     ) -> EvalResult:
-        """Same contract as ``StrategyEvaluator.evaluate``; one symbol runs as one task, a universe as
-        candidate × symbol tasks merged exactly as the local evaluator merges them."""
+        """Same contract as ``StrategyEvaluator.evaluate``: static checks here, everything else in one task on
+        the least loaded node."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if stage not in STAGES:
@@ -452,13 +464,11 @@ class RayEvaluator:
         unknown = [s for s in chosen if s not in self.symbols]
         if unknown:
             raise ValueError(f"unknown symbol(s): {', '.join(unknown)}")
-        if len(chosen) == 1 or stage == "static":
-            kwargs = {"code": code, "split": split, "stage": stage, "parent_code": parent_code,
-                      "symbols": list(chosen), "screen": screen}
-            if stage == "static" or static_check(code, parent_code) is not None:
-                return self._static_only(kwargs)
-            return self._call(kwargs, split)
-        return self._evaluate_universe(code, split, stage, parent_code, chosen, screen)
+        kwargs = {"code": code, "split": split, "stage": stage, "parent_code": parent_code,
+                  "symbols": list(chosen), "screen": screen}
+        if stage == "static" or static_check(code, parent_code) is not None:
+            return self._static_only(kwargs)  # refused before anything travels
+        return self._call(kwargs, split)
 
     def _static_only(self, kwargs: dict[str, Any]) -> EvalResult:
         """Static checks need no node: the same function the local evaluator runs, on the driver."""
@@ -469,54 +479,6 @@ class RayEvaluator:
             kind, message = failure
             return EvalResult(kind, "static", split, error=message, elapsed=time.perf_counter() - started)
         return EvalResult("ok", "static", split, passed=True, elapsed=time.perf_counter() - started)
-
-    def _evaluate_universe(self, code: str, split: str, stage: str, parent_code: str | None,
-                           chosen: tuple[str, ...], screen: bool) -> EvalResult:
-        started = time.perf_counter()
-        failure = static_check(code, parent_code)
-        if failure is not None:
-            kind, message = failure
-            return EvalResult(kind, "static", split, error=message, elapsed=time.perf_counter() - started)
-        missing = [s for s in chosen if (s, split) not in self._available]
-        if missing:
-            return EvalResult("data", "static", split, error=f"no {split} bars for {', '.join(missing)}",
-                              elapsed=time.perf_counter() - started)
-        fraction = self.settings.screen_fraction if screen else 0.0
-        if split == "train" and fraction > 0:
-            result = self._merge(self._per_symbol(code, split, "screen", chosen, True), "screen", split, started)
-            if not result.ok:
-                return result
-            reason = StrategyEvaluator._screen_reason(self, result.metrics)  # type: ignore[arg-type]
-            if reason is not None or stage == "screen":
-                return _replace(result, passed=reason is None, reason=reason)
-        elif stage == "screen":
-            return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
-        result = self._merge(self._per_symbol(code, split, "full", chosen, False), "full", split, started)
-        return _replace(result, passed=result.ok)
-
-    def _per_symbol(self, code: str, split: str, stage: str, chosen: Sequence[str], screen: bool) -> list[EvalResult]:
-        """One task per symbol, all in flight at once (Ray spreads them over the nodes)."""
-        calls = [{"code": code, "split": split, "stage": stage, "parent_code": None, "symbols": [s],
-                  "screen": screen} for s in chosen]
-        return list(self._fanout.map(lambda kw: self._call(kw, split), calls))
-
-    def _merge(self, results: list[EvalResult], stage: str, split: str, started: float) -> EvalResult:
-        """The local evaluator's rule: the first failing symbol in universe order decides; otherwise aggregate."""
-        elapsed = time.perf_counter() - started
-        upto: list[EvalResult] = []
-        for r in results:
-            upto.append(r)
-            if not r.ok:
-                return EvalResult(r.status, stage, split, error=r.error, bars=max(x.bars for x in upto),
-                                  elapsed=elapsed, log=_joined_log(upto))
-        per = {sym: m for r in results for sym, m in r.per_instrument.items()}
-        curves = [BacktestOutcome("ok", equity_index=_ns(r.equity), equity_values=[v for _, v in r.equity])
-                  for r in results]
-        return EvalResult("ok", stage, split, bars=max(r.bars for r in results), metrics=aggregate(per),
-                          per_instrument=per, equity=_combine_equity(curves, self.settings.starting_capital),
-                          elapsed=elapsed, log=_joined_log(results),
-                          warnings=[w for r in results for w in r.warnings],
-                          return_stats=pooled_return_stats([r.return_stats for r in results]))
 
     async def aevaluate(
         self,
@@ -599,7 +561,6 @@ class RayEvaluator:
             return
         self._closed = True
         self._executor.shutdown(wait=True)
-        self._fanout.shutdown(wait=True)
         handles = [n.actor for n in self._nodes.values() if n.actor is not None]
         refs = []
         for handle in handles:
@@ -623,16 +584,6 @@ class RayEvaluator:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
-
-
-def _ns(equity: Sequence[tuple[str, float]]) -> list[int]:
-    stamps = pd.to_datetime([t for t, _ in equity], utc=True)
-    return [int(v) for v in pd.DatetimeIndex(stamps).to_numpy(dtype="datetime64[ns]").astype(np.int64)]
-
-
-def _joined_log(results: Sequence[EvalResult]) -> str:
-    """Captured candidate output of a universe's symbols, joined as the local evaluator joins its runs' logs."""
-    return "\n".join(r.log for r in results if r.log)
 
 
 def _replace(result: EvalResult, **changes: Any) -> EvalResult:

@@ -108,13 +108,13 @@ def test_approve_in_the_browser_and_watch_the_session_move_on(dashboard: dict[st
             gens = page.locator("#cand-evolution_generations")
             gens.fill("99")
             approve.click()
-            expect(page.locator("#decision-error")).to_contain_text("generations: 99 is outside [4, 16]")
+            expect(page.locator("#decision-error")).to_contain_text("generations: 99 is outside [4, 48]")
             gens.fill("4.5")  # inside the range but not an integer: said so, not "outside"
             approve.click()
             expect(page.locator("#decision-error")).to_contain_text("generations: 4.5 is not a whole number")
             gens.fill("")
             approve.click()
-            expect(page.locator("#decision-error")).to_contain_text("generations: enter a whole number in [4, 16]")
+            expect(page.locator("#decision-error")).to_contain_text("generations: enter a whole number in [4, 48]")
             expect(proposal).to_have_attribute("data-action-id", action_id)
             # the server re-checks too: a request from the page that skips the form's checks is refused
             sid_now = page.url.split("#/session/")[1]

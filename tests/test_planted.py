@@ -8,6 +8,7 @@ and on the holdout, opened through the ledgered door.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
 from alpha_evolve.strategies import oracle, seed_source
 from alpha_evolve.synthetic import planted_market
 from tests import _planted_replica as replica
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).parents[1]
 SPLITS = ("train", "validation", "holdout")
@@ -90,7 +92,7 @@ def test_default_config_and_default_search_space_agree() -> None:
 
 def test_default_pipeline_beats_its_seed_on_validation_and_on_the_holdout(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from alpha_evolve.holdout import open_holdout, openings
+    from alpha_evolve.holdout import openings
     from alpha_evolve.pipeline import read_summary, run_pipeline
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # the default mutator is then the offline one
@@ -106,9 +108,14 @@ def test_default_pipeline_beats_its_seed_on_validation_and_on_the_holdout(tmp_pa
     assert summary["gap_closed"]["validation"] == pytest.approx(
         (val["winner"] - val["seed"]) / (val["oracle"] - val["seed"]), abs=1e-4)
 
-    holdout = open_holdout(run, who="test")  # the ledgered door: the look is counted
+    proc = run_cli("holdout", str(run))  # the ledgered door, as a user opens it: the look is counted
+    assert proc.returncode == 0, proc.stderr
+    holdout = json.loads((run / "holdout.json").read_text())
     assert len(openings(run)) == 1 and read_summary(run)["holdout"]["openings"] == 1
     hold = holdout["sharpe"]
+    line = " ".join(proc.stdout.split())
+    assert (f"holdout Sharpe: winner {hold['winner']:.3f}, seed {hold['seed']:.3f}, buy & hold "
+            f"{hold['buy_and_hold']:.3f}, oracle (planted rule) {hold['oracle']:.3f}") in line, line
     assert hold["winner"] > hold["seed"], hold
     assert hold["oracle"] > hold["winner"] + 0.5, hold  # a ceiling the search has not reached
     assert hold["buy_and_hold"] == holdout["buy_and_hold_metrics"]["Sharpe"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +22,17 @@ import pytest
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
 from alpha_evolve.dashboard.runs import RunIndex
-from alpha_evolve.evaluation_backend import NODES_FILE, scrubbed_environ
+from alpha_evolve.evaluation_backend import NODES_FILE
 from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import SEEDS, seed_source
+from tests._ray_cluster import two_node_cluster
 from tests.test_evaluator import SETTINGS, _splits, candidate
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
 # Generous limits: figures are compared with the local pool, and a loaded machine must not turn one into a timeout.
 CALM = dataclasses.replace(SETTINGS, soft_timeout_seconds=60.0, hard_timeout_seconds=90.0)
@@ -40,27 +44,8 @@ BASE = RunConfig().with_updates({"backtest.synthetic_bars": 300, "evolution.muta
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """Head (1 CPU) + one worker node (1 CPU), started the way the backend starts a local instance: with the
-    driver's secrets out of the environment the node processes copy. Fast failure detection for the kill test."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ANTHROPIC_API_KEY", SECRET)
-        with scrubbed_environ():
-            c = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 1, "include_dashboard": False,
-                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-                                   "health_check_initial_delay_ms": 0},
-            })
-            c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-        ray.init(address=c.address, namespace="alpha-evolve", log_to_driver=False)
-        try:
-            yield c
-        finally:
-            ray.shutdown()
-            c.shutdown()
+    with two_node_cluster(SECRET) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +97,7 @@ def test_both_nodes_serve_and_figures_equal_the_local_pool(ray_ev: RayEvaluator,
     broken = candidate("self.go_long(\n")  # syntax: refused on the driver, like locally
     crashing = candidate("raise RuntimeError('boom')")
     codes = [*SEED_CODES, broken, crashing]
-    # one symbol = one task (train: screen + full); the universe = candidate x symbol tasks
+    # one symbol and a whole universe (screen + full on train; validation runs the causality check too)
     for split, symbols in (("train", ["AAA"]), ("validation", None), ("train", None)):
         remote = ray_ev.evaluate_many(codes, split) if symbols is None else [
             ray_ev.evaluate(c, split, symbols=symbols) for c in codes]
@@ -170,20 +155,24 @@ def _parent(pid: int) -> int:
     raise AssertionError(f"no PPid for {pid}")
 
 
-def test_candidates_run_in_confined_workers_without_secrets(ray_ev: RayEvaluator) -> None:
+def test_candidates_run_in_confined_workers_without_secrets(ray_ev: RayEvaluator,
+                                                           local_ev: StrategyEvaluator) -> None:
     assert os.environ.get("ANTHROPIC_API_KEY") == SECRET  # the driver holds it; the nodes must not
     probes = ray_ev.node_probes()
     assert len(probes) == 2
+    # what SUMMARY.json's evaluation_security reports for the run
+    assert ray_ev.confinement == "landlock+seccomp+rlimits" == local_ev.confinement
+    assert ray_ev.causality_splits == local_ev.causality_splits
     for probe in probes:
         assert probe["confinement"] == "landlock+seccomp+rlimits"
         assert probe["secrets_removed"] == []  # the nodes were started without it
-        # actor -> exec'd template (the node's StrategyEvaluator) -> slots -> single-use candidate processes
-        assert _parent(probe["template_pid"]) == probe["pid"]
+        # actor -> exec'd template (a node StrategyEvaluator) -> slots -> single-use candidate processes
+        assert probe["template_pids"] and all(_parent(t) == probe["pid"] for t in probe["template_pids"])
         assert probe["worker_pids"]
-        for pid in [probe["pid"], probe["template_pid"], *probe["worker_pids"]]:
+        for pid in [probe["pid"], *probe["template_pids"], *probe["worker_pids"]]:
             assert SECRET.encode() not in _environ(pid)
         for wpid in probe["worker_pids"]:
-            assert _parent(wpid) == probe["template_pid"]
+            assert _parent(wpid) in probe["template_pids"]
 
 
 def test_node_guards_hold_under_ray(cluster: Any, universe: dict[str, Any]) -> None:
@@ -199,7 +188,7 @@ def test_node_guards_hold_under_ray(cluster: Any, universe: dict[str, Any]) -> N
             assert dirty.node_id in probes
             on_dirty = probes[dirty.node_id]
             assert "ANTHROPIC_API_KEY" in on_dirty["secrets_removed"]
-            for pid in [on_dirty["pid"], on_dirty["template_pid"], *on_dirty["worker_pids"]]:
+            for pid in [on_dirty["pid"], *on_dirty["template_pids"], *on_dirty["worker_pids"]]:
                 assert SECRET.encode() not in _environ(pid)
             looping = ev.evaluate(candidate("for i in range(10**12):\n    pass"), "validation")
             assert looping.status == "timeout", looping
@@ -272,3 +261,44 @@ def test_retries_are_bounded_then_crash(cluster: Any, universe: dict[str, Any]) 
         assert "\n" not in (results[0].error or "")
         # the node is still alive: its actor was restarted and evaluates again
         assert ev.evaluate(SEED_CODES[0], "validation").status == "ok"
+
+
+def test_default_starts_its_own_local_instance_without_secrets(cluster: Any, tmp_path: Path) -> None:
+    """``ray_address = ""``: a new local instance, never the cluster another process left on this machine, and
+    the driver's API key is in none of the processes it starts (gcs, raylet, workers, actor, template, slots)."""
+    script = tmp_path / "local_start.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "import psutil\n"
+        "from alpha_evolve.ray_backend import RayEvaluator\n"
+        "from tests.test_evaluator import SETTINGS, _splits\n"
+        "secret = os.environ['ANTHROPIC_API_KEY'].encode()\n"
+        "with RayEvaluator({'AAA': _splits(seed=5, n=200)}, SETTINGS) as ev:\n"
+        "    result = ev.evaluate(open(sys.argv[1]).read(), 'validation')\n"
+        "    probe = ev.node_probes()[0]\n"
+        "    leaks, seen = [], 0\n"
+        "    for proc in psutil.Process().children(recursive=True):\n"
+        "        try:\n"
+        "            raw = open(f'/proc/{proc.pid}/environ', 'rb').read()\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        seen += 1\n"
+        "        if secret in raw:\n"
+        "            leaks.append(' '.join(proc.cmdline())[:120])\n"
+        "    print(json.dumps({'address': ev.address, 'probe': probe, 'status': result.status,\n"
+        "                      'seen': seen, 'leaks': leaks}))\n"
+    )
+    code = tmp_path / "momentum.py"
+    code.write_text(SEED_CODES[0])
+    env = {**os.environ, "ANTHROPIC_API_KEY": SECRET, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, str(script), str(code)], env=env, capture_output=True, text=True,
+                         timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["status"] == "ok"
+    assert report["address"] != cluster.address  # its own instance
+    assert report["probe"]["secrets_removed"] == []  # started without it: nothing to remove
+    probed = {report["probe"]["pid"], *report["probe"]["template_pids"], *report["probe"]["worker_pids"]}
+    assert report["seen"] >= len(probed) + 2  # gcs, raylet, the actor and the evaluator's processes at least
+    assert report["leaks"] == []

@@ -56,7 +56,7 @@ def test_exploration_frequency_follows_exploration_prob(prob: float) -> None:
     assert abs(share - prob) < 0.05
     for p in props:
         assert p.base_updates == ({} if p.base == "base" else {"generations": 12})
-        assert p.base_values["evolution.generations"] == (20 if p.base == "base" else 12)
+        assert p.base_values["evolution.generations"] == (BASE.evolution.generations if p.base == "base" else 12)
 
 
 def test_without_a_best_every_proposal_starts_from_the_base() -> None:

@@ -239,7 +239,7 @@ def test_garbage_edits_get_feedback_and_a_good_edit_is_then_accepted(tmp_path: P
            "proposal": {**pending["proposal"], "candidate": {**pending["proposal"]["candidate"],
                                                               "evolution.generations": 99}}}
     atomic_json(path, bad)
-    assert "outside [4, 16]" in wait_for_feedback(s.dir, "proposal.candidate refused")["problem"]
+    assert "outside [4, 48]" in wait_for_feedback(s.dir, "proposal.candidate refused")["problem"]
     assert s.thread.is_alive()
 
     good = {**pending, "status": "approved", "notes": "try 8",

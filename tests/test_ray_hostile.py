@@ -1,0 +1,106 @@
+"""The tamper-proof evaluation's hostile corpus (tests/test_hostile.py), run through the Ray backend on a real
+two-node local cluster: the same attacks, the same typed refusals and unchanged honest figures, because every node
+evaluates inside the same confined, single-use processes (a node actor owns a local ``StrategyEvaluator``).
+
+The attack tests are imported from ``test_hostile`` and collected here with this module's fixtures: ``guarded``
+and ``bare`` are ``RayEvaluator``s built while a fake API key sits in the driver's environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alpha_evolve.ray_backend import RayEvaluator
+from tests._ray_cluster import two_node_cluster
+from tests.test_evaluator import _splits
+from tests.test_hostile import (  # noqa: F401 - collected here, with the Ray fixtures below
+    FAKE_KEY,
+    LEAN,
+    honest,
+    hostile,
+    test_concurrent_hostile_and_honest,
+    test_file_writes_are_refused_by_the_kernel,
+    test_fitness_fakes_are_refused_as_tampered,
+    test_lookahead_is_refused_on_promoting_splits,
+    test_network_is_refused_by_the_kernel,
+    test_poisoning_does_not_reach_the_next_candidate,
+    test_processes_and_signals_are_refused,
+    test_resource_exhaustion_is_typed_and_contained,
+    test_secret_never_reaches_the_candidate,
+    test_stdout_forging_and_flood_are_captured,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with two_node_cluster(FAKE_KEY) as c:
+        yield c
+
+
+def _build(cluster: Any, **options: Any) -> RayEvaluator:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+        mp.setenv("GITHUB_TOKEN", FAKE_KEY)
+        return RayEvaluator({"SYN": _splits(n=240)}, LEAN, max_concurrent=2, address=cluster.address, **options)
+
+
+@pytest.fixture(scope="module")
+def guarded(cluster: Any) -> Iterator[RayEvaluator]:
+    with _build(cluster) as ev:
+        yield ev
+
+
+@pytest.fixture(scope="module")
+def bare(cluster: Any) -> Iterator[RayEvaluator]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])  # the driver's static stage
+        with _build(cluster, disable_python_guards_for_tests=True) as ev:  # the nodes' guards and static stage
+            yield ev
+
+
+def test_every_node_served_and_holds_no_secret(guarded: RayEvaluator, bare: RayEvaluator) -> None:
+    """Runs last in this module: both nodes evaluated attacks, and no process of any node holds the key."""
+    for ev in (guarded, bare):
+        status = ev.cluster_status()
+        assert status["live_nodes"] == 2 and all(n["done"] > 0 for n in status["nodes"]), status
+        for probe in ev.node_probes():
+            assert probe["confinement"] == "landlock+seccomp+rlimits"
+            for pid in (probe["pid"], *probe["template_pids"], *probe["worker_pids"]):
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                assert FAKE_KEY.encode() not in environ and b"ANTHROPIC" not in environ
+
+
+def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
+    """A universe on Ray: the tampering refusal of one symbol decides the universe's result, as locally."""
+    universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
+    with RayEvaluator(universe, LEAN, max_concurrent=2, address=cluster.address) as ev:
+        result = ev.evaluate(hostile("purge_losers"))
+    assert result.status == "tampered" and not result.metrics
+    assert result.error and result.error.startswith("SYN: ")
+
+
+def test_screen_cut_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
+    """The evaluator's screen-vs-full decision-prefix check holds for a universe on Ray: a look-ahead caught
+    locally is caught the same way, with the same message."""
+    import dataclasses
+
+    from alpha_evolve.evaluator import StrategyEvaluator
+
+    code = hostile("lookahead_frames").replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
+                                                "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
+    settings = dataclasses.replace(LEAN, screen_fraction=0.5)
+    universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
+        with StrategyEvaluator(universe, settings, 1, disable_python_guards_for_tests=True) as local:
+            expected = local.evaluate(code)
+        with RayEvaluator(universe, settings, 2, address=cluster.address, disable_python_guards_for_tests=True) as ev:
+            got = ev.evaluate(code)
+    assert expected.status == "lookahead", (expected.status, expected.error)
+    assert (got.status, got.stage, got.error) == (expected.status, expected.stage, expected.error)
