@@ -321,39 +321,8 @@ def request_stop(store: ProgramStore, experiment: str) -> str:
 
 
 def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | float]:
-    """Counters derived from the store, so they survive crashes and agree between processes.
-
-    A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
-    evaluated (the seed included) except cache hits (``duplicate_kind = 'code'``), which reused a stored result.
-    ``behavior_duplicates`` were backtested and traded exactly like an earlier program: wasted evaluations.
-    """
-    with store.snapshot() as conn:
-        row = conn.execute(
-            "SELECT COUNT(*),"
-            " COALESCE(SUM(is_seed = 0), 0),"
-            " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
-            " COALESCE(SUM(stage IS NOT NULL AND duplicate_kind IS NOT 'code'), 0),"
-            " COALESCE(SUM(status = 'ok' AND duplicate_kind IS NOT 'code'), 0),"
-            " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
-            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0),"
-            " COALESCE(SUM(duplicate_kind = 'code'), 0), COALESCE(SUM(duplicate_kind = 'behavior'), 0)"
-            " FROM programs WHERE experiment = ?",
-            (experiment,),
-        ).fetchone()
-    keys = (
-        "total_programs",
-        "total_mutations",
-        "successful_mutations",
-        "total_evaluations",
-        "successful_evaluations",
-        "population_size",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "cache_hits",
-        "behavior_duplicates",
-    )
-    return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(keys, row, strict=True)}
+    """Counters derived from the store, so they survive crashes and agree between processes."""
+    return store.experiment_counters(experiment)
 
 
 def progress_from_store(store: ProgramStore, experiment: str, elapsed: float | None = None) -> EvolutionProgress:

@@ -612,16 +612,6 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
     }
 
 
-def _train_sharpes(store: Any, experiment: str) -> list[float]:
-    """Train Sharpe of every successful candidate (the ledger in ``store.trials`` is the complete record)."""
-    with store.snapshot() as conn:
-        rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
-            " AND duplicate_of IS NULL", (experiment,)
-        ).fetchall()
-    return [float(r[0]) for r in rows]
-
-
 def _nested_selections(finalists: Sequence[RankedProgram], objective: str
                        ) -> tuple[list[list[int]], list[dict[str, Any]]]:
     """The nested finalist sets (top-1, top-2, ... by train fitness, each with the seed) and each one's winner."""

@@ -276,6 +276,14 @@ class ExperimentRegistry(SQLiteFile):
         with self._read() as conn:
             return _row(conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), _JSON_SESSION)
 
+    def session_of_process(self, pid: int) -> str | None:
+        """The newest session a process owns now (``owner_pid``): how a launcher learns the id it started."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT id FROM sessions WHERE owner_pid = ? ORDER BY created_at DESC LIMIT 1", (pid,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def require_session(self, session_id: str) -> dict[str, Any]:
         found = self.get_session(session_id)
         if found is None:
@@ -565,6 +573,11 @@ class ExperimentRegistry(SQLiteFile):
                 )
 
     # ---------------------------------------------------------------------------------------- overview
+
+    def recorded_run_dirs(self) -> list[str]:
+        """Every run directory an iteration of any session recorded (the dashboard lists these runs too)."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT run_dir FROM iterations WHERE run_dir IS NOT NULL")]
 
     def session_detail(self, session_id: str) -> dict[str, Any]:
         """Everything a session page shows, read in one snapshot."""

@@ -45,6 +45,20 @@ STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
 EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
 SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
 DUPLICATE_KINDS: frozenset[str] = frozenset({"code", "behavior"})
+# What ``experiment_counters`` returns, in its SELECT's column order.
+EXPERIMENT_COUNTERS: tuple[str, ...] = (
+    "total_programs",
+    "total_mutations",
+    "successful_mutations",
+    "total_evaluations",
+    "successful_evaluations",
+    "population_size",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cache_hits",
+    "behavior_duplicates",
+)
 # Failures that say more about the worker than about the program: never reused from the code-key cache.
 TRANSIENT_FAILURES: frozenset[str] = frozenset({"crash", "timeout", "memory"})
 
@@ -778,6 +792,63 @@ class ProgramStore(SQLiteFile):
         )
         return [_program_from_row(r) for r in rows]
 
+    def experiment_counters(self, experiment: str) -> dict[str, int | float]:
+        """Counters derived from the programs table in one consistent read, so they agree between processes.
+
+        A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
+        evaluated (the seed included) except cache hits (``duplicate_kind = 'code'``), which reused a stored result.
+        ``behavior_duplicates`` were backtested and traded exactly like an earlier program: wasted evaluations.
+        """
+        with self.snapshot() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*),"
+                " COALESCE(SUM(is_seed = 0), 0),"
+                " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
+                " COALESCE(SUM(stage IS NOT NULL AND duplicate_kind IS NOT 'code'), 0),"
+                " COALESCE(SUM(status = 'ok' AND duplicate_kind IS NOT 'code'), 0),"
+                " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
+                " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0),"
+                " COALESCE(SUM(duplicate_kind = 'code'), 0), COALESCE(SUM(duplicate_kind = 'behavior'), 0)"
+                " FROM programs WHERE experiment = ?",
+                (experiment,),
+            ).fetchone()
+        return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(EXPERIMENT_COUNTERS, row, strict=True)}
+
+    def fitness_points(self, experiment: str) -> list[dict[str, Any]]:
+        """Every program's (id, iteration, fitness, status, is_seed) in iteration order: the evolution plot."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, iteration, fitness, status, is_seed FROM programs WHERE experiment = ?"
+                " ORDER BY COALESCE(iteration, 0), id",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "id": r["id"],
+                "iteration": r["iteration"] if r["iteration"] is not None else 0,
+                "fitness": r["fitness"],
+                "status": r["status"],
+                "is_seed": bool(r["is_seed"]),
+            }
+            for r in rows
+        ]
+
+    def train_sharpes(self, experiment: str) -> list[float]:
+        """Train Sharpe of every successful, non-duplicate candidate (the ledger in ``trials`` is the full record)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+                " AND duplicate_of IS NULL",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        return [float(r[0]) for r in rows]
+
     def count(self, experiment: str, status: str | None = None, *, active_only: bool = False) -> int:
         sql = "SELECT COUNT(*) FROM programs WHERE experiment = ?"
         params: list[Any] = [experiment]
@@ -970,12 +1041,6 @@ class ProgramStore(SQLiteFile):
             (experiment, rng.randrange(n)),
         ).fetchone()
         return None if row is None else int(row[0])
-
-    def sample(self, experiment: str, mode: str, rng: random.Random, *, novelty_boost_w: float = 0.0) -> Program:
-        """One parent drawn by `mode` ("elite" | "exploit" | "explore"); see alpha_evolve.selection."""
-        from alpha_evolve.selection import sample_parent  # selection builds on this module
-
-        return sample_parent(self, experiment, mode, rng, novelty_boost_w=novelty_boost_w)
 
     # ----------------------------------------------------------------------------- trial ledger
     # Every evaluation that could have influenced a choice (train, a fold, validation, holdout), with the

@@ -152,8 +152,7 @@ def create_app(config: DashboardConfig) -> Starlette:
                 children.remove(p)
 
     def recorded_runs() -> list[str | None]:
-        with registry._read() as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT run_dir FROM iterations WHERE run_dir IS NOT NULL")]
+        return list(registry.recorded_run_dirs())
 
     class _Recorded:
         def __iter__(self) -> Any:
@@ -315,12 +314,9 @@ def create_app(config: DashboardConfig) -> Starlette:
         children.append(proc)
         deadline = time.monotonic() + START_WAIT_SECONDS
         while time.monotonic() < deadline:
-            with registry._read() as conn:
-                row = conn.execute(
-                    "SELECT id FROM sessions WHERE owner_pid = ? ORDER BY created_at DESC LIMIT 1", (proc.pid,)
-                ).fetchone()
-            if row is not None:
-                return ORJSONResponse({"ok": True, "session_id": row[0], "pid": proc.pid, "log": str(log_path)}, 201)
+            owned = registry.session_of_process(proc.pid)
+            if owned is not None:
+                return ORJSONResponse({"ok": True, "session_id": owned, "pid": proc.pid, "log": str(log_path)}, 201)
             if proc.poll() is not None:  # a short session may finish (and release owner_pid) before we look
                 sid = _session_id_from_log(log_path)
                 if proc.returncode == 0 and sid and registry.get_session(sid) is not None:
