@@ -29,7 +29,7 @@ import pandas as pd
 
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
+from alpha_evolve.config import LOWER_IS_BETTER_METRICS, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
@@ -367,7 +367,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "config": config.to_dict(),
         "config_file": "config.toml",
         "data": data_info,
-        "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
+        "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER_METRICS},
         "counts": counts,
         "evaluation_security": security,
         "evaluation": where,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import shlex
 import socket
@@ -46,6 +45,7 @@ from alpha_evolve.session import (
     utc_now,
 )
 from alpha_evolve.sqlite_db import SQLiteFile
+from alpha_evolve.values import finite_or_none
 
 logger = logging.getLogger("alpha_evolve.registry")
 
@@ -179,12 +179,6 @@ def default_registry_path(explicit: str | os.PathLike[str] | None = None) -> Pat
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _row(row: sqlite3.Row | None, json_cols: tuple[str, ...]) -> dict[str, Any] | None:
@@ -329,7 +323,8 @@ class ExperimentRegistry(SQLiteFile):
                    WHERE id = ?""",
                 (
                     status, loop_status, int(summary.get("iterations_completed") or 0),
-                    int(summary.get("iterations_target") or 0), best.get("iteration"), _finite(best.get("objective")),
+                    int(summary.get("iterations_target") or 0), best.get("iteration"),
+                    finite_or_none(best.get("objective")),
                     last_error, _dumps(dict(summary)), _dumps(summary.get("settings") or {}), utc_now(),
                     summary.get("finished_at"), status, session_id,
                 ),
@@ -398,7 +393,7 @@ class ExperimentRegistry(SQLiteFile):
                     (
                         session_id, int(record["iteration"]), record.get("kind"), record.get("action_id"),
                         _dumps(record.get("config_updates") or {}), _dumps(record.get("metrics") or {}),
-                        _finite(record.get("objective")), int(bool(record.get("success"))),
+                        finite_or_none(record.get("objective")), int(bool(record.get("success"))),
                         record.get("failure_reason"), record.get("run_dir"), _dumps(dict(record)),
                         (record.get("timings") or {}).get("finished_at") or utc_now(),
                     ),
@@ -918,7 +913,7 @@ def import_session_dir(registry: ExperimentRegistry, session_dir: str | Path) ->
                 settings.get("sampler"), int(summary.get("iterations_target") or settings.get("iterations") or 0),
                 int(summary.get("iterations_completed") or 0), settings.get("config_path"),
                 _dumps(summary.get("base_config") or {}), _dumps(settings), settings.get("search_space_path"),
-                None if space is None else _dumps(space), best.get("iteration"), _finite(best.get("objective")),
+                None if space is None else _dumps(space), best.get("iteration"), finite_or_none(best.get("objective")),
                 summary.get("failure_reason"), str(d), str(d), _dumps(summary),
                 summary.get("created_at") or now, summary.get("updated_at") or now, summary.get("finished_at"),
             ),
@@ -933,7 +928,7 @@ def import_session_dir(registry: ExperimentRegistry, session_dir: str | Path) ->
                 (
                     session_id, int(rec.get("iteration", 0)), rec.get("kind"), rec.get("action_id"),
                     _dumps(rec.get("config_updates") or {}), _dumps(rec.get("metrics") or {}),
-                    _finite(rec.get("objective")), int(bool(rec.get("success"))), rec.get("failure_reason"),
+                    finite_or_none(rec.get("objective")), int(bool(rec.get("success"))), rec.get("failure_reason"),
                     rec.get("run_dir"), _dumps(rec), (rec.get("timings") or {}).get("finished_at") or now,
                 ),
             )  # fmt: skip

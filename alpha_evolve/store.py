@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import random
 import re
@@ -30,7 +29,9 @@ from typing import Any, Literal
 
 import orjson
 
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 from alpha_evolve.sqlite_db import SQLiteFile
+from alpha_evolve.values import finite_or_none
 
 log = logging.getLogger("alpha_evolve.store")
 
@@ -76,8 +77,8 @@ METRIC_COLUMNS: dict[str, str] = {
     "Trades": "trades",
     "Exposure": "exposure",
 }
-# Metrics where smaller is better; top_k orders them ascending.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"max_dd", "ann_vol"})
+# Columns of the metrics where smaller is better; top_k orders them ascending.
+LOWER_IS_BETTER_COLUMNS: frozenset[str] = frozenset(METRIC_COLUMNS[m] for m in LOWER_IS_BETTER_METRICS)
 _ORDERABLE: frozenset[str] = frozenset({"fitness", *METRIC_COLUMNS.values()})
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -266,16 +267,6 @@ def validate_experiment_name(name: str) -> str:
     return name
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 @dataclass
 class Program:
     """One candidate strategy and everything known about it; `id` is None until stored.
@@ -339,7 +330,7 @@ class Program:
                 raise ValueError(f"program failure_kind {self.failure_kind!r} disagrees with status {self.status!r}")
         elif self.failure_kind is not None:
             raise ValueError(f"program with status {self.status!r} cannot have failure_kind {self.failure_kind!r}")
-        if self.status == "ok" and _finite_or_none(self.fitness) is None:
+        if self.status == "ok" and finite_or_none(self.fitness) is None:
             raise ValueError(f"program with status 'ok' needs a finite fitness, got {self.fitness!r}")
         if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"program stage {self.stage!r} is invalid: expected static, screen or full")
@@ -376,13 +367,13 @@ class Experiment:
 def _program_row(p: Program) -> tuple[Any, ...]:
     p.validate()
     failure_kind = p.status if p.status in FAILURE_KINDS else None
-    metric_values = [_finite_or_none(p.metrics.get(name)) for name in METRIC_COLUMNS]
+    metric_values = [finite_or_none(p.metrics.get(name)) for name in METRIC_COLUMNS]
     return (
         p.experiment, p.parent_id, int(p.generation), p.iteration, p.code,
         orjson.dumps(dict(p.blocks)).decode(),
         orjson.dumps(dict(p.metrics)).decode(),
         None if p.behavior is None else orjson.dumps(p.behavior).decode(),
-        _finite_or_none(p.fitness), *metric_values,
+        finite_or_none(p.fitness), *metric_values,
         p.status, failure_kind, p.failure_message, p.stage, p.mutator, p.model,
         int(p.input_tokens), int(p.output_tokens), float(p.cost_usd), p.elapsed_s,
         p.created_at or _now(), int(p.is_seed), int(p.archived), int(p.pruned or p.duplicate_of is not None),
@@ -710,7 +701,7 @@ class ProgramStore(SQLiteFile):
         never are: the first program that behaved so stands for them.
         """
         col = _metric_column(metric)
-        direction = "ASC" if col in LOWER_IS_BETTER else "DESC"
+        direction = "ASC" if col in LOWER_IS_BETTER_COLUMNS else "DESC"
         where = (_ELIGIBLE if active_only else "status = 'ok'") + " AND duplicate_of IS NULL"
         rows = (
             self._conn()
@@ -1066,10 +1057,10 @@ class ProgramStore(SQLiteFile):
                 str(r["period"]),
                 str(r.get("role") or "candidate"),
                 str(r.get("status") or "ok"),
-                _finite_or_none(r.get("sharpe")),
-                _finite_or_none(r.get("sharpe_per_period")),
+                finite_or_none(r.get("sharpe")),
+                finite_or_none(r.get("sharpe_per_period")),
                 int(r.get("n_obs") or 0),
-                _finite_or_none(r.get("trades")),
+                finite_or_none(r.get("trades")),
                 r.get("behavior_key"),
                 str(r.get("via") or ""),
                 str(r.get("created_at") or now),

@@ -367,7 +367,8 @@ def create_app(config: DashboardConfig) -> Starlette:
 # ------------------------------------------------------------------------------------------------ views
 
 
-def _finite(v: Any) -> Any:
+def _json_number(v: Any) -> Any:
+    """A metric as JSON can carry it: NaN and infinities become null, everything else passes unchanged."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
@@ -416,7 +417,7 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
                 "iteration": it["iteration"],
                 "kind": it["kind"],
                 "config_updates": it["config_updates"],
-                "metrics": {k: _finite(v) for k, v in (it["metrics"] or {}).items()},
+                "metrics": {k: _json_number(v) for k, v in (it["metrics"] or {}).items()},
                 "objective": it["objective"],
                 "success": bool(it["success"]),
                 "failure_reason": it["failure_reason"],
