@@ -829,16 +829,9 @@ class ProgramStore(SQLiteFile):
 
     def train_sharpes(self, experiment: str) -> list[float]:
         """Train Sharpe of every successful, non-duplicate candidate (the ledger in ``trials`` is the full record)."""
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
-                " AND duplicate_of IS NULL",
-                (experiment,),
-            )
-            .fetchall()
-        )
-        return [float(r[0]) for r in rows]
+        sql = ("SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+               " AND duplicate_of IS NULL")
+        return [float(r[0]) for r in self._conn().execute(sql, (experiment,))]
 
     def count(self, experiment: str, status: str | None = None, *, active_only: bool = False) -> int:
         sql = "SELECT COUNT(*) FROM programs WHERE experiment = ?"
