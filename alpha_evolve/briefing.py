@@ -27,12 +27,7 @@ import numpy as np
 
 from alpha_evolve.samplers import Proposal
 from alpha_evolve.search_space import SearchSpace, _same
-
-
-def _finite(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    return float(x) if math.isfinite(x) else None
+from alpha_evolve.values import finite_or_none
 
 
 def _jsonable(value: Any) -> Any:
@@ -49,7 +44,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _ok(rec: Mapping[str, Any]) -> bool:
-    return bool(rec.get("success")) and _finite(rec.get("objective")) is not None
+    return bool(rec.get("success")) and finite_or_none(rec.get("objective")) is not None
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:
@@ -69,7 +64,7 @@ def _values(rec: Mapping[str, Any]) -> Mapping[str, Any]:
 def _as_number(v: Any) -> float | None:
     if isinstance(v, bool):
         return float(v)
-    return _finite(v)
+    return finite_or_none(v)
 
 
 def _lookup(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
@@ -105,7 +100,7 @@ def plateau(history: Sequence[Mapping[str, Any]], *, maximize: bool = True, pati
     best_iteration: int | None = None
     since = 0
     for rec in history:
-        obj = _finite(rec.get("objective")) if _ok(rec) else None
+        obj = finite_or_none(rec.get("objective")) if _ok(rec) else None
         if obj is not None and (best is None or (obj - best if maximize else best - obj) > tolerance):
             best, best_iteration, since = obj, int(rec["iteration"]), 0
         else:
@@ -235,12 +230,13 @@ def _summary(iteration: int, objective: str, latest: Mapping[str, Any] | None, v
         tail = " (new best)" if new_best else ""
         change = f", {_fmt(vs_previous, signed=True)} vs previous" if vs_previous is not None else ""
         parts.append(f"Last run (iteration {latest.get('iteration')}): {objective} "
-                     f"{_fmt(_finite(latest.get('objective')))}{change}{tail}.")
+                     f"{_fmt(finite_or_none(latest.get('objective')))}{change}{tail}.")
     else:
         parts.append(f"Last run (iteration {latest.get('iteration')}) failed: "
                      f"{latest.get('failure_reason') or 'unknown reason'}.")
     if best is not None:
-        parts.append(f"Best {objective} {_fmt(_finite(best.get('objective')))} at iteration {best.get('iteration')}.")
+        best_value = _fmt(finite_or_none(best.get("objective")))
+        parts.append(f"Best {objective} {best_value} at iteration {best.get('iteration')}.")
     if proposal is not None:
         changes = ", ".join(f"{c['key'].split('.', 1)[-1]} {_short(c['from'])} -> {_short(c['to'])}"
                             for c in proposal["changes"]) or "no changes"

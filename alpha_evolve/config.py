@@ -24,10 +24,14 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER as LOWER_IS_BETTER
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER_METRICS
 from alpha_evolve.metric_names import METRIC_NAMES
 
 logger = logging.getLogger("alpha_evolve.config")
+
+# The old name, still imported by commands/session.py (being reworked in parallel); new code imports
+# LOWER_IS_BETTER_METRICS. Remove once nothing imports it.
+LOWER_IS_BETTER = LOWER_IS_BETTER_METRICS
 
 
 

@@ -53,7 +53,7 @@ import filelock
 
 from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import LOWER_IS_BETTER, EvolutionConfig, RunConfig, render_toml
+from alpha_evolve.config import LOWER_IS_BETTER_METRICS, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.files import read_text_file
@@ -69,6 +69,7 @@ from alpha_evolve.store import (
     StoreError,
     validate_experiment_name,
 )
+from alpha_evolve.values import one_line
 
 if TYPE_CHECKING:
     from alpha_evolve.evaluation_backend import Evaluator
@@ -239,7 +240,7 @@ def fitness_from_metrics(metrics: Mapping[str, Any], metric: str) -> float | Non
         return None
     if not math.isfinite(f):
         return None
-    return -f if metric in LOWER_IS_BETTER else f
+    return -f if metric in LOWER_IS_BETTER_METRICS else f
 
 
 def behavior_descriptor(result: EvalResult, points: int = BEHAVIOR_POINTS) -> dict[str, Any]:
@@ -321,39 +322,8 @@ def request_stop(store: ProgramStore, experiment: str) -> str:
 
 
 def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | float]:
-    """Counters derived from the store, so they survive crashes and agree between processes.
-
-    A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
-    evaluated (the seed included) except cache hits (``duplicate_kind = 'code'``), which reused a stored result.
-    ``behavior_duplicates`` were backtested and traded exactly like an earlier program: wasted evaluations.
-    """
-    with store.snapshot() as conn:
-        row = conn.execute(
-            "SELECT COUNT(*),"
-            " COALESCE(SUM(is_seed = 0), 0),"
-            " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
-            " COALESCE(SUM(stage IS NOT NULL AND duplicate_kind IS NOT 'code'), 0),"
-            " COALESCE(SUM(status = 'ok' AND duplicate_kind IS NOT 'code'), 0),"
-            " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
-            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0),"
-            " COALESCE(SUM(duplicate_kind = 'code'), 0), COALESCE(SUM(duplicate_kind = 'behavior'), 0)"
-            " FROM programs WHERE experiment = ?",
-            (experiment,),
-        ).fetchone()
-    keys = (
-        "total_programs",
-        "total_mutations",
-        "successful_mutations",
-        "total_evaluations",
-        "successful_evaluations",
-        "population_size",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "cache_hits",
-        "behavior_duplicates",
-    )
-    return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(keys, row, strict=True)}
+    """Counters derived from the store, so they survive crashes and agree between processes."""
+    return store.experiment_counters(experiment)
 
 
 def progress_from_store(store: ProgramStore, experiment: str, elapsed: float | None = None) -> EvolutionProgress:
@@ -408,11 +378,6 @@ def _metric_from_toml(text: str) -> str | None:
             name = value.split("#")[0].strip().strip("\"'")
             return name if name in RANKING_METRICS else None
     return None
-
-
-def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split())
-    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
 
 
 # Failures that say more about the worker than about the program: a seed that ended so is scored again on resume.
@@ -727,7 +692,7 @@ class EvolutionController:
                 ) from None
             if isinstance(exc, StoreError | sqlite3.DatabaseError):
                 await self._cancel_inflight()
-                message = _one_line(exc)
+                message = one_line(exc)
                 logger.error("experiment %s failed: %s", s.experiment, message)
                 with contextlib.suppress(Exception):
                     self.store.update_experiment(
@@ -771,7 +736,7 @@ class EvolutionController:
         bt = getattr(self.evaluator, "settings", None) or self.run_config.backtest
         bars = f"{result.bars:,} train bars" if result.bars else "the train split"
         return (
-            f"the seed strategy did not finish within the timeout on {bars} ({_one_line(result.error or 'timeout')}): "
+            f"the seed strategy did not finish within the timeout on {bars} ({one_line(result.error or 'timeout')}): "
             f"the limit is too low for this much data, not a broken seed; raise [backtest] soft_timeout_seconds "
             f"(now {bt.soft_timeout_seconds:g}) and hard_timeout_seconds (now {bt.hard_timeout_seconds:g}), or use "
             "fewer bars"
@@ -877,7 +842,7 @@ class EvolutionController:
             if exc.response is not None:
                 s.tokens += _tokens(exc.response)
                 s.usd += float(exc.response.cost_usd)
-            logger.info("experiment %s: %s", s.experiment, _one_line(exc))
+            logger.info("experiment %s: %s", s.experiment, one_line(exc))
             s.halt_reason = s.halt_reason or StopReason.BUDGET
             return
         except _FatalMutator as exc:
@@ -885,7 +850,7 @@ class EvolutionController:
                 "experiment %s: the mutator cannot continue (%s): %s",
                 s.experiment,
                 exc.response.failure_kind,
-                _one_line(exc),
+                one_line(exc),
             )
             s.halt_reason = s.halt_reason or StopReason.MUTATOR
             return
@@ -1126,7 +1091,7 @@ class EvolutionController:
         try:
             self.store.record_iteration(program, discarded=discarded)
         except DuplicateIterationError as exc:
-            logger.warning("iteration %d already recorded; skipped (%s)", iteration, _one_line(exc))
+            logger.warning("iteration %d already recorded; skipped (%s)", iteration, one_line(exc))
             return _Outcome(program, mode, recorded=False)
         ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
@@ -1191,7 +1156,7 @@ class EvolutionController:
                 try:
                     validate_candidate(parent.code, response.code)
                 except CandidateError as exc:
-                    error, kind = _one_line(exc), exc.kind
+                    error, kind = one_line(exc), exc.kind
                 else:
                     key = code_key(response.code)
                     found = self.store.find_by_code_key(request.experiment, key, max_id=horizon)
@@ -1249,7 +1214,7 @@ class EvolutionController:
                 elapsed_s=response.elapsed,
             )
         except Exception as exc:  # the attempt log is a record, never a reason to lose the iteration
-            logger.warning("iteration %d: attempt %d not recorded: %s", request.iteration, attempt, _one_line(exc))
+            logger.warning("iteration %d: attempt %d not recorded: %s", request.iteration, attempt, one_line(exc))
 
     # ------------------------------------------------------------------------------------- contract names
 
@@ -1299,7 +1264,7 @@ class EvolutionController:
             try:
                 validate_candidate(parent.code, response.code)
             except CandidateError as exc:
-                kind, error = exc.kind, _one_line(exc)
+                kind, error = exc.kind, one_line(exc)
                 response = dataclasses.replace(response, code=None, failure_kind=kind, error=error)
         self._record_attempt(request, retry_count + 1, response, kind if error else None, error)
         return response

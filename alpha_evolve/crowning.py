@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER, METRIC_NAMES
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS, METRIC_NAMES
 
 INFO_RATIO = "InfoRatio"
 """Annualised mean excess return over buy-and-hold on the same bars, divided by its volatility."""
@@ -106,7 +106,7 @@ def round_trip_flags(train: Mapping[str, Any], validation: Mapping[str, Any], mi
 def objective_value(metrics: Mapping[str, Any], metric: str) -> float:
     """The objective as a number to maximise (drawdown and volatility are negated)."""
     value = float(metrics.get(metric, 0.0) or 0.0)
-    return -value if metric in LOWER_IS_BETTER else value
+    return -value if metric in LOWER_IS_BETTER_METRICS else value
 
 
 def crown_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:

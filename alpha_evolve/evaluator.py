@@ -39,6 +39,7 @@ import pandas as pd
 from alpha_evolve.backtest import CANDIDATE_FILENAME, BacktestOutcome, BacktestSettings, infer_periods_per_year
 from alpha_evolve.forkserver import ForkServer, SlotHandle
 from alpha_evolve.metrics import aggregate
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.evaluator")
 
@@ -418,7 +419,7 @@ class StrategyEvaluator:
             error = bad.error or bad.status
             if len(self.symbols) > 1 and bad.symbol and not error.startswith(bad.symbol):
                 error = f"{bad.symbol}: {error}"
-            return EvalResult(bad.status, stage, split, error=_one_line(error), bars=bars, elapsed=elapsed, log=log)
+            return EvalResult(bad.status, stage, split, error=one_line(error), bars=bars, elapsed=elapsed, log=log)
         per = {o.symbol: o.metrics for o in outcomes}
         return EvalResult(
             "ok",
@@ -452,7 +453,7 @@ def static_check(code: str, parent_code: str | None = None) -> tuple[str, str] |
     if policy is not None:
         violations = policy.check_policy(code)
         if violations:
-            return "policy", _one_line(str(violations[0]))
+            return "policy", one_line(str(violations[0]))
     if parent_code is not None:
         try:
             from alpha_evolve import blocks
@@ -462,7 +463,7 @@ def static_check(code: str, parent_code: str | None = None) -> tuple[str, str] |
             blocks.validate_candidate(parent_code, code)
         except Exception as exc:
             kind = getattr(exc, "kind", "syntax")
-            return (kind if kind in ("syntax", "policy") else "syntax"), _one_line(str(exc))
+            return (kind if kind in ("syntax", "policy") else "syntax"), one_line(str(exc))
     return None
 
 
@@ -480,10 +481,6 @@ def _replace(result: EvalResult, **changes: Any) -> EvalResult:
     import dataclasses
 
     return dataclasses.replace(result, **changes)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _combine_equity(outcomes: Sequence[BacktestOutcome], capital: float) -> list[tuple[str, float]]:

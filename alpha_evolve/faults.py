@@ -17,6 +17,8 @@ import errno
 import sqlite3
 from collections.abc import Iterator
 
+from alpha_evolve.values import one_line
+
 INFRASTRUCTURE_ERRNOS = frozenset(
     {
         errno.ENOSPC,  # no space left on device
@@ -75,11 +77,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(nxt)
         if isinstance(e, BaseExceptionGroup):
             stack.extend(e.exceptions)
-
-
-def one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split())
-    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
 
 
 def describe_oserror(exc: OSError) -> str:

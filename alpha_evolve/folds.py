@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alpha_evolve.crowning import INFO_RATIO, information_ratio
-from alpha_evolve.metric_names import LOWER_IS_BETTER
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 from alpha_evolve.metrics import compute_metrics
 
 MetricHook = Callable[[Any], dict[str, float]]
@@ -88,7 +88,7 @@ def _window(points: Sequence[Sequence[Any]], start: pd.Timestamp, end: pd.Timest
 
 def fold_fitness(per_fold: Sequence[Mapping[str, float]], metric: str, aggregate: str) -> float | None:
     """Mean or worst of the metric over the folds, signed so that larger is better; None if not finite."""
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sign = -1.0 if metric in LOWER_IS_BETTER_METRICS else 1.0
     values = [sign * float(f.get(metric, 0.0)) for f in per_fold]
     if not values:
         return None

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from alpha_evolve.values import one_line
+
 LOG_CAP = 64 * 1024  # bytes of candidate output kept per run
 RESULT_CAP = 64 * 1024 * 1024  # a claimed result larger than this is no result
 _PR_SET_PDEATHSIG = 1
@@ -337,7 +339,7 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         from alpha_evolve.backtest import FAILURE_KINDS
 
         kind = status if status in FAILURE_KINDS and status not in ("tampered", "lookahead") else "crash"
-        return failure(kind, _one_line(str(claim.get("error") or kind))[:500]), []
+        return failure(kind, one_line(str(claim.get("error") or kind))[:500]), []
     try:
         decisions = replay.validate_decisions(claim.get("decisions"), len(prepared.bars))  # warm-up included
     except ValueError as exc:
@@ -373,7 +375,7 @@ def _causality_problem(code: str, perturbed: Any, cut: int, decisions: list[tupl
     claim, _log = _run_candidate(code, perturbed, state)
     if claim.get("status") != "ok":
         return (f"the causality check (same bars up to bar {cut}, different ones after) failed: "
-                f"{_one_line(str(claim.get('error') or claim.get('status')))[:300]}")  # fmt: skip
+                f"{one_line(str(claim.get('error') or claim.get('status')))[:300]}")  # fmt: skip
     try:
         other = replay.validate_decisions(claim.get("decisions"), len(perturbed.bars))
     except ValueError as exc:
@@ -383,10 +385,6 @@ def _causality_problem(code: str, perturbed: Any, cut: int, decisions: list[tupl
         return None
     return (f"its decision at bar {first} changed when only bars from {cut} on were changed: "
             "the strategy uses future bars (look-ahead)")  # fmt: skip
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # ------------------------------------------------------------------------------------ one candidate child

@@ -21,5 +21,5 @@ METRIC_NAMES: tuple[str, ...] = (
 WORST_IS_MIN: tuple[str, ...] = ("Sharpe", "Sortino", "Calmar", "CAGR", "TotalReturn", "WinRate")
 WORST_IS_MAX: tuple[str, ...] = ("MaxDD", "AnnVol")
 
-LOWER_IS_BETTER: frozenset[str] = frozenset(WORST_IS_MAX)
+LOWER_IS_BETTER_METRICS: frozenset[str] = frozenset(WORST_IS_MAX)
 """Metrics where smaller is better: an objective or fitness on them is minimised."""

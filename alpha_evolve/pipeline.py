@@ -29,7 +29,7 @@ import pandas as pd
 
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOWER_IS_BETTER, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
+from alpha_evolve.config import LOWER_IS_BETTER_METRICS, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
@@ -367,7 +367,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         "config": config.to_dict(),
         "config_file": "config.toml",
         "data": data_info,
-        "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER},
+        "objective": {"metric": objective, "split": "validation", "maximize": objective not in LOWER_IS_BETTER_METRICS},
         "counts": counts,
         "evaluation_security": security,
         "evaluation": where,
@@ -610,16 +610,6 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
         "output_tokens": int(stats["output_tokens"]),
         "cost_usd": round(float(stats["cost_usd"]), 6),
     }
-
-
-def _train_sharpes(store: Any, experiment: str) -> list[float]:
-    """Train Sharpe of every successful candidate (the ledger in ``store.trials`` is the complete record)."""
-    with store.snapshot() as conn:
-        rows = conn.execute(
-            "SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
-            " AND duplicate_of IS NULL", (experiment,)
-        ).fetchall()
-    return [float(r[0]) for r in rows]
 
 
 def _nested_selections(finalists: Sequence[RankedProgram], objective: str

@@ -77,7 +77,7 @@ def indicator_catalogue() -> str:
 
 def fitness_spec(config: Any) -> FitnessSpec:
     """The fitness of a run (a ``RunConfig`` or an ``EvolutionConfig``), as mutators must be told it."""
-    from alpha_evolve.metric_names import LOWER_IS_BETTER
+    from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 
     ev = getattr(config, "evolution", config)
     metric = str(ev.fitness_metric)
@@ -96,7 +96,7 @@ def fitness_spec(config: Any) -> FitnessSpec:
     train_end = str(getattr(getattr(config, "backtest", None), "train_end", "") or "")
     if train_end:
         text += f" (up to {train_end})"
-    return FitnessSpec(metric=metric, maximize=metric not in LOWER_IS_BETTER, period=period, description=text)
+    return FitnessSpec(metric=metric, maximize=metric not in LOWER_IS_BETTER_METRICS, period=period, description=text)
 
 
 def system_prompt(fitness: FitnessSpec | None = None) -> str:

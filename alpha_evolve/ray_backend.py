@@ -47,9 +47,9 @@ from alpha_evolve.evaluator import (
     EvalResult,
     StrategyEvaluator,
     _frame_of,
-    _one_line,
     static_check,
 )
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.ray_backend")
 
@@ -107,7 +107,7 @@ def _connect(address: str) -> str:
         raise
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = "the running Ray cluster (auto)" if address == "auto" else f"Ray at {address or 'a local instance'}"
-        raise EvaluationBackendError(f"cannot use {where}: {_one_line(str(exc))[:300]}") from None
+        raise EvaluationBackendError(f"cannot use {where}: {one_line(str(exc))[:300]}") from None
     return str(ray.get_runtime_context().gcs_address)
 
 
@@ -317,7 +317,7 @@ class RayEvaluator:
             try:
                 info = self._ray.get(ref)
             except Exception as exc:
-                self._give_up(node, handle, _one_line(str(exc))[:200])
+                self._give_up(node, handle, one_line(str(exc))[:200])
                 continue
             with self._lock:
                 node.actor, node.alive, node.note = handle, True, ""
@@ -419,7 +419,7 @@ class RayEvaluator:
                 except GetTimeoutError:
                     raise _Lost(f"no answer within {self._deadline(n):g} s") from None
                 except RayError as exc:
-                    raise _Lost(f"{type(exc).__name__}: {_one_line(str(exc))[:160]}") from None
+                    raise _Lost(f"{type(exc).__name__}: {one_line(str(exc))[:160]}") from None
                 ok = True
                 return EvalResult.from_dict(out)
             except _Lost as lost:
@@ -439,7 +439,7 @@ class RayEvaluator:
             self._crashes += 1
         tries = len(reasons)
         return EvalResult("crash", "full", split,
-                          error=_one_line(f"evaluation lost on the Ray cluster after {tries} attempt(s): "
+                          error=one_line(f"evaluation lost on the Ray cluster after {tries} attempt(s): "
                                           + "; ".join(reasons))[:500])
 
     # ------------------------------------------------------------------ public API

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import shlex
 import socket
@@ -47,6 +46,7 @@ from alpha_evolve.session import (
     utc_now,
 )
 from alpha_evolve.sqlite_db import SQLiteFile
+from alpha_evolve.values import finite_or_none
 
 logger = logging.getLogger("alpha_evolve.registry")
 
@@ -182,12 +182,6 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _row(row: sqlite3.Row | None, json_cols: tuple[str, ...]) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -277,6 +271,14 @@ class ExperimentRegistry(SQLiteFile):
         with self._read() as conn:
             return _row(conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), _JSON_SESSION)
 
+    def session_of_process(self, pid: int) -> str | None:
+        """The newest session a process owns now (``owner_pid``): how a launcher learns the id it started."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT id FROM sessions WHERE owner_pid = ? ORDER BY created_at DESC LIMIT 1", (pid,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def require_session(self, session_id: str) -> dict[str, Any]:
         found = self.get_session(session_id)
         if found is None:
@@ -322,7 +324,8 @@ class ExperimentRegistry(SQLiteFile):
                    WHERE id = ?""",
                 (
                     status, loop_status, int(summary.get("iterations_completed") or 0),
-                    int(summary.get("iterations_target") or 0), best.get("iteration"), _finite(best.get("objective")),
+                    int(summary.get("iterations_target") or 0), best.get("iteration"),
+                    finite_or_none(best.get("objective")),
                     last_error, _dumps(dict(summary)), _dumps(summary.get("settings") or {}), utc_now(),
                     summary.get("finished_at"), status, session_id,
                 ),
@@ -391,7 +394,7 @@ class ExperimentRegistry(SQLiteFile):
                     (
                         session_id, int(record["iteration"]), record.get("kind"), record.get("action_id"),
                         _dumps(record.get("config_updates") or {}), _dumps(record.get("metrics") or {}),
-                        _finite(record.get("objective")), int(bool(record.get("success"))),
+                        finite_or_none(record.get("objective")), int(bool(record.get("success"))),
                         record.get("failure_reason"), record.get("run_dir"), _dumps(dict(record)),
                         (record.get("timings") or {}).get("finished_at") or utc_now(),
                     ),
@@ -566,6 +569,11 @@ class ExperimentRegistry(SQLiteFile):
                 )
 
     # ---------------------------------------------------------------------------------------- overview
+
+    def recorded_run_dirs(self) -> list[str]:
+        """Every run directory an iteration of any session recorded (the dashboard lists these runs too)."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT run_dir FROM iterations WHERE run_dir IS NOT NULL")]
 
     def session_detail(self, session_id: str) -> dict[str, Any]:
         """Everything a session page shows, read in one snapshot."""
@@ -889,7 +897,7 @@ def import_session_dir(registry: ExperimentRegistry, session_dir: str | Path) ->
                 settings.get("sampler"), int(summary.get("iterations_target") or settings.get("iterations") or 0),
                 int(summary.get("iterations_completed") or 0), settings.get("config_path"),
                 _dumps(summary.get("base_config") or {}), _dumps(settings), settings.get("search_space_path"),
-                None if space is None else _dumps(space), best.get("iteration"), _finite(best.get("objective")),
+                None if space is None else _dumps(space), best.get("iteration"), finite_or_none(best.get("objective")),
                 summary.get("failure_reason"), str(d), str(d), _dumps(summary),
                 summary.get("created_at") or now, summary.get("updated_at") or now, summary.get("finished_at"),
             ),
@@ -904,7 +912,7 @@ def import_session_dir(registry: ExperimentRegistry, session_dir: str | Path) ->
                 (
                     session_id, int(rec.get("iteration", 0)), rec.get("kind"), rec.get("action_id"),
                     _dumps(rec.get("config_updates") or {}), _dumps(rec.get("metrics") or {}),
-                    _finite(rec.get("objective")), int(bool(rec.get("success"))), rec.get("failure_reason"),
+                    finite_or_none(rec.get("objective")), int(bool(rec.get("success"))), rec.get("failure_reason"),
                     rec.get("run_dir"), _dumps(rec), (rec.get("timings") or {}).get("finished_at") or now,
                 ),
             )  # fmt: skip

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import random
 import re
@@ -30,7 +29,9 @@ from typing import Any, Literal
 
 import orjson
 
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 from alpha_evolve.sqlite_db import SQLiteFile
+from alpha_evolve.values import finite_or_none
 
 log = logging.getLogger("alpha_evolve.store")
 
@@ -45,6 +46,20 @@ STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
 EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
 SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
 DUPLICATE_KINDS: frozenset[str] = frozenset({"code", "behavior"})
+# What ``experiment_counters`` returns, in its SELECT's column order.
+EXPERIMENT_COUNTERS: tuple[str, ...] = (
+    "total_programs",
+    "total_mutations",
+    "successful_mutations",
+    "total_evaluations",
+    "successful_evaluations",
+    "population_size",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cache_hits",
+    "behavior_duplicates",
+)
 # Failures that say more about the worker than about the program: never reused from the code-key cache.
 TRANSIENT_FAILURES: frozenset[str] = frozenset({"crash", "timeout", "memory"})
 
@@ -62,8 +77,8 @@ METRIC_COLUMNS: dict[str, str] = {
     "Trades": "trades",
     "Exposure": "exposure",
 }
-# Metrics where smaller is better; top_k orders them ascending.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"max_dd", "ann_vol"})
+# Columns of the metrics where smaller is better; top_k orders them ascending.
+LOWER_IS_BETTER_COLUMNS: frozenset[str] = frozenset(METRIC_COLUMNS[m] for m in LOWER_IS_BETTER_METRICS)
 _ORDERABLE: frozenset[str] = frozenset({"fitness", *METRIC_COLUMNS.values()})
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -252,16 +267,6 @@ def validate_experiment_name(name: str) -> str:
     return name
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 @dataclass
 class Program:
     """One candidate strategy and everything known about it; `id` is None until stored.
@@ -325,7 +330,7 @@ class Program:
                 raise ValueError(f"program failure_kind {self.failure_kind!r} disagrees with status {self.status!r}")
         elif self.failure_kind is not None:
             raise ValueError(f"program with status {self.status!r} cannot have failure_kind {self.failure_kind!r}")
-        if self.status == "ok" and _finite_or_none(self.fitness) is None:
+        if self.status == "ok" and finite_or_none(self.fitness) is None:
             raise ValueError(f"program with status 'ok' needs a finite fitness, got {self.fitness!r}")
         if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"program stage {self.stage!r} is invalid: expected static, screen or full")
@@ -362,13 +367,13 @@ class Experiment:
 def _program_row(p: Program) -> tuple[Any, ...]:
     p.validate()
     failure_kind = p.status if p.status in FAILURE_KINDS else None
-    metric_values = [_finite_or_none(p.metrics.get(name)) for name in METRIC_COLUMNS]
+    metric_values = [finite_or_none(p.metrics.get(name)) for name in METRIC_COLUMNS]
     return (
         p.experiment, p.parent_id, int(p.generation), p.iteration, p.code,
         orjson.dumps(dict(p.blocks)).decode(),
         orjson.dumps(dict(p.metrics)).decode(),
         None if p.behavior is None else orjson.dumps(p.behavior).decode(),
-        _finite_or_none(p.fitness), *metric_values,
+        finite_or_none(p.fitness), *metric_values,
         p.status, failure_kind, p.failure_message, p.stage, p.mutator, p.model,
         int(p.input_tokens), int(p.output_tokens), float(p.cost_usd), p.elapsed_s,
         p.created_at or _now(), int(p.is_seed), int(p.archived), int(p.pruned or p.duplicate_of is not None),
@@ -696,7 +701,7 @@ class ProgramStore(SQLiteFile):
         never are: the first program that behaved so stands for them.
         """
         col = _metric_column(metric)
-        direction = "ASC" if col in LOWER_IS_BETTER else "DESC"
+        direction = "ASC" if col in LOWER_IS_BETTER_COLUMNS else "DESC"
         where = (_ELIGIBLE if active_only else "status = 'ok'") + " AND duplicate_of IS NULL"
         rows = (
             self._conn()
@@ -777,6 +782,56 @@ class ProgramStore(SQLiteFile):
             .fetchall()
         )
         return [_program_from_row(r) for r in rows]
+
+    def experiment_counters(self, experiment: str) -> dict[str, int | float]:
+        """Counters derived from the programs table in one consistent read, so they agree between processes.
+
+        A program whose mutation failed has ``stage`` NULL (it never reached the evaluator); every other row was
+        evaluated (the seed included) except cache hits (``duplicate_kind = 'code'``), which reused a stored result.
+        ``behavior_duplicates`` were backtested and traded exactly like an earlier program: wasted evaluations.
+        """
+        with self.snapshot() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*),"
+                " COALESCE(SUM(is_seed = 0), 0),"
+                " COALESCE(SUM(is_seed = 0 AND stage IS NOT NULL), 0),"
+                " COALESCE(SUM(stage IS NOT NULL AND duplicate_kind IS NOT 'code'), 0),"
+                " COALESCE(SUM(status = 'ok' AND duplicate_kind IS NOT 'code'), 0),"
+                " COALESCE(SUM(status = 'ok' AND pruned = 0), 0),"
+                " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0),"
+                " COALESCE(SUM(duplicate_kind = 'code'), 0), COALESCE(SUM(duplicate_kind = 'behavior'), 0)"
+                " FROM programs WHERE experiment = ?",
+                (experiment,),
+            ).fetchone()
+        return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in zip(EXPERIMENT_COUNTERS, row, strict=True)}
+
+    def fitness_points(self, experiment: str) -> list[dict[str, Any]]:
+        """Every program's (id, iteration, fitness, status, is_seed) in iteration order: the evolution plot."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, iteration, fitness, status, is_seed FROM programs WHERE experiment = ?"
+                " ORDER BY COALESCE(iteration, 0), id",
+                (experiment,),
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "id": r["id"],
+                "iteration": r["iteration"] if r["iteration"] is not None else 0,
+                "fitness": r["fitness"],
+                "status": r["status"],
+                "is_seed": bool(r["is_seed"]),
+            }
+            for r in rows
+        ]
+
+    def train_sharpes(self, experiment: str) -> list[float]:
+        """Train Sharpe of every successful, non-duplicate candidate (the ledger in ``trials`` is the full record)."""
+        sql = ("SELECT sharpe FROM programs WHERE experiment = ? AND status = 'ok' AND sharpe IS NOT NULL"
+               " AND duplicate_of IS NULL")
+        return [float(r[0]) for r in self._conn().execute(sql, (experiment,))]
 
     def count(self, experiment: str, status: str | None = None, *, active_only: bool = False) -> int:
         sql = "SELECT COUNT(*) FROM programs WHERE experiment = ?"
@@ -971,12 +1026,6 @@ class ProgramStore(SQLiteFile):
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def sample(self, experiment: str, mode: str, rng: random.Random, *, novelty_boost_w: float = 0.0) -> Program:
-        """One parent drawn by `mode` ("elite" | "exploit" | "explore"); see alpha_evolve.selection."""
-        from alpha_evolve.selection import sample_parent  # selection builds on this module
-
-        return sample_parent(self, experiment, mode, rng, novelty_boost_w=novelty_boost_w)
-
     # ----------------------------------------------------------------------------- trial ledger
     # Every evaluation that could have influenced a choice (train, a fold, validation, holdout), with the
     # program's hash and its Sharpe: the deflated Sharpe counts these. The table is created on first use so
@@ -1001,10 +1050,10 @@ class ProgramStore(SQLiteFile):
                 str(r["period"]),
                 str(r.get("role") or "candidate"),
                 str(r.get("status") or "ok"),
-                _finite_or_none(r.get("sharpe")),
-                _finite_or_none(r.get("sharpe_per_period")),
+                finite_or_none(r.get("sharpe")),
+                finite_or_none(r.get("sharpe_per_period")),
                 int(r.get("n_obs") or 0),
-                _finite_or_none(r.get("trades")),
+                finite_or_none(r.get("trades")),
                 r.get("behavior_key"),
                 str(r.get("via") or ""),
                 str(r.get("created_at") or now),

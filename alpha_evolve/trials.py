@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from alpha_evolve.metrics import expected_max_sharpe, probabilistic_sharpe_from_stats
+from alpha_evolve.values import finite_or_none
 
 PERIODS = ("train", "validation", "holdout")
 """Periods of the ledger besides the train folds, which are written ``train_fold<k>``."""
@@ -67,9 +68,9 @@ def trial_row(code: str, period: str, *, metrics: Mapping[str, Any] | None, stat
               program_id: int | None = None, role: str = "candidate", periods_per_year: float = 252.0,
               n_obs: int = 0, via: str = "pipeline", behavior_key: str | None = None) -> dict[str, Any]:
     """One ledger row for ``store.record_trials``; the per-period Sharpe is the annual one over sqrt(ppy)."""
-    sharpe = _finite((metrics or {}).get("Sharpe")) if status == "ok" else None
+    sharpe = finite_or_none((metrics or {}).get("Sharpe")) if status == "ok" else None
     ppy = periods_per_year if periods_per_year and periods_per_year > 0 else 252.0
-    trades = _finite((metrics or {}).get("Trades")) if status == "ok" else None
+    trades = finite_or_none((metrics or {}).get("Trades")) if status == "ok" else None
     return {
         "program_id": program_id,
         "program_hash": program_hash(code),
@@ -130,7 +131,7 @@ def stage_stats(rows: Iterable[Mapping[str, Any]], period: str, n_obs: int = 0) 
     selected = [r for r in rows if _period_matches(str(r.get("period")), period)]
     by_key: dict[str, float] = {}
     for r in selected:
-        sr = _finite(r.get("sharpe_per_period"))
+        sr = finite_or_none(r.get("sharpe_per_period"))
         if str(r.get("status")) not in ("ok", "screened") or sr is None or r.get("role") == "benchmark":
             continue
         key = str(r.get("behavior_key") or r.get("code_key") or r.get("program_hash"))
@@ -229,16 +230,6 @@ def _shape(returns: np.ndarray) -> tuple[float, float]:
     if m2 <= 1e-30:
         return 0.0, 3.0
     return float(np.mean(c**3)) / m2**1.5, float(np.mean(c**4)) / m2**2
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def nested_floor(rows: Sequence[Mapping[str, Any]], prefixes: Sequence[Sequence[int]],

@@ -18,7 +18,6 @@ from alpha_evolve.blocks import splice_blocks
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController, build_evaluator
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
-from alpha_evolve.pipeline import _train_sharpes
 from alpha_evolve.program_keys import changes_logic, code_key, logic_key
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import SCHEMA_VERSION, Program, ProgramStore
@@ -135,7 +134,7 @@ async def test_behaviour_duplicate_is_stored_linked_and_excluded(
     assert [c[0] for c in store.parent_candidates("twin", 100, with_behavior=True)] == [seed.id]
     assert {select_parent(store, "twin", random.Random(i), novelty_boost_w=1.0)[0].id for i in range(30)} == {seed.id}
     assert [p.id for p in store.top_k("twin", 10)] == [seed.id]
-    assert _train_sharpes(store, "twin") == [seed.metrics["Sharpe"]]
+    assert store.train_sharpes("twin") == [seed.metrics["Sharpe"]]
     assert store.duplicate_counts("twin") == {"behavior": 1, "code": 0}
 
 

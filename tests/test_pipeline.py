@@ -209,7 +209,7 @@ def test_seed_strategy_from_a_file(tmp_path: Path) -> None:
 
 
 def test_counts_include_tokens_spent_on_failed_programs(tmp_path: Path) -> None:
-    from alpha_evolve.pipeline import _counts, _train_sharpes
+    from alpha_evolve.pipeline import _counts
     from alpha_evolve.store import Program, ProgramStore
 
     with ProgramStore(tmp_path / "p.sqlite") as store:
@@ -222,4 +222,4 @@ def test_counts_include_tokens_spent_on_failed_programs(tmp_path: Path) -> None:
         assert (counts["input_tokens"], counts["output_tokens"]) == (1010, 505)
         assert counts["cost_usd"] == pytest.approx(0.51)
         assert counts["failures"] == {"syntax": 1, "tampered": 0, "lookahead": 0}
-        assert _train_sharpes(store, "e") == [1.0]
+        assert store.train_sharpes("e") == [1.0]

@@ -205,8 +205,8 @@ def test_novelty_boost_favours_behaviour_unlike_the_elite(store: ProgramStore) -
         share_novel(-1.0)
 
 
-def test_store_sample_delegates(store: ProgramStore) -> None:
+def test_sample_parent_rejects_unknown_mode(store: ProgramStore) -> None:
     ids = _population(store, [1.0, 2.0, 3.0])
-    assert store.sample("exp", "elite", random.Random(0)).id == ids[-1]
+    assert sample_parent(store, "exp", "elite", random.Random(0)).id == ids[-1]
     with pytest.raises(ValueError, match="mode 'greedy'"):
-        store.sample("exp", "greedy", random.Random(0))
+        sample_parent(store, "exp", "greedy", random.Random(0))

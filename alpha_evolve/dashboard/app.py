@@ -152,8 +152,7 @@ def create_app(config: DashboardConfig) -> Starlette:
                 children.remove(p)
 
     def recorded_runs() -> list[str | None]:
-        with registry._read() as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT run_dir FROM iterations WHERE run_dir IS NOT NULL")]
+        return list(registry.recorded_run_dirs())
 
     class _Recorded:
         def __iter__(self) -> Any:
@@ -338,8 +337,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         started = {"ok": True, "session_id": sid, "pid": proc.pid, "log": str(log_path)}
         deadline = time.monotonic() + START_WAIT_SECONDS
         while time.monotonic() < deadline:
-            row = registry.get_session(sid)
-            if row is not None and row.get("owner_pid") == proc.pid:
+            if registry.session_of_process(proc.pid) == sid:  # the child has claimed the session it was given
                 return ORJSONResponse(started, 201)
             if proc.poll() is not None:  # a short session may finish (and release owner_pid) before we look
                 row = registry.get_session(sid)
@@ -395,7 +393,8 @@ def create_app(config: DashboardConfig) -> Starlette:
 # ------------------------------------------------------------------------------------------------ views
 
 
-def _finite(v: Any) -> Any:
+def _json_number(v: Any) -> Any:
+    """A metric as JSON can carry it: NaN and infinities become null, everything else passes unchanged."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
@@ -444,7 +443,7 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
                 "iteration": it["iteration"],
                 "kind": it["kind"],
                 "config_updates": it["config_updates"],
-                "metrics": {k: _finite(v) for k, v in (it["metrics"] or {}).items()},
+                "metrics": {k: _json_number(v) for k, v in (it["metrics"] or {}).items()},
                 "objective": it["objective"],
                 "success": bool(it["success"]),
                 "failure_reason": it["failure_reason"],

@@ -201,22 +201,7 @@ def evolution(run_dir: Path) -> dict[str, Any]:
     try:
         out = []
         for exp in store.list_experiments():
-            with store.snapshot() as conn:
-                rows = conn.execute(
-                    "SELECT id, iteration, fitness, status, is_seed FROM programs WHERE experiment = ?"
-                    " ORDER BY COALESCE(iteration, 0), id",
-                    (exp.name,),
-                ).fetchall()
-            points = [
-                {
-                    "id": r["id"],
-                    "iteration": r["iteration"] if r["iteration"] is not None else 0,
-                    "fitness": r["fitness"],
-                    "status": r["status"],
-                    "is_seed": bool(r["is_seed"]),
-                }
-                for r in rows
-            ]
+            points = store.fitness_points(exp.name)
             top = store.top_k(exp.name, 1)
             best = top[0] if top else None
             lineage = []

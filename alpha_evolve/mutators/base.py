@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from alpha_evolve.source import parse as parse_source
+from alpha_evolve.values import one_line
 
 # Metric names a mutator may see (train period only). Anything else in ``parent_metrics`` — in particular
 # validation or holdout figures — is dropped before it reaches a prompt or a request file.
@@ -394,19 +395,14 @@ def build_candidate(request: MutationRequest, bodies: Mapping[str, str]) -> Cand
     try:
         code = splice_blocks(request.parent_code, changed)
     except ValueError as exc:
-        return Candidate(dict(bodies), error=f"cannot splice the blocks: {_one_line(exc)}", failure_kind="blocks")
+        return Candidate(dict(bodies), error=f"cannot splice the blocks: {one_line(exc)}", failure_kind="blocks")
     try:
         validate_candidate(request.parent_code, code)
     except CandidateError as exc:
         kind = getattr(exc, "kind", "syntax")
-        return Candidate(dict(bodies), code=None, error=_one_line(exc),
+        return Candidate(dict(bodies), code=None, error=one_line(exc),
                          failure_kind=kind if kind in MUTATION_FAILURE_KINDS else "syntax")
     except ValueError as exc:  # MissingBlockError and friends
-        return Candidate(dict(bodies), error=_one_line(exc), failure_kind="blocks")
+        return Candidate(dict(bodies), error=one_line(exc), failure_kind="blocks")
     full = {**request.parent_blocks, **changed}
     return Candidate(full, code=code)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -1,0 +1,33 @@
+"""Values made safe to record or show: a finite number or nothing, an error as one line.
+
+Untrusted inputs (a candidate's claim, a hand-edited JSON file, a metric that came out NaN) reach the stores,
+the summaries and the terminal from many places; each of them cleans them with these two functions so that a
+NaN never lands in a ranking and a multi-line message never breaks a log line or a status table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["finite_or_none", "one_line"]
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float; None for None, booleans, text, NaN, infinities and anything not a number.
+
+    Numpy scalars and Decimals count as numbers; text does not (``"1.5"`` in a JSON file is not a metric).
+    """
+    if value is None or isinstance(value, bool | str | bytes):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception or message on one line (whitespace runs collapsed); an empty message names the type."""
+    text = " ".join(str(exc).split())
+    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
