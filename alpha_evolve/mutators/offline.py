@@ -58,10 +58,28 @@ STRUCTURE_OPERATORS: tuple[str, ...] = ("add_regime_filter", "replace_regime_fil
                                         "add_confirmation", "remove_condition", "replace_signal")
 OPERATORS: tuple[str, ...] = TUNING_OPERATORS + STRUCTURE_OPERATORS
 _WEIGHTS: dict[str, float] = {
-    "jitter_number": 3.0, "swap_compare": 0.5, "switch_indicator": 1.0,
+    "jitter_number": 2.2, "swap_compare": 0.4, "switch_indicator": 0.8,
     "add_regime_filter": 1.6, "replace_regime_filter": 1.0, "add_exit_rule": 1.6, "add_confirmation": 1.2,
     "remove_condition": 1.4, "replace_signal": 1.2,
 }
+# A parent with few round trips gives a new gate or stop almost nothing to act on: it either holds at every
+# entry (the child trades exactly like the parent) or blocks them all (a flat curve, like every other child that
+# never trades). Both are wasted backtests, so such parents are loosened or re-signalled rather than tightened.
+FEW_TRADES = 10
+_FEW_TRADES_FACTOR: dict[str, float] = {
+    "add_regime_filter": 0.2, "add_confirmation": 0.2, "replace_regime_filter": 0.5, "add_exit_rule": 0.4,
+    "remove_condition": 1.8, "replace_signal": 1.8, "switch_indicator": 1.3,
+}
+
+
+def _weights(parent_metrics: dict[str, float]) -> dict[str, float]:
+    """Operator weights for one parent: the defaults, shifted away from tightening edits when it rarely trades."""
+    trades = parent_metrics.get("Trades")
+    if trades is None or not math.isfinite(trades) or trades >= FEW_TRADES:
+        return _WEIGHTS
+    return {op: w * _FEW_TRADES_FACTOR.get(op, 1.0) for op, w in _WEIGHTS.items()}
+
+
 EXIT_RULES: tuple[str, ...] = ("atr_trailing_stop", "channel_stop", "time_stop")
 _CLOSE = "bar.close.as_double()"
 _COOLDOWN = "cooldown"
@@ -70,6 +88,8 @@ _MACHINERY: frozenset[str] = frozenset({_COOLDOWN, "hold_bars", "stop_peak"})
 # What EvolvableStrategy offers evolved code (prompts.HELPERS): read without being assigned in a block.
 _BASE_MEMBERS: frozenset[str] = frozenset({"go_long", "go_short", "go_flat", "is_long", "is_short", "is_flat",
                                            "bars_seen", "allow_short", "trade_fraction"})
+_MIN_JUMP = 0.2  # smallest relative move of a jittered number (see _jitter_number)
+MAX_NEW_LOOKBACK = 50  # longest period a newly added indicator is drawn with (see _draw)
 MAX_GATES = 3  # regime filters + confirmations on the entries: more is curve fitting, not structure
 
 
@@ -281,7 +301,8 @@ class OfflineMutator:
             if not options:
                 break
             self._had_options = True
-            op = rng.choices(options, weights=[_WEIGHTS[o] for o in options], k=1)[0]
+            weights = _weights(request.parent_metrics)
+            op = rng.choices(options, weights=[weights[o] for o in options], k=1)[0]
             result = self._apply(op, prog, rng)
             if result is None:
                 continue
@@ -339,16 +360,20 @@ class OfflineMutator:
         if isinstance(parent, ast.keyword):
             parent = body.parents.get(parent)
         in_indicator = isinstance(parent, ast.Call) and _call_name(parent) in catalogue.BY_NAME
-        factor = math.exp(rng.uniform(-self.jitter, self.jitter))
+        # A move too small to shift a crossing or a lookback trades exactly like the parent (a wasted backtest):
+        # every jump is at least _MIN_JUMP of the value, and an integer one at least two steps where it can be.
+        up = rng.random() < 0.5
+        size = math.exp(rng.uniform(math.log1p(_MIN_JUMP), max(math.log1p(_MIN_JUMP), self.jitter)))
+        factor = size if up else 1 / size
         if isinstance(old, int):
             floor = 2 if in_indicator else 1
-            new: int | float = max(floor, round(old * factor))
-            if new == old:
-                new = old + 1 if rng.random() < 0.5 or old - 1 < floor else old - 1
+            step = 2 if abs(old) >= 4 else 1
+            new: int | float = round(old * factor)
+            new = max(new, old + step) if up else min(new, old - step)
+            if new < floor:
+                new = max(round(old * size), old + step)
         else:
             new = float(f"{old * factor:.4g}")
-            if new == old:
-                new = float(f"{old * (1.1 if rng.random() < 0.5 else 0.9):.4g}")
         node.value = new
         if in_indicator and isinstance(parent, ast.Call):
             _keep_periods_ordered(parent)
@@ -470,9 +495,14 @@ def _switch_indicator(prog: _Program, rng: random.Random) -> tuple[list[str], st
 # ---------------------------------------------------------------------------------------------- structure
 
 
-def _draw(param: catalogue.Param, rng: random.Random) -> int | float:
+def _draw(param: catalogue.Param, rng: random.Random, *, lookback: bool = False) -> int | float:
     if param.integer:
-        return rng.randint(int(param.low), int(param.high))
+        high = int(param.high)
+        if lookback:
+            # A new indicator that is still warming up for most of the screen period blocks every entry there:
+            # each such child is the same flat curve (a wasted backtest). Longer lookbacks stay reachable by jitter.
+            high = max(int(param.low), min(high, MAX_NEW_LOOKBACK))
+        return rng.randint(int(param.low), high)
     return round(rng.uniform(param.low, param.high), 2)
 
 
@@ -480,7 +510,7 @@ def _new_indicator(prog: _Program, rng: random.Random, ind: catalogue.Indicator,
     """Construct ``ind`` with drawn parameters as a fresh attribute; returns the attribute name."""
     assert prog.ind is not None
     attr = prog.fresh(stem)
-    args = [_draw(p, rng) for p in ind.params]
+    args = [_draw(p, rng, lookback=True) for p in ind.params]
     start = _ORDERED_PERIODS.get(ind.name)
     if start is not None and len(args) >= start + 2 and args[start] >= args[start + 1]:
         args[start], args[start + 1] = args[start + 1], args[start] + 1
@@ -570,7 +600,7 @@ def _add_exit_rule(prog: _Program, rng: random.Random) -> tuple[list[str], str] 
     fire = f"self.go_flat()\n        self.{_COOLDOWN} = {wait}\n        return"
     if kind == "atr_trailing_stop":
         atr = _new_indicator(prog, rng, catalogue.BY_NAME["AverageTrueRange"], "stop_atr")
-        k = round(rng.uniform(1.5, 3.5), 1)
+        k = round(rng.uniform(1.0, 2.5), 1)  # wider stops rarely fire within a holding period
         prog.ind.tree.body += _stmts("self.stop_peak = 0.0")
         rule = (f"if self.is_long:\n    self.stop_peak = max(self.stop_peak, {_CLOSE})\n"
                 f"    if {_CLOSE} < self.stop_peak - {k} * self.{atr}.value:\n        {fire}\n"
@@ -578,12 +608,12 @@ def _add_exit_rule(prog: _Program, rng: random.Random) -> tuple[list[str], str] 
         desc = f"ATR trailing stop ({k} x ATR from the peak close)"
     elif kind == "channel_stop":
         ch = _new_indicator(prog, rng, catalogue.Indicator("DonchianChannel", "", "", "channel",
-                                                           (catalogue.Param(8, 30),)), "stop_channel")
+                                                           (catalogue.Param(5, 20),)), "stop_channel")
         rule = (f"if self.is_long and bar.low.as_double() <= self.{ch}.lower:\n"
                 f"    {fire.replace(chr(10) + '        ', chr(10) + '    ')}")
         desc = "channel stop (a new low of the Donchian channel)"
     else:
-        bars = rng.randint(8, 50)
+        bars = rng.randint(5, 30)
         prog.ind.tree.body += _stmts("self.hold_bars = 0")
         rule = (f"if self.is_long:\n    self.hold_bars += 1\n    if self.hold_bars > {bars}:\n        {fire}\n"
                 "else:\n    self.hold_bars = 0")
