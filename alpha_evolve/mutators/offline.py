@@ -65,7 +65,7 @@ _WEIGHTS: dict[str, float] = {
 # A parent with few round trips gives a new gate or stop almost nothing to act on: it either holds at every
 # entry (the child trades exactly like the parent) or blocks them all (a flat curve, like every other child that
 # never trades). Both are wasted backtests, so such parents are loosened or re-signalled rather than tightened.
-FEW_TRADES = 10
+FEW_TRADES = 3
 _FEW_TRADES_FACTOR: dict[str, float] = {
     "add_regime_filter": 0.2, "add_confirmation": 0.2, "replace_regime_filter": 0.5, "add_exit_rule": 0.4,
     "remove_condition": 1.8, "replace_signal": 1.8, "switch_indicator": 1.3,
