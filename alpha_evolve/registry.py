@@ -42,6 +42,7 @@ from alpha_evolve.session import (
     SessionError,
     SessionLockedError,
     WaitResult,
+    candidate_problems,
     utc_now,
 )
 from alpha_evolve.sqlite_db import SQLiteFile
@@ -806,23 +807,6 @@ class RegistryStateBackend:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-
-
-def candidate_problems(
-    space: Any, base_config: Any, candidate: Mapping[str, Any], posted: Mapping[str, Any]
-) -> list[str]:
-    """The loop's own rule for an edited candidate, for the dashboard's and the CLI's up-front check: changed
-    values must lie in the search space, and the whole candidate must pass the config's rules."""
-    from alpha_evolve.config import ConfigError
-
-    changed = {k: v for k, v in candidate.items() if k not in posted or posted[k] != v}
-    problems = list(space.validate_values(changed))
-    if not problems:
-        try:
-            base_config.with_updates(dict(candidate), source="candidate")
-        except ConfigError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 def search_space_record(path: str | Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from alpha_evolve.config import ConfigError, RunConfig
 from alpha_evolve.search_space import Parameter, SearchSpace, SearchSpaceError, _same, rng_for
+from alpha_evolve.session_settings import DEFAULT_EXPLORATION_PROB, SETTING_SPECS
 
 logger = logging.getLogger("alpha_evolve.samplers")
 
@@ -143,9 +144,10 @@ class RandomSampler:
 
     kind = "random"
 
-    def __init__(self, space: SearchSpace, *, seed: int, exploration_prob: float) -> None:
-        if not 0.0 <= exploration_prob <= 1.0:
-            raise ValueError(f"exploration_prob = {exploration_prob}: expected a probability in [0, 1]")
+    def __init__(self, space: SearchSpace, *, seed: int, exploration_prob: float = DEFAULT_EXPLORATION_PROB) -> None:
+        spec = SETTING_SPECS["exploration_prob"]  # the one declaration of its default and range
+        if not spec.allows(exploration_prob):
+            raise ValueError(f"exploration_prob = {exploration_prob}: expected {spec.expected()}")
         self.space = space
         self.seed = seed
         self.exploration_prob = exploration_prob
@@ -358,8 +360,10 @@ def _decode(p: Parameter, raw: Any) -> Any:
 
 
 def make_sampler(kind: Literal["random", "optuna"] | str, space: SearchSpace, *, seed: int,
-                 exploration_prob: float, maximize: bool, state_dir: Path | None) -> Sampler:
-    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory)."""
+                 exploration_prob: float = DEFAULT_EXPLORATION_PROB, maximize: bool,
+                 state_dir: Path | None) -> Sampler:
+    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory) and does not use
+    ``exploration_prob`` (a session refuses an explicit one with it: ``session_settings.sampler_problem``)."""
     if kind == "random":
         return RandomSampler(space, seed=seed, exploration_prob=exploration_prob)
     if kind == "optuna":

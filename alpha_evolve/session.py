@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 from alpha_evolve.command_hint import cli
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
+from alpha_evolve.session_settings import SessionSettings
 
 logger = logging.getLogger("alpha_evolve.session")
 
@@ -74,43 +75,7 @@ def utc_now() -> str:
 # ------------------------------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
-class SessionSettings:
-    """Every CLI setting a session needs; stored in the summary so ``--resume`` continues exactly."""
-
-    mode: str = "legacy"
-    config_path: str | None = None
-    search_space_path: str | None = None
-    iterations: int = 5
-    objective: str = "Sharpe"
-    maximize: bool = True
-    exploration_prob: float = 0.2
-    sampler: str = "random"
-    seed: int = 0
-    pipeline_output_dir: str | None = None
-    auto_approve: bool = False
-    approval_poll_interval: float = 1.0
-    approval_timeout: float | None = None
-    pipeline_log_level: str | None = None
-    pipeline_log_file: str | None = None
-    disable_align_cache: bool = False
-    align_cache_dir: str | None = None
-    persist_configs: bool = True
-    force_polling: bool = False
-    backend: str | None = None  # [evaluation] backend of every run (None: the config's)
-    ray_address: str | None = None  # [evaluation] ray_address of every run (None: the config's)
-    parallel_runs: int = 1  # approved candidates whose pipeline runs may be in flight at once
-
-    FIXED_ON_RESUME = ("mode", "config_path", "search_space_path", "objective", "maximize", "sampler", "seed")
-    """Settings a resumed session must keep: changing them would make earlier results incomparable."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SessionSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+# SessionSettings is declared in session_settings.py (type, default, range, doc); re-exported here.
 
 
 # ------------------------------------------------------------------------------------------------ decisions
@@ -163,6 +128,26 @@ def _canonical_candidate(candidate: Mapping[str, Any]) -> tuple[dict[str, Any], 
         written[canonical] = str(key)
         out[canonical] = value
     return out, problems
+
+
+def candidate_problems(
+    space: Any, base_config: Any, candidate: Mapping[str, Any], posted: Mapping[str, Any]
+) -> list[str]:
+    """The one rule for an approver's edit (the loop's, the dashboard's and the CLI's up-front check): keys are
+    read as ``section.name``, changed values must lie in the search space (the base config's own values may lie
+    outside it) and the whole candidate must pass the config's rules."""
+    candidate, problems = _canonical_candidate(candidate)
+    if problems:
+        return problems
+    posted = _canonical_candidate(posted)[0]
+    changed = {k: v for k, v in candidate.items() if k not in posted or posted[k] != v}
+    problems = list(space.validate_values(changed))
+    if not problems:
+        try:
+            base_config.with_updates(dict(candidate), source="candidate")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -449,20 +434,7 @@ class SelfEvolutionLoop:
     # ---- proposals and decisions
 
     def _check_candidate(self, candidate: Mapping[str, Any], posted: Mapping[str, Any]) -> list[str]:
-        """Problems with an approver's edit: changed values must lie in the search space (the base config's own
-        values may lie outside it) and the whole candidate must pass the config's rules."""
-        candidate, problems = _canonical_candidate(candidate)
-        if problems:
-            return problems
-        posted = _canonical_candidate(posted)[0]
-        changed = {k: v for k, v in candidate.items() if k not in posted or posted[k] != v}
-        problems = list(self.space.validate_values(changed))
-        if not problems:
-            try:
-                self.base_config.with_updates(dict(candidate), source="candidate")
-            except ConfigError as exc:
-                problems.append(str(exc))
-        return problems
+        return candidate_problems(self.space, self.base_config, candidate, posted)
 
     def _propose(self, iteration: int, *, rejected: list[str]) -> dict[str, Any]:
         from alpha_evolve.briefing import build_briefing

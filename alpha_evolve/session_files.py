@@ -76,13 +76,16 @@ FILE_SCHEMAS = {
 }
 
 
-def new_session_dir(root: str | Path) -> Path:
-    """Create ``self_evo_session_<UTC stamp>`` under ``root``; a suffix keeps two same-second starts apart."""
+def new_session_dir(root: str | Path, *, taken: Callable[[str], bool] | None = None) -> Path:
+    """Create ``self_evo_session_<UTC stamp>`` under ``root``; a suffix keeps two same-second starts apart, also
+    from names ``taken`` reports used elsewhere (a registry's sessions may live under other roots)."""
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     for n in range(10_000):
         path = base / (f"{SESSION_PREFIX}{stamp}" + (f"_{n}" if n else ""))
+        if taken is not None and taken(path.name):
+            continue
         try:
             path.mkdir()
         except FileExistsError:

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from alpha_evolve.config import RunConfig, load_config
 from alpha_evolve.dashboard.app import STATIC, DashboardConfig, create_app
 from alpha_evolve.registry import ExperimentRegistry, import_session_dir
+from alpha_evolve.session_settings import SessionSettings
 from tests._session_helpers import ROOT, wait_until
 from tests.test_registry import Tracked, _legacy_session
 
@@ -217,12 +218,21 @@ def test_start_session_validates_then_spawns_a_real_process(dash: Dash, tmp_path
         ({"search_space": space, "objective": "Luck"}, "objective"),
         ({"search_space": space, "surprise": 1}, "unknown field"),
         ({"search_space": space, "exploration_prob": 2}, "exploration_prob"),
+        ({"search_space": space, "sampler": "optuna", "exploration_prob": 0.3}, "random sampler only"),
+        ({"search_space": space, "seed": -1}, "seed"),
         ({"search_space": space, "config": str(ROOT / "README.md")}, ""),
     ]
     for body, fragment in bad:
         r = dash.post("/api/sessions", body)
         assert r.status_code == 422 and fragment in r.json()["error"], r.text
     assert not dash.app.state.children
+    with ExperimentRegistry(dash.tracked.db) as reg:
+        before = len(reg.list_sessions())
+    # the form's defaults and ranges are the CLI's, from the one declaration
+    declared = dash.client.get("/api/session-settings").json()["settings"]
+    assert declared["exploration_prob"]["default"] == SessionSettings().exploration_prob
+    assert (declared["exploration_prob"]["ge"], declared["exploration_prob"]["le"]) == (0.0, 1.0)
+    assert declared["sampler"]["choices"] == ["random", "optuna"]
     r = dash.post("/api/sessions", {"search_space": space, "iterations": 1, "auto_approve": True, "seed": 5})
     assert r.status_code == 201, r.text
     sid = r.json()["session_id"]
@@ -232,6 +242,7 @@ def test_start_session_validates_then_spawns_a_real_process(dash: Dash, tmp_path
         s = reg.require_session(sid)
         assert s["seed"] == 5 and s["iterations_completed"] == 1
         assert Path(s["artifact_dir"]).parent == (tmp_path / "dash-sessions").resolve()
+        assert len(reg.list_sessions()) == before + 1  # refused requests recorded nothing
     dash.app.state.children[0].wait(30)
 
 

@@ -41,8 +41,8 @@ def _handler(args: argparse.Namespace) -> int:
     import uvicorn
 
     from alpha_evolve.cli import fail
-    from alpha_evolve.commands.session import DEFAULT_SESSION_ROOT
     from alpha_evolve.dashboard.app import DashboardConfig, create_app
+    from alpha_evolve.session_start import DEFAULT_SESSION_ROOT
 
     if not 0 <= args.port <= 65535:
         return fail(f"--port {args.port}: expected 0-65535", 2)

@@ -7,10 +7,8 @@ points cannot disagree. Every mistake a user can make ends as one line on stderr
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +16,38 @@ from rich.console import Console
 from rich.table import Table
 
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOG_LEVELS, LOWER_IS_BETTER, METRIC_NAMES, ConfigError
-from alpha_evolve.session import SessionError, SessionSettings
+from alpha_evolve.config import ConfigError
+from alpha_evolve.session import SessionError
+from alpha_evolve.session_settings import SETTING_SPECS, SessionSettings
+from alpha_evolve.session_start import DEFAULT_SESSION_ROOT, decide_tracked, open_session
 
-DEFAULT_SESSION_ROOT = "pipeline_runs_cs/self_evolution"
 EXIT_CODES = {"session_complete": 0, "stopped": 0, "timed_out": 3, "failed": 1}
 
 console = Console(highlight=False)
 
 
-def _registry_available() -> bool:
-    return importlib.util.find_spec("alpha_evolve.registry") is not None
+def _option(p: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """One ``self-evolve`` option from its setting's declaration (flag, type, choices, help with the default)."""
+    spec = SETTING_SPECS[name]
+    assert spec.flag is not None
+    if spec.type is bool:
+        kwargs.setdefault("action", "store_const")
+        kwargs.setdefault("const", True)
+    else:
+        kwargs.setdefault("type", spec.type)
+    if spec.choices is not None:
+        kwargs.setdefault("choices", list(spec.choices))
+    p.add_argument(spec.flag, default=None, help=spec.help(), **kwargs)
 
 
 def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of a session; defaults are None where ``--resume`` must tell "given" from "default"."""
-    p.add_argument(
-        "--mode",
-        choices=["tracked", "legacy"],
-        default=None,
-        help="tracked (SQLite registry, the default) or legacy (session directory files)",
-    )
-    p.add_argument("--config", default=None, help="base TOML config (default: built-in defaults)")
-    p.add_argument("--search-space", default=None, help="JSON/TOML search space (see configs/self_evolution/)")
-    p.add_argument("--iterations", type=int, default=None, help="proposals to evaluate after the baseline (5)")
-    p.add_argument(
-        "--objective",
-        default=None,
-        choices=METRIC_NAMES,
-        help="metric from SUMMARY.json best_metrics to optimise (Sharpe)",
-    )
+    """The options of a session, read from ``SessionSettings``' declarations; defaults are None where ``--resume``
+    must tell "given" from "default"."""
+    _option(p, "mode")
+    _option(p, "config_path")
+    _option(p, "search_space_path")
+    _option(p, "iterations")
+    _option(p, "objective")
     p.add_argument(
         "--minimize",
         action="store_const",
@@ -55,50 +55,21 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="minimise the objective instead of maximising it",
     )
-    p.add_argument(
-        "--exploration-prob",
-        type=float,
-        default=None,
-        help="probability of exploring around the base rather than the best (0.2)",
-    )
-    p.add_argument("--sampler", choices=["random", "optuna"], default=None, help="proposal sampler (random)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (0)")
+    _option(p, "exploration_prob")
+    _option(p, "sampler")
+    _option(p, "seed")
     p.add_argument("--session-root", default=None, help=f"where sessions are created ({DEFAULT_SESSION_ROOT}/)")
     p.add_argument(
         "--registry-db", default=None, help="tracked-mode registry (artifacts/experiments/experiments.sqlite)"
     )
-    p.add_argument(
-        "--pipeline-output-dir", default=None, help="base folder for inner runs (default: SESSION/pipeline_runs)"
-    )
-    p.add_argument(
-        "--auto-approve",
-        action="store_const",
-        const=True,
-        default=None,
-        help="run every proposal without waiting for a decision",
-    )
-    p.add_argument(
-        "--approval-poll-interval",
-        type=float,
-        default=None,
-        help="seconds between re-reads of pending_action.json (the only mechanism without inotify; 1)",
-    )
-    p.add_argument(
-        "--approval-timeout",
-        type=float,
-        default=None,
-        help="end the session as timed_out after this many seconds without a decision",
-    )
-    p.add_argument("--pipeline-log-level", choices=LOG_LEVELS, default=None, help="log level of inner runs")
-    p.add_argument("--pipeline-log-file", default=None, help="also log inner runs to this file")
-    p.add_argument(
-        "--disable-align-cache",
-        action="store_const",
-        const=True,
-        default=None,
-        help="do not cache prepared data on disk",
-    )
-    p.add_argument("--align-cache-dir", default=None, help="where prepared data is cached")
+    _option(p, "pipeline_output_dir")
+    _option(p, "auto_approve")
+    _option(p, "approval_poll_interval")
+    _option(p, "approval_timeout")
+    _option(p, "pipeline_log_level")
+    _option(p, "pipeline_log_file")
+    _option(p, "disable_align_cache")
+    _option(p, "align_cache_dir")
     p.add_argument(
         "--no-persist-configs",
         dest="persist_configs",
@@ -110,14 +81,9 @@ def add_self_evolve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", metavar="SESSION", default=None, help="continue an interrupted session (legacy dir or tracked id)"
     )
-    p.add_argument("--backend", choices=["local", "ray"], default=None,
-                   help="where every run evaluates candidates (default: the config's [evaluation] backend)")
-    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                   help="Ray cluster of every run ('auto', host:port; implies --backend ray; default: a local "
-                        "Ray instance)")
-    p.add_argument("--parallel-runs", type=int, default=None, metavar="N",
-                   help="approved candidates whose pipeline runs may be in flight at once (1); each is still "
-                        "approved one at a time")
+    _option(p, "backend")
+    _option(p, "ray_address", metavar="ADDRESS")
+    _option(p, "parallel_runs", metavar="N")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -146,133 +112,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------- self-evolve
 
 
-_ARG_TO_SETTING = {
-    "mode": "mode",
-    "config": "config_path",
-    "search_space": "search_space_path",
-    "iterations": "iterations",
-    "objective": "objective",
-    "exploration_prob": "exploration_prob",
-    "sampler": "sampler",
-    "seed": "seed",
-    "pipeline_output_dir": "pipeline_output_dir",
-    "auto_approve": "auto_approve",
-    "approval_poll_interval": "approval_poll_interval",
-    "approval_timeout": "approval_timeout",
-    "pipeline_log_level": "pipeline_log_level",
-    "pipeline_log_file": "pipeline_log_file",
-    "disable_align_cache": "disable_align_cache",
-    "align_cache_dir": "align_cache_dir",
-    "persist_configs": "persist_configs",
-    "backend": "backend",
-    "ray_address": "ray_address",
-    "parallel_runs": "parallel_runs",
-}
-
-
-def _given(args: argparse.Namespace) -> dict[str, Any]:
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave on the command line, by ``SessionSettings`` field name."""
     out = {
-        setting: getattr(args, arg) for arg, setting in _ARG_TO_SETTING.items() if getattr(args, arg, None) is not None
+        spec.name: getattr(args, dest)
+        for spec in SETTING_SPECS.values()
+        if spec.flag is not None
+        and getattr(args, dest := spec.flag.lstrip("-").replace("-", "_"), None) is not None
     }
+    if getattr(args, "persist_configs", None) is not None:
+        out["persist_configs"] = args.persist_configs
     if getattr(args, "minimize", None):
         out["maximize"] = False
     return out
-
-
-def _check_settings(s: SessionSettings) -> None:
-    if s.iterations < 0:
-        raise SessionError(f"--iterations {s.iterations}: expected 0 or more")
-    if not 0.0 <= s.exploration_prob <= 1.0:
-        raise SessionError(f"--exploration-prob {s.exploration_prob:g}: expected a probability in [0, 1]")
-    if not s.approval_poll_interval > 0:
-        raise SessionError(f"--approval-poll-interval {s.approval_poll_interval:g}: expected seconds > 0")
-    if s.approval_timeout is not None and not s.approval_timeout > 0:
-        raise SessionError(f"--approval-timeout {s.approval_timeout:g}: expected seconds > 0")
-    if not 1 <= s.parallel_runs <= 64:
-        raise SessionError(f"--parallel-runs {s.parallel_runs}: expected an integer from 1 to 64")
-    if s.objective not in METRIC_NAMES:
-        raise SessionError(f"--objective {s.objective!r}: expected one of {', '.join(METRIC_NAMES)}")
-
-
-def _default_search_space() -> str | None:
-    root = Path(__file__).resolve().parents[2] / "configs" / "self_evolution"
-    for name in ("default.json", "default.toml"):
-        if (root / name).is_file():
-            return str(root / name)
-    return None
-
-
-def _resolve(args: argparse.Namespace) -> tuple[SessionSettings, Path, dict[str, Any] | None]:
-    """Settings and session directory for a new session or a resumed one (stored settings + allowed overrides)."""
-    from alpha_evolve.files import FileFormatError, read_json
-    from alpha_evolve.session_files import SUMMARY, new_session_dir
-
-    given = _given(args)
-    if args.resume:
-        session_dir = Path(args.resume)
-        path = session_dir / SUMMARY
-        if not path.is_file():
-            raise SessionError(f"{session_dir}: not a self-evolution session (no {SUMMARY})")
-        try:
-            summary = read_json(path)
-        except FileFormatError as exc:
-            raise SessionError(str(exc)) from None
-        stored = SessionSettings.from_dict(summary.get("settings") or {})
-        for key in SessionSettings.FIXED_ON_RESUME:
-            if key in given and given[key] != getattr(stored, key):
-                raise SessionError(
-                    f"--resume: {key.replace('_', '-')} cannot change within a session (it is {getattr(stored, key)!r})"
-                )
-        settings = dataclasses.replace(stored, **given)
-        _check_settings(settings)
-        return settings, session_dir, summary
-    given.setdefault("mode", "tracked" if _registry_available() else "legacy")
-    settings = new_session_settings(given)
-    return settings, new_session_dir(args.session_root or DEFAULT_SESSION_ROOT), None
-
-
-def new_session_settings(given: dict[str, Any]) -> SessionSettings:
-    """Settings of a new session (either mode): the default search space filled in, every value checked."""
-    if given.get("search_space_path") is None:
-        default = _default_search_space()
-        if default is None:
-            raise SessionError("--search-space is required (a JSON or TOML file; see configs/self_evolution/)")
-        given["search_space_path"] = default
-    settings = SessionSettings(**given)
-    _check_settings(settings)
-    _preflight(settings)
-    if settings.objective in LOWER_IS_BETTER and settings.maximize:
-        console.print(f"[yellow]note[/yellow]: {settings.objective} is lower-is-better; did you mean --minimize?")
-    return settings
-
-
-def _preflight(settings: SessionSettings) -> None:
-    """Read what a new session will need before anything is created: a bad input leaves no session folder, and a
-    base config whose data is missing stops here instead of failing every iteration of the session."""
-    from alpha_evolve.search_space import load_search_space
-    from alpha_evolve.session import load_base_config
-
-    base = load_base_config(None, settings.config_path)
-    assert settings.search_space_path is not None
-    load_search_space(settings.search_space_path)
-    data = base.backtest.data
-    if data and not Path(data).exists():
-        where = settings.config_path or "the base config"
-        raise SessionError(
-            f"{where}: [backtest] data {data!r} not found (a relative path is read from the folder you start in); "
-            "provide the data there, or use a config whose data exists (configs/default.toml runs on built-in "
-            "synthetic data)"
-        )
-
-
-def _discard_unstarted(session_dir: Path) -> None:
-    """Remove a session folder this command created if the session never started (no summary was written)."""
-    import shutil
-
-    from alpha_evolve.session_files import SUMMARY
-
-    if session_dir.is_dir() and not (session_dir / SUMMARY).exists():
-        shutil.rmtree(session_dir, ignore_errors=True)
 
 
 def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., Path] | None = None) -> int:
@@ -297,43 +149,41 @@ def run_self_evolve(args: argparse.Namespace, *, pipeline_runner: Callable[..., 
         return fail(f"session stopped: {reason}", EXIT_INFRASTRUCTURE)
 
 
-def _is_tracked(args: argparse.Namespace) -> bool:
-    """Tracked unless asked for legacy or resuming a session directory (tracked sessions resume by id)."""
-    from alpha_evolve.session_files import SUMMARY
-
-    if args.resume and (Path(args.resume) / SUMMARY).is_file():
-        return False
-    if args.mode is not None:
-        return bool(args.mode == "tracked")
-    return _registry_available()
-
-
 def _run(args: argparse.Namespace, pipeline_runner: Callable[..., Path] | None) -> int:
-    from alpha_evolve.session_files import FileStateBackend
+    from alpha_evolve.registry import registry_commands
 
-    if _is_tracked(args):
-        from alpha_evolve.commands.registry import run_tracked
-
-        return run_tracked(args, pipeline_runner)
-    settings, session_dir, summary = _resolve(args)
-    if settings.mode != "legacy":
-        raise SessionError(f"{session_dir}: a {settings.mode} session cannot be resumed by this install")
-    backend = FileStateBackend(
-        session_dir, poll_interval=settings.approval_poll_interval, force_polling=settings.force_polling, report=report
+    opened = open_session(
+        given_settings(args),
+        resume=args.resume,
+        mode=args.mode,
+        session_root=args.session_root,
+        registry_db=getattr(args, "registry_db", None),
+        pipeline_runner=pipeline_runner,
+        out=lambda line: console.print(line, markup=False, soft_wrap=True),
+        report=report,
+        note=lambda line: console.print(f"[yellow]note[/yellow]: {line}"),
     )
     try:
-        loop = build_loop(backend, settings, summary, session_dir, pipeline_runner, label=str(session_dir))
-    except BaseException:
-        if summary is None:
-            _discard_unstarted(session_dir)
-        raise
-    console.print(
-        f"{'resuming' if summary else 'starting'} self-evolution session [bold]{session_dir}[/bold] "
-        f"({describe_settings(settings)})"
-    )
-    result = loop.run()
-    return report_result(result, settings, str(session_dir),
-                         cli("self-evolve", "--resume", shlex.quote(str(session_dir))), history=loop.history)
+        verb = "resuming" if opened.resuming else "starting"
+        if opened.mode == "tracked":
+            console.print(
+                f"{verb} tracked self-evolution session [bold]{opened.session_id}[/bold] in "
+                f"{opened.registry_path} ({describe_settings(opened.settings)})",
+                soft_wrap=True,
+            )
+            console.print(f"  artefacts: {opened.artifact_dir}", markup=False)
+            assert opened.registry_path is not None
+            console.print(f"  dashboard: {registry_commands(opened.registry_path, opened.session_id)['dashboard']}",
+                          markup=False)
+        else:
+            console.print(f"{verb} self-evolution session [bold]{opened.label}[/bold] "
+                          f"({describe_settings(opened.settings)})")
+        result = opened.loop.run()
+    finally:
+        opened.close()
+    code = report_result(result, opened.settings, opened.label, opened.resume_command, history=opened.history)
+    # A stop asked for from the dashboard or the CLI is a decision, not an interruption.
+    return 0 if result.status == "stopped" and opened.stopped_by_request else code
 
 
 def report(line: str) -> None:
@@ -351,48 +201,6 @@ def describe_settings(settings: SessionSettings) -> str:
     )
 
 
-def build_loop(
-    backend: Any,
-    settings: SessionSettings,
-    summary: Mapping[str, Any] | None,
-    state_dir: Path,
-    pipeline_runner: Callable[..., Path] | None,
-    *,
-    label: str,
-) -> Any:
-    """The one self-evolution loop, whatever the backend: base config, search space and sampler from settings."""
-    from alpha_evolve.samplers import make_sampler
-    from alpha_evolve.search_space import load_search_space
-    from alpha_evolve.session import SelfEvolutionLoop, load_base_config
-
-    base_config = load_base_config(summary, settings.config_path)
-    if not settings.search_space_path:
-        raise SessionError(f"{label}: the session records no search space")
-    space = load_search_space(settings.search_space_path)
-    sampler = make_sampler(
-        settings.sampler,
-        space,
-        seed=settings.seed,
-        exploration_prob=settings.exploration_prob,
-        maximize=settings.maximize,
-        state_dir=state_dir,
-    )
-    loop_class: Any = SelfEvolutionLoop
-    if settings.parallel_runs > 1:
-        from alpha_evolve.parallel_runs import ParallelRunsLoop
-
-        loop_class = ParallelRunsLoop
-    return loop_class(
-        backend,
-        settings,
-        base_config=base_config,
-        space=space,
-        sampler=sampler,
-        pipeline_runner=pipeline_runner,
-        out=lambda line: console.print(line, markup=False, soft_wrap=True),
-    )
-
-
 def report_result(
     result: Any, settings: SessionSettings, label: str, resume_command: str, *, history: list[Any] | None = None
 ) -> int:
@@ -407,8 +215,13 @@ def report_result(
     if best:
         table.add_row(
             "best",
-            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} {best['config_updates']}",
+            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} "
+            f"{best['config_updates'] or '(the base settings)'}",
         )
+    confirmation = result.summary.get("confirmation") or {}
+    if confirmation.get("statement") or confirmation.get("reason"):
+        # The session ranked on validation only; this is the figure from data it never ranked on.
+        table.add_row("holdout", str(confirmation.get("statement") or confirmation.get("reason")))
     console.print(table)
     if result.status in ("stopped", "timed_out"):
         console.print(f"resume with: {resume_command}", markup=False)
@@ -437,11 +250,9 @@ def _decision_handler(status: str) -> Callable[[argparse.Namespace], int]:
         from alpha_evolve.session import TERMINAL_STATUSES
         from alpha_evolve.session_files import SUMMARY, open_action, write_decision
 
-        if not (Path(args.session_dir) / SUMMARY).is_file() and _registry_available():
-            from alpha_evolve.commands.registry import tracked_decision
-
+        if not (Path(args.session_dir) / SUMMARY).is_file():
             try:
-                info = tracked_decision(args.session_dir, status, args.notes, args.registry_db)
+                info = decide_tracked(args.session_dir, status, args.notes, args.registry_db)
             except SessionError as exc:
                 return fail(str(exc), 1)
             what = "requested"

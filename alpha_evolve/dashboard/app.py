@@ -290,12 +290,34 @@ def create_app(config: DashboardConfig) -> Starlette:
 
         try:
             body = await _json_body(request)
-            argv = _start_argv(body, config)
+            given = _start_settings(body, config)
         except BadRequest as exc:
             return error(exc.status, str(exc))
-        return await run_in_threadpool(_spawn, argv)
+        return await run_in_threadpool(_create_and_spawn, given)
 
-    def _spawn(argv: list[str]) -> Response:
+    def session_settings(request: Request) -> Response:
+        """The declared session settings, so the new-session form shows the CLI's defaults and ranges."""
+        from alpha_evolve.session_settings import SETTING_SPECS
+
+        return ORJSONResponse({"settings": {
+            name: {"default": spec.default, "doc": spec.doc, "ge": spec.ge, "le": spec.le, "gt": spec.gt,
+                   "choices": list(spec.choices) if spec.choices is not None else None}
+            for name, spec in SETTING_SPECS.items() if name in _FORM_SETTINGS.values()
+        }})
+
+    def _create_and_spawn(given: dict[str, Any]) -> Response:
+        """Create the session with the CLI's own function (same checks, same record), then run it in a process of
+        its own (it outlives the dashboard and is driven by the registry) as a resume of that id."""
+        from alpha_evolve.config import ConfigError
+        from alpha_evolve.session import SessionError
+        from alpha_evolve.session_start import create_tracked_session
+
+        try:
+            sid = create_tracked_session(given, registry_db=config.registry_db, session_root=config.session_root)
+        except (SessionError, ConfigError, ValueError) as exc:  # ValueError: SearchSpaceError and kin
+            return error(422, str(exc))
+        argv = [*config.self_evolve_cmd, "--mode", "tracked", "--registry-db", str(config.registry_db.resolve()),
+                "--resume", sid]
         log_dir = config.log_dir or (config.registry_db.parent / "logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
@@ -312,18 +334,21 @@ def create_app(config: DashboardConfig) -> Starlette:
                 start_new_session=True,  # the session outlives the dashboard; it is driven by the registry
             )
         children.append(proc)
+        started = {"ok": True, "session_id": sid, "pid": proc.pid, "log": str(log_path)}
         deadline = time.monotonic() + START_WAIT_SECONDS
         while time.monotonic() < deadline:
-            owned = registry.session_of_process(proc.pid)
-            if owned is not None:
-                return ORJSONResponse({"ok": True, "session_id": owned, "pid": proc.pid, "log": str(log_path)}, 201)
+            if registry.session_of_process(proc.pid) == sid:  # the child has claimed the session it was given
+                return ORJSONResponse(started, 201)
             if proc.poll() is not None:  # a short session may finish (and release owner_pid) before we look
-                sid = _session_id_from_log(log_path)
-                if proc.returncode == 0 and sid and registry.get_session(sid) is not None:
-                    return ORJSONResponse({"ok": True, "session_id": sid, "pid": proc.pid, "log": str(log_path)}, 201)
+                row = registry.get_session(sid)
+                if proc.returncode == 0 and row is not None:
+                    return ORJSONResponse(started, 201)
+                with contextlib.suppress(Exception):  # never claimed: record it stopped (resumable), not running
+                    registry.request_stop(sid)
                 return error(422, _last_error_line(log_path) or f"self-evolve exited with code {proc.returncode}")
             time.sleep(0.1)
-        return error(504, f"the session process (pid {proc.pid}) did not register within {START_WAIT_SECONDS:g} s")
+        return error(504, f"the session process (pid {proc.pid}) did not start session {sid} within "
+                          f"{START_WAIT_SECONDS:g} s")
 
     routes = [
         Route("/", index),
@@ -331,6 +356,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         Route("/api/revision", revision),
         Route("/api/sessions", sessions, methods=["GET"]),
         Route("/api/sessions", start, methods=["POST"]),
+        Route("/api/session-settings", session_settings),
         Route("/api/sessions/{session_id}", session),
         Route("/api/sessions/{session_id}/decision", decide, methods=["POST"]),
         Route("/api/sessions/{session_id}/stop", stop, methods=["POST"]),
@@ -446,14 +472,16 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ new sessions
 
 
-def _start_argv(body: dict[str, Any], config: DashboardConfig) -> list[str]:
-    """Check a new-session request like the CLI would (files exist and load), then build the command line."""
-    from alpha_evolve.config import METRIC_NAMES, ConfigError, load_config
-    from alpha_evolve.registry import search_space_record
-    from alpha_evolve.search_space import SearchSpaceError
+_FORM_SETTINGS = {"config": "config_path", "search_space": "search_space_path", "iterations": "iterations",
+                  "objective": "objective", "seed": "seed", "sampler": "sampler",
+                  "exploration_prob": "exploration_prob", "auto_approve": "auto_approve"}
+"""The new-session form's fields and the session settings they set (``minimize`` sets ``maximize``)."""
 
-    known = {"config", "search_space", "iterations", "objective", "minimize", "seed", "sampler", "exploration_prob",
-             "auto_approve"}  # fmt: skip
+
+def _start_settings(body: dict[str, Any], config: DashboardConfig) -> dict[str, Any]:
+    """A new-session request as ``SessionSettings`` values: field names and file paths checked here, values by
+    the settings' declarations (in ``create_tracked_session``, like the CLI's)."""
+    known = {*_FORM_SETTINGS, "minimize"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r} (expected {', '.join(sorted(known))})", 422)
@@ -473,66 +501,25 @@ def _start_argv(body: dict[str, Any], config: DashboardConfig) -> list[str]:
             raise BadRequest(f"{name}: {value} is not a file", 422)
         return str(p)
 
-    cfg = path_field("config", False)
-    space = path_field("search_space", True)
-    try:
-        load_config(cfg)
-        assert space is not None
-        search_space_record(space)
-    except (ConfigError, SearchSpaceError) as exc:
-        raise BadRequest(str(exc), 422) from None
-
-    def int_field(name: str, lo: int, hi: int, default: int) -> int:
-        v = body.get(name, default)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise BadRequest(f"{name}: {v!r} is not an integer in [{lo}, {hi}]", 422)
-        return v
-
-    iterations = int_field("iterations", 0, 10_000, 5)
-    seed = int_field("seed", 0, 2**31 - 1, 0)
-    objective = body.get("objective") or "Sharpe"
-    if objective not in METRIC_NAMES:
-        raise BadRequest(f"objective {objective!r}: expected one of {', '.join(METRIC_NAMES)}", 422)
-    sampler = body.get("sampler") or "random"
-    if sampler not in ("random", "optuna"):
-        raise BadRequest(f"sampler {sampler!r}: expected 'random' or 'optuna'", 422)
-    explore = body.get("exploration_prob", 0.2)
-    if isinstance(explore, bool) or not isinstance(explore, int | float) or not 0.0 <= float(explore) <= 1.0:
-        raise BadRequest(f"exploration_prob: {explore!r} is not a probability in [0, 1]", 422)
+    given: dict[str, Any] = {"config_path": path_field("config", False),
+                             "search_space_path": path_field("search_space", True)}
+    for name in ("iterations", "objective", "seed", "sampler", "exploration_prob", "auto_approve"):
+        if body.get(name) not in (None, ""):
+            given[_FORM_SETTINGS[name]] = body[name]
     for flag in ("minimize", "auto_approve"):
         if not isinstance(body.get(flag, False), bool):
             raise BadRequest(f"{flag}: expected true or false", 422)
-    argv = [
-        *config.self_evolve_cmd,
-        "--mode", "tracked",
-        "--registry-db", str(config.registry_db.resolve()),
-        "--session-root", str(config.session_root.resolve()),
-        "--search-space", space,
-        "--iterations", str(iterations),
-        "--objective", objective,
-        "--seed", str(seed),
-        "--sampler", sampler,
-        "--exploration-prob", repr(float(explore)),
-    ]  # fmt: skip
-    if cfg:
-        argv += ["--config", cfg]
     if body.get("minimize"):
-        argv.append("--minimize")
-    if body.get("auto_approve"):
-        argv.append("--auto-approve")
-    return argv
+        given["maximize"] = False
+    for name in ("iterations", "seed", "exploration_prob"):  # the form's names in the messages, not the flags
+        value = given.get(_FORM_SETTINGS[name])
+        if value is not None:
+            from alpha_evolve.session_settings import SETTING_SPECS
 
-
-def _session_id_from_log(log_path: Path) -> str | None:
-    """The id ``self-evolve`` prints when it starts ("starting tracked self-evolution session <id> in ...")."""
-    import re
-
-    with contextlib.suppress(OSError):
-        m = re.search(r"tracked self-evolution session (\S+)", log_path.read_text(encoding="utf-8", errors="replace"))
-        return m.group(1) if m else None
-    return None
+            problem = SETTING_SPECS[_FORM_SETTINGS[name]].problem(value)
+            if problem:
+                raise BadRequest(f"{name}: {problem}", 422)
+    return given
 
 
 def _last_error_line(log_path: Path) -> str | None:

@@ -156,6 +156,21 @@
       field("Sampler", h("select", { name: "sampler" }, h("option", { value: "random" }, "random"), h("option", { value: "optuna" }, "optuna (TPE)"))),
       field("Exploration probability", h("input", { type: "number", name: "exploration_prob", min: 0, max: 1, step: 0.05, value: 0.2 })),
       field("Approvals", h("select", { name: "approvals" }, h("option", { value: "manual" }, "manual (approve here)"), h("option", { value: "auto" }, "auto-approve"))));
+    const explore = form.querySelector("[name=exploration_prob]"), sampler = form.querySelector("[name=sampler]");
+    sampler.addEventListener("change", () => { explore.disabled = sampler.value === "optuna"; });  // TPE explores itself
+    // defaults, ranges and help come from the session settings' one declaration (the CLI's)
+    api("/api/session-settings").then(({ settings }) => {
+      for (const [name, key] of [["iterations", "iterations"], ["seed", "seed"], ["exploration_prob", "exploration_prob"], ["sampler", "sampler"], ["objective", "objective"]]) {
+        const spec = settings[key], input = form.querySelector(`[name=${name}]`);
+        if (!spec || !input) continue;
+        if (input.tagName !== "SELECT") {
+          if (spec.ge !== null) input.min = spec.ge;
+          if (spec.le !== null) input.max = spec.le;
+        }
+        input.value = spec.default;
+        input.title = spec.doc;
+      }
+    }).catch(() => {});
     const submit = h("button", { class: "primary", type: "button", id: "start-session" }, "Start session");
     submit.addEventListener("click", async () => {
       err.textContent = "";
@@ -164,8 +179,9 @@
       const body = {
         config: f.get("config") || null, search_space: f.get("search_space"), iterations: parseInt(f.get("iterations"), 10),
         objective: f.get("objective"), minimize: f.get("direction") === "min", seed: parseInt(f.get("seed") || "0", 10),
-        sampler: f.get("sampler"), exploration_prob: parseFloat(f.get("exploration_prob")), auto_approve: f.get("approvals") === "auto",
+        sampler: f.get("sampler"), auto_approve: f.get("approvals") === "auto",
       };
+      if (f.get("sampler") !== "optuna") body.exploration_prob = parseFloat(f.get("exploration_prob"));
       submit.disabled = true; submit.textContent = "Starting…";
       try {
         const res = await api("/api/sessions", { body });
