@@ -1171,7 +1171,9 @@ class EvolutionController:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
             self._record_attempt(request, attempt, response, kind, error)
             if attempt < self.config.max_retries:
-                logger.warning(
+                # A duplicate is an expected, counted event (SUMMARY counts), not something for the person to act on.
+                logger.log(
+                    logging.INFO if kind == "duplicate" else logging.WARNING,
                     "iteration %d: mutation attempt %d failed (%s): %s; retrying",
                     request.iteration,
                     attempt,

@@ -130,7 +130,7 @@ def open_holdout(run_dir: str | Path, *, force: bool = False, who: str | None = 
     summary["figures"] = [f for f in summary.get("figures") or [] if f.get("period") != "holdout"]
     summary["figures"] += _holdout_figures(result, program_id)
     atomic_write_json(summary_path, summary)
-    logger.warning("holdout of %s opened (look #%d)", run, entry["opening"])
+    logger.info("holdout of %s opened (look #%d)", run, entry["opening"])
     return result
 
 

@@ -215,8 +215,13 @@ def report_result(
     if best:
         table.add_row(
             "best",
-            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} {best['config_updates']}",
+            f"iteration {best['iteration']}: {settings.objective} = {best['objective']:.4g} "
+            f"{best['config_updates'] or '(the base settings)'}",
         )
+    confirmation = result.summary.get("confirmation") or {}
+    if confirmation.get("statement") or confirmation.get("reason"):
+        # The session ranked on validation only; this is the figure from data it never ranked on.
+        table.add_row("holdout", str(confirmation.get("statement") or confirmation.get("reason")))
     console.print(table)
     if result.status in ("stopped", "timed_out"):
         console.print(f"resume with: {resume_command}", markup=False)
