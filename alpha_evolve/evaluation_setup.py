@@ -141,6 +141,17 @@ def build_evaluator(
     )
 
 
+def market_description(settings: BacktestSettings, instruments: dict[str, Any]) -> dict[str, Any]:
+    """The market model a result used: per-symbol instrument specs, fill model, account and warm-up."""
+    return {
+        "instruments": instruments,
+        "fill": settings.fills.describe(),
+        "fees": {"taker": settings.taker_fee, "maker": settings.maker_fee},
+        "account_type": settings.account_type,
+        "warmup_bars": settings.warmup_bars,
+    }
+
+
 def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str, InstrumentSpec]:
     """Each symbol's instrument, from its train and validation bars (never the holdout's, which evolution must
     not see in any form) and the config's overrides: every period and every command trades the same one."""
