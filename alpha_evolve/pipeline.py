@@ -296,8 +296,8 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
-    from alpha_evolve.controller import EvolutionController, load_seed, mutator_from_config
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -585,7 +585,7 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
-    from alpha_evolve.controller import experiment_stats
+    from alpha_evolve.experiment_status import experiment_stats
 
     by_status: dict[str, int] = store.count_by_status(experiment)
     failures = {k: 0 for k in _SECURITY_KINDS}  # always shown: "0 tampered" is a figure too

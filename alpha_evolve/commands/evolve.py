@@ -189,8 +189,7 @@ def _run_with_signals(
 
 def _build_runtime(config: Any, name: str, db_path: Path) -> tuple[Any, Any, str]:
     """(evaluator, mutator, data hash) for a run: train split only — evolution never sees other bars."""
-    from alpha_evolve.controller import build_evaluator, mutator_from_config
-    from alpha_evolve.evaluation_setup import load_run_data
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, mutator_from_config
 
     data = load_run_data(config)
     evaluator = build_evaluator(config, data=data, include=("train",))
@@ -261,7 +260,7 @@ def _controller_call(
 
 def _start(args: argparse.Namespace) -> int:
     from alpha_evolve.config import load_config
-    from alpha_evolve.controller import load_seed
+    from alpha_evolve.evaluation_setup import load_seed
 
     name = _name(args)
     config = apply_backend_arguments(args, load_config(args.config))
@@ -298,7 +297,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import config_from_experiment, experiment_is_live
+    from alpha_evolve.experiment_status import config_from_experiment, experiment_is_live
 
     name = _name(args)
     if args.additional_iterations < 0:
@@ -329,7 +328,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import progress_from_store
+    from alpha_evolve.experiment_status import progress_from_store
 
     name = _name(args)
     store = _open_store(args.db, create=False)
@@ -443,7 +442,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import request_stop
+    from alpha_evolve.experiment_status import request_stop
 
     name = _name(args)
     store = _open_store(args.db, create=False)
