@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from rich.table import Table
 from alpha_evolve.cli import UserError
 from alpha_evolve.command_hint import cli
 from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
+from alpha_evolve.values import json_safe
 
 DEFAULT_DB = "artifacts/evolution/programs.sqlite"
 
@@ -128,18 +128,7 @@ def _require(store: Any, name: str) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
-    print(json.dumps(_clean(obj), default=str))
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
+    print(json.dumps(json_safe(obj), default=str))
 
 
 def _run_with_signals(
