@@ -19,7 +19,6 @@ The result is JSON-ready (NaN and infinities become null).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,20 +26,7 @@ import numpy as np
 
 from alpha_evolve.samplers import Proposal
 from alpha_evolve.search_space import SearchSpace, _same
-from alpha_evolve.values import finite_or_none
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+from alpha_evolve.values import finite_or_none, json_safe
 
 
 def _ok(rec: Mapping[str, Any]) -> bool:
@@ -202,7 +188,7 @@ def build_briefing(history: Sequence[Mapping[str, Any]], *, objective: str, maxi
     direction = "maximize" if maximize else "minimize"
     summary = _summary(iteration, objective, latest, vs_previous, new_best, best_rec, proposal_block)
     analysis = _analysis(objective, direction, tr, pl, attr, failures, len(hist), len(successes))
-    return _jsonable({
+    return json_safe({
         "iteration": iteration,
         "objective": {"name": objective, "direction": direction},
         "iterations_completed": len(hist),

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -192,6 +193,17 @@ class PipelineOptions:
     log_file: str = _f("", "also log to this file (empty = console only)")
     disable_align_cache: bool = _f(False, "do not cache prepared data on disk")
     align_cache_dir: str = _f(".cache/align", "where prepared data is cached")
+
+
+DEFAULT_BASE = "pipeline_runs_cs"
+
+
+def resolve_base_dir(options: PipelineOptions | None, output_dir: str | Path | None = None) -> Path:
+    """``--output-dir``, else ``options.output_dir``, else ``$AE_PIPELINE_DIR``, else ``pipeline_runs_cs/``."""
+    for candidate in (output_dir, options.output_dir if options else None, os.environ.get("AE_PIPELINE_DIR")):
+        if candidate:
+            return Path(candidate)
+    return Path(DEFAULT_BASE)
 
 
 @dataclass(frozen=True)

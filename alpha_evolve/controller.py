@@ -35,11 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import itertools
 import logging
 import math
-import os
 import random
 import sqlite3
 import time
@@ -55,11 +53,24 @@ from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import LOWER_IS_BETTER_METRICS, EvolutionConfig, RunConfig, render_toml
 from alpha_evolve.crowning import RANKING_METRICS
+from alpha_evolve.evaluation_setup import load_seed, mutator_from_config
+from alpha_evolve.experiment_status import (
+    STOP_REQUESTED,
+    EvolutionProgress,
+    EvolutionResult,
+    EvolutionStatus,
+    ProgressEvent,
+    StopReason,
+    config_from_experiment,
+    experiment_is_live,
+    experiment_stats,
+    lock_path,
+    progress_from_store,
+)
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
-from alpha_evolve.files import read_text_file
 from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
+from alpha_evolve.mutators.prompts import fitness_spec
 from alpha_evolve.program_keys import code_key, result_behavior_key
-from alpha_evolve.prompts import fitness_spec
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
     FAILURE_KINDS,
@@ -77,36 +88,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("alpha_evolve.controller")
 
-STOP_REQUESTED = "stop_requested"
-"""Marker written to the experiment row's ``stop_reason`` (status still ``running``) by ``request_stop``."""
-
 BEHAVIOR_POINTS = 32
 """Length of the downsampled return vector kept as a behaviour descriptor for novelty."""
 
 _POLL_SECONDS = 0.5
 _IMPROVEMENT_EPS = 1e-12
-
-
-class EvolutionStatus(enum.StrEnum):
-    """Experiment status as persisted in the store."""
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-class StopReason(enum.StrEnum):
-    """Why a run ended; the value is what ``EvolutionResult.stop_reason`` and the store hold."""
-
-    ITERATIONS = "iterations"
-    TARGET_FITNESS = "target_fitness"
-    WALL_CLOCK = "max_wall_seconds"
-    PATIENCE = "patience"
-    BUDGET = "budget"
-    STOPPED = "stopped"
-    MUTATOR = "mutator"
-    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -131,99 +117,6 @@ class StopCondition:
             budget_tokens=int(config.budget_tokens),
             budget_usd=float(config.budget_usd),
         )
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Emitted after the seed and after every recorded iteration."""
-
-    experiment: str
-    kind: str  # "seed" | "iteration"
-    iteration: int
-    iterations_completed: int
-    target_iterations: int
-    program_id: int | None
-    parent_id: int | None
-    selection_mode: str | None
-    status: str
-    fitness: float | None
-    best_fitness: float | None
-    new_best: bool
-    elapsed_seconds: float
-    message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class EvolutionProgress:
-    """A snapshot of an experiment, read from the store (valid from any process)."""
-
-    experiment: str
-    status: str
-    iterations_completed: int
-    target_iterations: int
-    best_fitness: float | None
-    best_program_id: int | None
-    fitness_metric: str | None
-    population_size: int
-    total_programs: int
-    total_mutations: int
-    successful_mutations: int
-    total_evaluations: int
-    successful_evaluations: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    stop_reason: str | None
-    elapsed_seconds: float | None = None
-    stop_requested: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class EvolutionResult:
-    """Final result from an evolution run (or resume)."""
-
-    experiment: str
-    status: EvolutionStatus
-    iterations_completed: int
-    best_strategy: Program | None
-    final_population_size: int
-    elapsed_seconds: float
-
-    total_mutations: int
-    successful_mutations: int
-    total_evaluations: int
-    successful_evaluations: int
-
-    stop_reason: str | None = None
-    target_iterations: int = 0
-    best_fitness: float | None = None
-    iterations_run: int = 0  # recorded by this call (run or resume)
-    cache_hits: int = 0  # candidates whose code was already evaluated: result reused, no backtest
-    behavior_duplicates: int = 0  # backtests that traded exactly like an earlier program (wasted)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["status"] = self.status.value
-        best = self.best_strategy
-        out["best_strategy"] = (
-            None
-            if best is None
-            else {
-                "id": best.id,
-                "iteration": best.iteration,
-                "generation": best.generation,
-                "fitness": best.fitness,
-                "metrics": dict(best.metrics),
-                "is_seed": best.is_seed,
-            }
-        )
-        return out
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -259,125 +152,6 @@ def behavior_descriptor(result: EvalResult, points: int = BEHAVIOR_POINTS) -> di
         rets = [(b / a - 1.0) if a else 0.0 for a, b in itertools.pairwise(sampled)]
         out["returns"] = [round(r, 8) if math.isfinite(r) else 0.0 for r in rets]
     return out
-
-
-def load_seed(seed_strategy: str) -> tuple[str, str]:
-    """(label, source) for a seed name or a path to a strategy file; ValueError if invalid or missing blocks."""
-    from alpha_evolve.strategies import seed_source
-
-    path = Path(seed_strategy)
-    if seed_strategy.endswith(".py") and os.path.lexists(path):
-        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
-        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
-        label = str(path)
-    else:
-        code = seed_source(seed_strategy)  # ValueError listing the valid names
-        label = seed_strategy
-    try:
-        blocks = extract_blocks(code)
-    except CandidateError as exc:
-        raise ValueError(f"seed strategy {label!r}: {exc}") from None
-    if not blocks:
-        raise ValueError(f"seed strategy {label!r} has no EVOLVE-BLOCK to mutate")
-    try:
-        validate_candidate(code, code)
-    except CandidateError as exc:
-        raise ValueError(f"seed strategy {label!r}: {exc}") from None
-    return label, code
-
-
-def _lock_path(store: ProgramStore, experiment: str) -> Path:
-    return store.path.with_name(f"{store.path.name}.{experiment}.lock")
-
-
-def experiment_is_live(store: ProgramStore, experiment: str) -> bool:
-    """True when some process holds the experiment's run lock (a controller is running it right now)."""
-    lock = filelock.FileLock(_lock_path(store, experiment), timeout=0, thread_local=False)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        return True
-    lock.release()
-    return False
-
-
-def request_stop(store: ProgramStore, experiment: str) -> str:
-    """Ask the controller running ``experiment`` (maybe in another process) to stop gracefully.
-
-    The request is ``stop_reason = "stop_requested"`` on the experiment row while its status stays ``running``;
-    the controller polls it every ~0.5 s and between iterations, finishes the iterations in flight and marks the
-    experiment ``paused``. If no process holds the experiment's run lock (the run was killed), the experiment is
-    marked ``paused`` at once. Returns "requested", "paused" (no live run) or raises ValueError.
-    """
-    exp = store.get_experiment(experiment)
-    if exp is None:
-        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
-    if exp.status != EvolutionStatus.RUNNING.value:
-        raise ValueError(f"experiment {experiment!r} is not running (status {exp.status})")
-    if not experiment_is_live(store, experiment):
-        store.update_experiment(experiment, status=EvolutionStatus.PAUSED.value, stop_reason=StopReason.STOPPED.value)
-        return "paused"
-    store.set_stop_reason(experiment, STOP_REQUESTED)
-    return "requested"
-
-
-def experiment_stats(store: ProgramStore, experiment: str) -> dict[str, int | float]:
-    """Counters derived from the store, so they survive crashes and agree between processes."""
-    return store.experiment_counters(experiment)
-
-
-def progress_from_store(store: ProgramStore, experiment: str, elapsed: float | None = None) -> EvolutionProgress:
-    exp = store.get_experiment(experiment)
-    if exp is None:
-        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
-    stats = experiment_stats(store, experiment)
-    best = store.top_k(experiment, 1)
-    metric = _metric_from_toml(exp.config_toml)
-    return EvolutionProgress(
-        experiment=experiment,
-        status=exp.status,
-        iterations_completed=exp.completed_iterations,
-        target_iterations=exp.target_iterations,
-        best_fitness=best[0].fitness if best else None,
-        best_program_id=best[0].id if best else None,
-        fitness_metric=metric,
-        population_size=int(stats["population_size"]),
-        total_programs=int(stats["total_programs"]),
-        total_mutations=int(stats["total_mutations"]),
-        successful_mutations=int(stats["successful_mutations"]),
-        total_evaluations=int(stats["total_evaluations"]),
-        successful_evaluations=int(stats["successful_evaluations"]),
-        input_tokens=int(stats["input_tokens"]),
-        output_tokens=int(stats["output_tokens"]),
-        cost_usd=float(stats["cost_usd"]),
-        stop_reason=None if exp.stop_reason in ("", STOP_REQUESTED) else exp.stop_reason,
-        elapsed_seconds=elapsed,
-        stop_requested=exp.stop_reason == STOP_REQUESTED and exp.status == EvolutionStatus.RUNNING.value,
-    )
-
-
-def config_from_experiment(store: ProgramStore, experiment: str) -> RunConfig:
-    """The RunConfig an experiment was started with (stored as TOML in its row); defaults if none was stored."""
-    import tomlkit
-
-    from alpha_evolve.config import from_mapping
-
-    exp = store.get_experiment(experiment)
-    if exp is None:
-        raise ValueError(f"experiment {experiment!r} not found in store {store.path}")
-    if not exp.config_toml.strip():
-        return RunConfig()
-    return from_mapping(tomlkit.parse(exp.config_toml).unwrap(), source=f"{store.path}:{experiment}")
-
-
-def _metric_from_toml(text: str) -> str | None:
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("fitness_metric"):
-            _, _, value = stripped.partition("=")
-            name = value.split("#")[0].strip().strip("\"'")
-            return name if name in RANKING_METRICS else None
-    return None
 
 
 # Failures that say more about the worker than about the program: a seed that ended so is scored again on resume.
@@ -612,7 +386,7 @@ class EvolutionController:
         on_progress: Callable[[ProgressEvent], None] | None,
         random_seed: int,
     ) -> EvolutionResult:
-        lock = filelock.FileLock(_lock_path(self.store, experiment), timeout=0, thread_local=False)
+        lock = filelock.FileLock(lock_path(self.store, experiment), timeout=0, thread_local=False)
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -1364,36 +1138,3 @@ def _version(dist: str) -> str | None:
 
 def _default_mutator(config: RunConfig, run_dir: Path) -> Mutator:
     return mutator_from_config(config, run_dir=run_dir)
-
-
-def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind: str | None = None) -> Mutator:
-    """The configured mutator, through ``mutators.make_mutator`` (one place decides what "auto" means).
-
-    The LLM mutator gets ``max_retries=1``: the controller makes the ``max_retries`` attempts itself, each told
-    the previous validation error, so the total number of attempts is the configured one, not its square.
-    """
-    from alpha_evolve.mutators import Budget, make_mutator
-
-    ev = config.evolution
-    return make_mutator(
-        kind or ev.mutator,
-        model=ev.model or None,  # not config.model: resolving the default imports the Anthropic SDK (seconds)
-        max_tokens=ev.max_tokens,
-        effort=ev.effort or None,
-        max_retries=1,
-        budget=Budget(ev.budget_tokens or None, ev.budget_usd or None),
-        seed=ev.random_seed,
-        max_inspirations=ev.inspirations,
-        run_dir=run_dir,
-        timeout=ev.agent_timeout_seconds,
-    )
-
-
-def build_evaluator(config: RunConfig, **kwargs: Any) -> Evaluator:
-    """The evaluator for an evolution run: train/validation splits of the configured data, never the holdout.
-
-    A thin alias of ``evaluation_setup.build_evaluator`` so that the pipeline and the CLI share one wiring.
-    """
-    from alpha_evolve.evaluation_setup import build_evaluator as _build
-
-    return _build(config, **kwargs)

@@ -1,4 +1,4 @@
-"""From a run config to a ready evaluator: data loading, train/validation/holdout splits, venue settings.
+"""From a run config to the parts of a run: data, splits, venue settings, the evaluator, the seed, the mutator.
 
 The CLI's ``backtest``, the controller and the pipeline all need the same wiring, and the honesty rules live
 in it: evolution gets an evaluator that holds **no holdout bars at all** (not merely one that promises not to
@@ -8,6 +8,7 @@ use them), and only the ``holdout`` command builds one that does.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ from typing import Any
 import pandas as pd
 
 from alpha_evolve.backtest import BacktestSettings
+from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.data import DataError, Dataset, DataSplits, load_dataset, periods_per_year, split_bars
 from alpha_evolve.evaluation_backend import Evaluator
 from alpha_evolve.evaluator import StrategyEvaluator
+from alpha_evolve.files import read_text_file
 from alpha_evolve.market import InstrumentSpec, MarketError
+from alpha_evolve.mutators.base import Mutator
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
 
@@ -137,6 +141,17 @@ def build_evaluator(
     )
 
 
+def market_description(settings: BacktestSettings, instruments: dict[str, Any]) -> dict[str, Any]:
+    """The market model a result used: per-symbol instrument specs, fill model, account and warm-up."""
+    return {
+        "instruments": instruments,
+        "fill": settings.fills.describe(),
+        "fees": {"taker": settings.taker_fee, "maker": settings.maker_fee},
+        "account_type": settings.account_type,
+        "warmup_bars": settings.warmup_bars,
+    }
+
+
 def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str, InstrumentSpec]:
     """Each symbol's instrument, from its train and validation bars (never the holdout's, which evolution must
     not see in any form) and the config's overrides: every period and every command trades the same one."""
@@ -147,3 +162,51 @@ def instrument_specs(run_data: RunData, settings: BacktestSettings) -> dict[str,
         except MarketError as exc:
             raise DataError(f"{run_data.dataset.source}: {exc}") from None
     return specs
+
+
+def load_seed(seed_strategy: str) -> tuple[str, str]:
+    """(label, source) for a seed name or a path to a strategy file; ValueError if invalid or missing blocks."""
+    from alpha_evolve.strategies import seed_source
+
+    path = Path(seed_strategy)
+    if seed_strategy.endswith(".py") and os.path.lexists(path):
+        # read without blocking, regular files only, size-capped: a FIFO or /dev/zero here is one line
+        code = read_text_file(path, what="seed strategy", expected="a Python strategy file", error=ValueError)
+        label = str(path)
+    else:
+        code = seed_source(seed_strategy)  # ValueError listing the valid names
+        label = seed_strategy
+    try:
+        blocks = extract_blocks(code)
+    except CandidateError as exc:
+        raise ValueError(f"seed strategy {label!r}: {exc}") from None
+    if not blocks:
+        raise ValueError(f"seed strategy {label!r} has no EVOLVE-BLOCK to mutate")
+    try:
+        validate_candidate(code, code)
+    except CandidateError as exc:
+        raise ValueError(f"seed strategy {label!r}: {exc}") from None
+    return label, code
+
+
+def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind: str | None = None) -> Mutator:
+    """The configured mutator, through ``mutators.make_mutator`` (one place decides what "auto" means).
+
+    The LLM mutator gets ``max_retries=1``: the controller makes the ``max_retries`` attempts itself, each told
+    the previous validation error, so the total number of attempts is the configured one, not its square.
+    """
+    from alpha_evolve.mutators import Budget, make_mutator
+
+    ev = config.evolution
+    return make_mutator(
+        kind or ev.mutator,
+        model=ev.model or None,  # not config.model: resolving the default imports the Anthropic SDK (seconds)
+        max_tokens=ev.max_tokens,
+        effort=ev.effort or None,
+        max_retries=1,
+        budget=Budget(ev.budget_tokens or None, ev.budget_usd or None),
+        seed=ev.random_seed,
+        max_inspirations=ev.inspirations,
+        run_dir=run_dir,
+        timeout=ev.agent_timeout_seconds,
+    )

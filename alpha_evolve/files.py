@@ -12,17 +12,18 @@ import contextlib
 import errno
 import functools
 import logging
-import math
 import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator
+
+from alpha_evolve.values import json_safe
 
 logger = logging.getLogger("alpha_evolve.files")
 
@@ -77,22 +78,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _clean(value: Any) -> Any:
-    """NaN/inf become null explicitly (orjson would do it silently; we want it deliberate and documented)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def dumps(obj: Any, *, indent: bool = True) -> bytes:
     opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     if indent:
         opts |= orjson.OPT_INDENT_2
-    return orjson.dumps(_clean(obj), option=opts, default=str)
+    return orjson.dumps(json_safe(obj), option=opts, default=str)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

@@ -125,6 +125,6 @@ def _record_in_run(run: Path, code: str, entry: Mapping[str, Any], metrics: Mapp
 
 def default_ledger_dir(config: Any) -> Path:
     """Where a look at a program outside any run is ledgered: the configured base folder of runs."""
-    from alpha_evolve.pipeline import resolve_base_dir
+    from alpha_evolve.config import resolve_base_dir
 
     return resolve_base_dir(getattr(config, "pipeline", None)).absolute()

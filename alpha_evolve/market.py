@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -223,14 +224,17 @@ def infer_price_precision(prices: np.ndarray) -> tuple[int, str]:
 
 
 def split_pair(symbol: str) -> tuple[str, str] | None:
-    """(base, quote) of a symbol that names a currency pair (EURUSD, EUR/USD, BTC-USDT, BTCUSD), else None."""
-    text = symbol.upper()
-    for sep in ("/", "-", "_", "."):
-        if sep in text:
-            parts = [p for p in text.split(sep) if p]
-            if len(parts) == 2 and _known(parts[0]) and _known(parts[1]):
-                return parts[0], parts[1]
-            return None
+    """(base, quote) of a symbol that names a currency pair (EURUSD, EUR/USD, BTC-USDT, BTCUSD), else None.
+
+    File names carry more than the pair (``EURUSD_H1``, ``BTC-USDT-1h``, ``eurusd 2023``): the pair is read from
+    the first one or two tokens, so such a file is still priced as the FX or crypto pair it is."""
+    tokens = [t for t in re.split(r"[/\-_.\s]+", symbol.upper()) if t]
+    if len(tokens) >= 2 and _known(tokens[0]) and _known(tokens[1]) and tokens[0] != tokens[1]:
+        return tokens[0], tokens[1]
+    return _joined_pair(tokens[0]) if tokens else None
+
+
+def _joined_pair(text: str) -> tuple[str, str] | None:
     for cut in range(2, len(text) - 1):
         base, quote = text[:cut], text[cut:]
         if _known(base) and _known(quote) and base != quote:

@@ -14,7 +14,6 @@ import contextlib
 import csv
 import dataclasses
 import logging
-import os
 import platform
 import re
 import threading
@@ -29,7 +28,14 @@ import pandas as pd
 
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOWER_IS_BETTER_METRICS, METRIC_NAMES, PipelineOptions, RunConfig, write_toml_snapshot
+from alpha_evolve.config import (
+    LOWER_IS_BETTER_METRICS,
+    METRIC_NAMES,
+    PipelineOptions,
+    RunConfig,
+    resolve_base_dir,
+    write_toml_snapshot,
+)
 from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
@@ -37,7 +43,6 @@ from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_sta
 logger = logging.getLogger("alpha_evolve.pipeline")
 
 SCHEMA_VERSION = 1
-DEFAULT_BASE = "pipeline_runs_cs"
 SUMMARY_NAME = "SUMMARY.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -46,14 +51,6 @@ ProgressCallback = Callable[[Any], None]
 
 class PipelineError(Exception):
     """A reason to stop a run early; its message becomes SUMMARY.json's one-line ``reason``."""
-
-
-def resolve_base_dir(options: PipelineOptions | None, output_dir: str | Path | None = None) -> Path:
-    """``--output-dir``, else ``options.output_dir``, else ``$AE_PIPELINE_DIR``, else ``pipeline_runs_cs/``."""
-    for candidate in (output_dir, options.output_dir if options else None, os.environ.get("AE_PIPELINE_DIR")):
-        if candidate:
-            return Path(candidate)
-    return Path(DEFAULT_BASE)
 
 
 def _now() -> datetime:
@@ -296,8 +293,8 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
-    from alpha_evolve.controller import EvolutionController, load_seed, mutator_from_config
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -569,7 +566,7 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
                     bh: RankedProgram) -> dict[str, Any]:
     """The market model the run used (instruments, fills, fees, warm-up) and every market warning raised while
     validating the best program, the seed and buy-and-hold: figures a reader should not take at face value."""
-    from alpha_evolve.commands.backtest import market_description
+    from alpha_evolve.evaluation_setup import market_description
 
     instruments = {s: spec.to_dict() for s, spec in getattr(evaluator, "instruments", {}).items()}
     warnings: list[str] = []
@@ -585,7 +582,7 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
-    from alpha_evolve.controller import experiment_stats
+    from alpha_evolve.experiment_status import experiment_stats
 
     by_status: dict[str, int] = store.count_by_status(experiment)
     failures = {k: 0 for k in _SECURITY_KINDS}  # always shown: "0 tampered" is a figure too

@@ -111,7 +111,7 @@ class SettingSpec:
                 kind = "an integer" if self.type is int else "a number"
                 return f"{self.label()} {value!r}: expected {kind}"
             if not self.allows(float(value)):
-                return f"{self.label()} {value:g}: expected {self.expected()}"
+                return f"{self.label()} {_num(value)}: expected {self.expected()}"
         return None
 
     def allows(self, x: float) -> bool:
@@ -126,15 +126,22 @@ class SettingSpec:
         if self.type is float and self.ge == 0.0 and self.le == 1.0:
             return "a probability in [0, 1]"
         if self.ge is not None and self.le is not None:
-            return f"{kind} from {self.ge:g} to {self.le:g}"
-        bounds = [f">= {self.ge:g}" if self.ge is not None else "", f"> {self.gt:g}" if self.gt is not None else "",
-                  f"<= {self.le:g}" if self.le is not None else ""]
+            return f"{kind} from {_num(self.ge)} to {_num(self.le)}"
+        bounds = [f">= {_num(self.ge)}" if self.ge is not None else "",
+                  f"> {_num(self.gt)}" if self.gt is not None else "",
+                  f"<= {_num(self.le)}" if self.le is not None else ""]
         return " ".join([kind, " and ".join(b for b in bounds if b)]).strip()
 
     def help(self) -> str:
         """Argparse help: the doc, and the default when there is one."""
-        return self.doc + (f" ({self.default:g})" if isinstance(self.default, float) else
-                           f" ({self.default})" if self.default not in (None, False, True) else "")
+        if self.default is None or isinstance(self.default, bool):  # on/off flags and "not set" say it in the doc
+            return self.doc
+        return self.doc + (f" ({self.default:g})" if isinstance(self.default, float) else f" ({self.default})")
+
+
+def _num(x: float) -> str:
+    """A bound or value as a person writes it: 4294967295, not 4.29497e+09; 0.5, not 0.500000."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def _base_type(hint: Any) -> type[Any]:

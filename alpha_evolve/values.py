@@ -1,4 +1,4 @@
-"""Values made safe to record or show: a finite number or nothing, an error as one line.
+"""Values made safe to record or show: a finite number or nothing, JSON without NaN, an error as one line.
 
 Untrusted inputs (a candidate's claim, a hand-edited JSON file, a metric that came out NaN) reach the stores,
 the summaries and the terminal from many places; each of them cleans them with these two functions so that a
@@ -8,9 +8,10 @@ NaN never lands in a ranking and a multi-line message never breaks a log line or
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["finite_or_none", "one_line"]
+__all__ = ["finite_or_none", "json_safe", "one_line"]
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -31,3 +32,19 @@ def one_line(exc: BaseException | str) -> str:
     """An exception or message on one line (whitespace runs collapsed); an empty message names the type."""
     text = " ".join(str(exc).split())
     return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None, numpy scalars as Python ones, mappings (str keys) and sequences walked.
+
+    JSON has no NaN or Infinity; writing them as null is deliberate here rather than left to a serialiser.
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and value.dtype.kind in "biuf":
+        value = value.item()  # a numpy bool/int/float scalar (numpy is not imported here: the CLI starts fast)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

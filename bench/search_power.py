@@ -40,8 +40,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from alpha_evolve import prompts
 from alpha_evolve.config import RunConfig, load_config
+from alpha_evolve.mutators import prompts
 from alpha_evolve.mutators.llm import DEFAULT_MODEL, extract_reply_blocks
 
 ROOT = Path(__file__).parents[1]

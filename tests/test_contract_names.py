@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from alpha_evolve.config import RunConfig
-from alpha_evolve.controller import EvolutionController, build_evaluator
+from alpha_evolve.controller import EvolutionController
+from alpha_evolve.evaluation_setup import build_evaluator
 from alpha_evolve.mutators import Mutator
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.llm import LLMMutator

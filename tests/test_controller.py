@@ -17,15 +17,9 @@ import pytest
 
 from alpha_evolve.blocks import extract_blocks, splice_blocks
 from alpha_evolve.config import RunConfig
-from alpha_evolve.controller import (
-    EvolutionController,
-    EvolutionStatus,
-    ProgressEvent,
-    StopCondition,
-    build_evaluator,
-    fitness_from_metrics,
-    request_stop,
-)
+from alpha_evolve.controller import EvolutionController, StopCondition, fitness_from_metrics
+from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent, request_stop
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.store import ProgramStore, StoreError

@@ -265,3 +265,25 @@ def test_where_candidates_run(dash: Dash, pipeline_run: Path) -> None:
     finally:
         (live / "evaluation_nodes.json").unlink()
         live.rmdir()
+
+
+def test_a_start_whose_process_fails_says_why_and_leaves_a_resumable_session(tmp_path: Path) -> None:
+    """The dashboard records the session with the CLI's function, then runs it as ``--resume ID``; a child that
+    dies before claiming it gives its own last line, and the session is stopped (resumable), not 'running'."""
+    failing = "import sys; print('alpha-evolve: error: no room for the session'); sys.exit(2)"
+    with ExperimentRegistry(tmp_path / "reg.sqlite"):
+        pass
+    config = DashboardConfig(registry_db=tmp_path / "reg.sqlite", run_roots=[],
+                             session_root=tmp_path / "s", self_evolve_cmd=(sys.executable, "-c", failing),
+                             workdir=ROOT)
+    app = create_app(config)
+    client = TestClient(app, base_url=BASE)
+    space = str(ROOT / "configs" / "self_evolution" / "default.json")
+    r = client.post("/api/sessions", json={"search_space": space, "iterations": 1},
+                    headers={"X-AE-Token": config.token})
+    assert r.status_code == 422 and r.json()["error"] == "alpha-evolve: error: no room for the session"
+    for p in app.state.children:
+        p.wait(10)
+    with ExperimentRegistry(config.registry_db) as reg:
+        (row,) = reg.list_sessions()
+        assert row["status"] == "stopped"

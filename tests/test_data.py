@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alpha_evolve import data as data_mod
 from alpha_evolve.data import (
     COLUMNS,
     DEFAULT_VOLUME,
@@ -24,6 +23,7 @@ from alpha_evolve.data import (
     periods_per_year,
     split_bars,
 )
+from alpha_evolve.data import assembly as data_assembly
 from alpha_evolve.synthetic import simulate, synthetic_bars
 
 
@@ -487,7 +487,7 @@ def test_cache_hit_skips_parsing_and_changed_bytes_invalidate(tmp_path, monkeypa
         raise AssertionError("raw file parsed despite a cache entry")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data_mod, "_read_csv", no_parsing)
+        patch.setattr(data_assembly, "_read_csv", no_parsing)
         second = load_dataset(path, cache_dir=cache)
     assert cache_stats.hits == before[0] + 1
     assert second.content_hash == first.content_hash

@@ -16,7 +16,8 @@ import pytest
 
 from alpha_evolve.blocks import splice_blocks
 from alpha_evolve.config import RunConfig
-from alpha_evolve.controller import EvolutionController, build_evaluator
+from alpha_evolve.controller import EvolutionController
+from alpha_evolve.evaluation_setup import build_evaluator
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.program_keys import changes_logic, code_key, logic_key
 from alpha_evolve.selection import select_parent

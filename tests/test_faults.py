@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from alpha_evolve.config import PipelineOptions, RunConfig
-from alpha_evolve.controller import EvolutionController, EvolutionStatus, ProgressEvent, build_evaluator
+from alpha_evolve.controller import EvolutionController
+from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent
 from alpha_evolve.faults import InfrastructureError, infrastructure_problem, mark_infrastructure
 from alpha_evolve.files import FileFormatError, read_json
 from alpha_evolve.mutators.offline import OfflineMutator

@@ -158,7 +158,7 @@ def test_cli_backtest_on_a_fifo_is_one_line(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_a_strategy_file_that_is_dev_zero_is_one_line(tmp_path: Path) -> None:
-    from alpha_evolve.controller import load_seed
+    from alpha_evolve.evaluation_setup import load_seed
 
     path = tmp_path / "mine.py"
     os.symlink("/dev/zero", path)

@@ -307,6 +307,11 @@ def test_asset_class_from_symbol_and_overrides() -> None:
     assert market.split_pair("EUR/USD") == ("EUR", "USD")
     assert market.split_pair("BTC-USDT") == ("BTC", "USDT")
     assert market.split_pair("AAPL") is None
+    # file names carry more than the pair
+    assert market.split_pair("EURUSD_H1") == ("EUR", "USD")
+    assert market.split_pair("btc-usdt-1h") == ("BTC", "USDT")
+    assert market.split_pair("GBPJPY 2023") == ("GBP", "JPY")
+    assert market.split_pair("SP_500") is None and market.split_pair("MSFT_daily") is None
     spec = market.instrument_spec("USDJPY", frame * 140)
     assert (spec.asset_class, spec.base_currency, spec.quote_currency, spec.account_currency) == (
         "fx", "USD", "JPY", "JPY")

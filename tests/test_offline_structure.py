@@ -17,7 +17,7 @@ import pytest
 
 from alpha_evolve.blocks import extract_blocks, validate_candidate
 from alpha_evolve.config import RunConfig
-from alpha_evolve.controller import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator
 from alpha_evolve.mutators.base import MutationRequest
 from alpha_evolve.mutators.liveness import analyse, contradiction, truth
 from alpha_evolve.mutators.offline import OPERATORS, STRUCTURE_OPERATORS, OfflineMutator

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from alpha_evolve import prompts
 from alpha_evolve.config import RunConfig
-from alpha_evolve.controller import EvolutionController, build_evaluator
+from alpha_evolve.controller import EvolutionController
+from alpha_evolve.evaluation_setup import build_evaluator
 from alpha_evolve.files import schema_errors
+from alpha_evolve.mutators import prompts
 from alpha_evolve.mutators.agent import REQUEST_SCHEMA, AgentMutator
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.offline import OfflineMutator

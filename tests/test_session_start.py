@@ -48,6 +48,8 @@ def test_cli_options_are_read_from_the_declaration() -> None:
         if spec.choices is not None:
             assert list(action.choices or ()) == list(spec.choices)
     assert f"({DEFAULT_EXPLORATION_PROB:g})" in (by_dest["exploration_prob"].help or "")
+    for name in ("seed", "parallel_runs", "iterations"):  # 0 and 1 are defaults too
+        assert f"({SETTING_SPECS[name].default})" in (by_dest[name].help or "")
     assert given_settings(p.parse_args([])) == {}
     given = given_settings(p.parse_args(["--exploration-prob", "0.4", "--minimize", "--no-persist-configs",
                                          "--config", "c.toml", "--parallel-runs", "2"]))

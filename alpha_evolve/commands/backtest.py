@@ -64,7 +64,7 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
     import pandas as pd
 
     from alpha_evolve.data import DataSplits
-    from alpha_evolve.evaluation_setup import backtest_settings, build_evaluator, load_run_data
+    from alpha_evolve.evaluation_setup import backtest_settings, build_evaluator, load_run_data, market_description
     from alpha_evolve.holdout_door import default_ledger_dir, record_look, refuse, run_dir_of
 
     if split == "holdout" and not open_holdout:
@@ -108,17 +108,6 @@ def run_backtest_command(config: RunConfig, code: str, split: str, *, open_holdo
         "periods": {s: (d["train"] if split == "all" else d.get(eval_split)) for s, d in info["splits"].items()},
         "market": market_description(settings, instruments),
         "warnings": list(result.warnings),
-    }
-
-
-def market_description(settings: Any, instruments: dict[str, Any]) -> dict[str, Any]:
-    """The market model a result used: per-symbol instrument specs, fill model, account and warm-up."""
-    return {
-        "instruments": instruments,
-        "fill": settings.fills.describe(),
-        "fees": {"taker": settings.taker_fee, "maker": settings.maker_fee},
-        "account_type": settings.account_type,
-        "warmup_bars": settings.warmup_bars,
     }
 
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from rich.table import Table
 from alpha_evolve.cli import UserError
 from alpha_evolve.command_hint import cli
 from alpha_evolve.evaluation_backend import add_backend_arguments, apply_backend_arguments
+from alpha_evolve.values import json_safe
 
 DEFAULT_DB = "artifacts/evolution/programs.sqlite"
 
@@ -128,18 +128,7 @@ def _require(store: Any, name: str) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
-    print(json.dumps(_clean(obj), default=str))
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
+    print(json.dumps(json_safe(obj), default=str))
 
 
 def _run_with_signals(
@@ -189,8 +178,7 @@ def _run_with_signals(
 
 def _build_runtime(config: Any, name: str, db_path: Path) -> tuple[Any, Any, str]:
     """(evaluator, mutator, data hash) for a run: train split only — evolution never sees other bars."""
-    from alpha_evolve.controller import build_evaluator, mutator_from_config
-    from alpha_evolve.evaluation_setup import load_run_data
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, mutator_from_config
 
     data = load_run_data(config)
     evaluator = build_evaluator(config, data=data, include=("train",))
@@ -261,7 +249,7 @@ def _controller_call(
 
 def _start(args: argparse.Namespace) -> int:
     from alpha_evolve.config import load_config
-    from alpha_evolve.controller import load_seed
+    from alpha_evolve.evaluation_setup import load_seed
 
     name = _name(args)
     config = apply_backend_arguments(args, load_config(args.config))
@@ -298,7 +286,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import config_from_experiment, experiment_is_live
+    from alpha_evolve.experiment_status import config_from_experiment, experiment_is_live
 
     name = _name(args)
     if args.additional_iterations < 0:
@@ -329,7 +317,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import progress_from_store
+    from alpha_evolve.experiment_status import progress_from_store
 
     name = _name(args)
     store = _open_store(args.db, create=False)
@@ -443,7 +431,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from alpha_evolve.controller import request_stop
+    from alpha_evolve.experiment_status import request_stop
 
     name = _name(args)
     store = _open_store(args.db, create=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import secrets
 import subprocess
@@ -45,6 +44,7 @@ from alpha_evolve.registry import (
     session_checker,
 )
 from alpha_evolve.session import MAX_NOTES_CHARS
+from alpha_evolve.values import json_safe
 
 logger = logging.getLogger("alpha_evolve.dashboard")
 
@@ -393,13 +393,6 @@ def create_app(config: DashboardConfig) -> Starlette:
 # ------------------------------------------------------------------------------------------------ views
 
 
-def _json_number(v: Any) -> Any:
-    """A metric as JSON can carry it: NaN and infinities become null, everything else passes unchanged."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _proposal_view(p: dict[str, Any] | None) -> dict[str, Any] | None:
     if p is None:
         return None
@@ -443,7 +436,7 @@ def _session_view(detail: dict[str, Any]) -> dict[str, Any]:
                 "iteration": it["iteration"],
                 "kind": it["kind"],
                 "config_updates": it["config_updates"],
-                "metrics": {k: _json_number(v) for k, v in (it["metrics"] or {}).items()},
+                "metrics": {k: json_safe(v) for k, v in (it["metrics"] or {}).items()},
                 "objective": it["objective"],
                 "success": bool(it["success"]),
                 "failure_reason": it["failure_reason"],

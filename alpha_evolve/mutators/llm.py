@@ -36,7 +36,7 @@ from typing import Any
 import anthropic
 import httpx2
 
-from alpha_evolve import prompts
+import alpha_evolve.mutators.prompts as prompts
 from alpha_evolve.mutators.base import (
     Budget,
     BudgetExceeded,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+__all__ = ["REFERENCES", "SEEDS", "list_seeds", "seed_source"]
+
 SEEDS: dict[str, str] = {
     "momentum": "momentum.py",
     "mean_reversion": "mean_reversion.py",
