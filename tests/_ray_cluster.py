@@ -32,7 +32,7 @@ def two_node_cluster(secret: str) -> Iterator[Any]:
         with scrubbed_environ():
             cluster = Cluster(initialize_head=True, head_node_args={
                 "num_cpus": 1, "include_dashboard": False,
-                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 10,
                                    "health_check_initial_delay_ms": 0},
             })
             cluster.add_node(num_cpus=1)
