@@ -99,7 +99,7 @@ def watching(directory: Path) -> Iterator[threading.Event]:
         observer.join(5)
 
 
-def wait_until(directory: Path, predicate: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
+def wait_until(directory: Path, predicate: Callable[[], Any], *, timeout: float = 90.0, what: str = "") -> Any:
     """Block until ``predicate()`` is truthy, re-checking on every change in ``directory``; fail after timeout."""
     deadline = time.monotonic() + timeout
     with watching(directory) as changed:
