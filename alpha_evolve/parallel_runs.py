@@ -62,15 +62,8 @@ class ParallelRunsLoop(SelfEvolutionLoop):
             if self._running() >= self.settings.parallel_runs:
                 self._wait_for_a_slot()
                 continue
-            current = self.summary.get("state") or {}
-            if current.get("iteration") == iteration and current.get("phase") == "awaiting_approval":
-                action = dict(current["action"])
-                if resuming:
-                    self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
-            else:
-                action = self._propose(iteration, rejected=[])
+            outcome = self._decide(self._open_action(iteration, self.summary.get("state") or {}, resuming))
             resuming = False
-            outcome = self._decide(action)
             if outcome is not None:
                 return outcome
         return None

@@ -395,17 +395,20 @@ class SelfEvolutionLoop:
                     self.backend.resolve_action(self._last_action, "running", None)
                 self._run_iteration(iteration, dict(state.get("candidate") or {}), state=state)
                 continue
-            if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
-                action = dict(state["action"])
-                if resuming:
-                    self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
-            else:
-                action = self._propose(iteration, rejected=[])
+            outcome = self._decide(self._open_action(iteration, state, resuming))
             resuming = False
-            outcome = self._decide(action)
             if outcome is not None:
                 return outcome
         return None
+
+    def _open_action(self, iteration: int, state: Mapping[str, Any], resuming: bool) -> dict[str, Any]:
+        """The action this iteration waits on: the one already posted (re-posted after a resume), else a new one."""
+        if state.get("iteration") == iteration and state.get("phase") == "awaiting_approval":
+            action = dict(state["action"])
+            if resuming:
+                self._out(f"iteration {iteration}: re-posting pending action {action['action_id']}")
+            return action
+        return self._propose(iteration, rejected=[])
 
     def _check_history(self) -> None:
         """Refuse to resume on a history record that fails its schema (what ``validate`` reports): the loop would
