@@ -27,6 +27,7 @@ def two_node_cluster(secret: str) -> Iterator[Any]:
 
     lock = FileLock(os.path.join(tempfile.gettempdir(), "alpha-evolve-test-ray-cluster.lock"))
     with lock, pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CI", raising=False)  # Ray's cluster start hung with CI=true (as CI sets it) in fresh-clone runs
         mp.setenv("ANTHROPIC_API_KEY", secret)
         mp.setenv("GITHUB_TOKEN", secret)
         with scrubbed_environ():
