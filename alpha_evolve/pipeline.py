@@ -294,7 +294,15 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
     from alpha_evolve.controller import EvolutionController
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
+    from alpha_evolve.decision_trace import tracer_for
+    from alpha_evolve.evaluation_setup import (
+        backtest_settings,
+        build_evaluator,
+        instrument_specs,
+        load_run_data,
+        load_seed,
+        mutator_from_config,
+    )
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -316,6 +324,11 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         mutator = mutator_from_config(config, run_dir=run_dir)
         controller = EvolutionController(config, store, evaluator, mutator)
         controller.data_hash = data.dataset.content_hash
+        if config.evolution.trace_precheck:
+            settings = backtest_settings(config)
+            controller.tracer = tracer_for(data, settings, instrument_specs(data, settings),
+                                           allow_short=config.backtest.allow_short,
+                                           screen_fraction=config.backtest.screen_fraction)
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
             controller.metric_hook = hook
