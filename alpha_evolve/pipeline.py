@@ -352,6 +352,8 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         if r.status in _SECURITY_KINDS:
             counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
+    # Candidates the decision trace showed would repeat a program: sent back before any backtest (no trial).
+    counts["traced_duplicates"] = int(controller.traced_duplicates)
     store.close()
     best = ranked[0]
     oracle = references.get("oracle") or {}
