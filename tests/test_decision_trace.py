@@ -219,3 +219,18 @@ def test_jitter_avoids_numbers_already_moved_for_nothing() -> None:
             bodies, _ = mutator.propose(request, random.Random(i))
             out.append("SimpleMovingAverage(10)" not in bodies.get("indicators", "SimpleMovingAverage(10)"))
     assert any(plain) and not any(steered)
+
+
+def test_the_llm_prompt_shows_the_changes_that_bought_nothing() -> None:
+    from alpha_evolve.mutators.prompts import user_prompt
+
+    code = seed_source("trend_filter")
+    blocks = extract_blocks(code)
+    tuned = dict(blocks, indicators=blocks["indicators"].replace("SimpleMovingAverage(10)", "SimpleMovingAverage(14)"))
+    useful = dict(blocks, indicators=blocks["indicators"].replace("EfficiencyRatio(15)", "EfficiencyRatio(25)"))
+    plain = user_prompt(MutationRequest("r", "e", 1, "1", code, blocks, siblings=(Sibling(useful, "new", 9.0),)))
+    assert "bought nothing" not in plain
+    told = user_prompt(MutationRequest("r", "e", 1, "1", code, blocks,
+                                       siblings=(Sibling(useful, "new", 9.0), Sibling(tuned, "duplicate", 66.0))))
+    section = told[told.index("bought nothing"):]
+    assert "SimpleMovingAverage(14)" in section and "EfficiencyRatio(25)" not in section
