@@ -394,9 +394,8 @@ class DecisionTracer:
         return None
 
 
-def tracer_for(run_data: Any, settings: Any, instruments: Mapping[str, Any], *, allow_short: bool,
-               screen_fraction: float) -> DecisionTracer | None:
-    """A tracer over the train bars exactly as the engine sees them; None when they cannot be prepared."""
+def train_bars(run_data: Any, settings: Any, instruments: Mapping[str, Any]) -> dict[str, list[Any]] | None:
+    """Each instrument's train bars exactly as the engine sees them; None when they cannot be prepared."""
     from alpha_evolve.backtest import prepare_bars
 
     bars: dict[str, list[Any]] = {}
@@ -405,6 +404,13 @@ def tracer_for(run_data: Any, settings: Any, instruments: Mapping[str, Any], *, 
             prepared = prepare_bars(symbol, splits.train, settings, spec=instruments.get(symbol))
             bars[symbol] = list(prepared.bars)
     except (ValueError, KeyError, AttributeError) as exc:
-        logger.info("decision pre-check off: %s", exc)
+        logger.info("train bars for the pre-check unavailable: %s", exc)
         return None
-    return DecisionTracer(bars, allow_short=allow_short, screen_fraction=screen_fraction)
+    return bars
+
+
+def tracer_for(run_data: Any, settings: Any, instruments: Mapping[str, Any], *, allow_short: bool,
+               screen_fraction: float) -> DecisionTracer | None:
+    """A tracer over the train bars exactly as the engine sees them; None when they cannot be prepared."""
+    bars = train_bars(run_data, settings, instruments)
+    return None if bars is None else DecisionTracer(bars, allow_short=allow_short, screen_fraction=screen_fraction)

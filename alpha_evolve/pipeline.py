@@ -294,15 +294,7 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
     from alpha_evolve.controller import EvolutionController
-    from alpha_evolve.decision_trace import tracer_for
-    from alpha_evolve.evaluation_setup import (
-        backtest_settings,
-        build_evaluator,
-        instrument_specs,
-        load_run_data,
-        load_seed,
-        mutator_from_config,
-    )
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -324,11 +316,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         mutator = mutator_from_config(config, run_dir=run_dir)
         controller = EvolutionController(config, store, evaluator, mutator)
         controller.data_hash = data.dataset.content_hash
-        if config.evolution.trace_precheck:
-            settings = backtest_settings(config)
-            controller.tracer = tracer_for(data, settings, instrument_specs(data, settings),
-                                           allow_short=config.backtest.allow_short,
-                                           screen_fraction=config.backtest.screen_fraction)
+        _search_aids(config, data, controller, mutator)
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
             controller.metric_hook = hook
@@ -594,6 +582,24 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
     out = market_description(evaluator.settings, instruments)
     out["warnings"] = warnings
     return out
+
+
+def _search_aids(config: RunConfig, data: Any, controller: Any, mutator: Any) -> None:
+    """The train bars, worked into the decision-trace pre-check and the offline mutator's filter thresholds."""
+    from alpha_evolve.decision_trace import DecisionTracer, train_bars
+    from alpha_evolve.evaluation_setup import backtest_settings, instrument_specs
+    from alpha_evolve.mutators.calibration import ThresholdCalibrator
+    from alpha_evolve.mutators.offline import OfflineMutator
+
+    settings = backtest_settings(config)
+    bars = train_bars(data, settings, instrument_specs(data, settings))
+    if bars is None:
+        return
+    if config.evolution.trace_precheck:
+        controller.tracer = DecisionTracer(bars, allow_short=config.backtest.allow_short,
+                                           screen_fraction=config.backtest.screen_fraction)
+    if isinstance(mutator, OfflineMutator):
+        mutator.calibration = ThresholdCalibrator(bars)
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from alpha_evolve import indicator_catalogue as catalogue
 from alpha_evolve.mutators.base import Candidate, MutationRequest, MutationResponse, build_candidate
+from alpha_evolve.mutators.calibration import PASS_SHARE, ThresholdCalibrator
 from alpha_evolve.mutators.liveness import Liveness, analyse, contradiction, helper_call
 from alpha_evolve.source import parse as parse_source
 
@@ -250,6 +251,7 @@ class _Program:
             self.ind = everything.get("indicators") if everything.get("indicators") is not self.dec else None
         self.imported: set[str] = set()
         self.wasted_numbers: set[tuple[str, int]] = set()  # (block, position) jittered before for nothing
+        self.calibration: ThresholdCalibrator | None = None
         self.live = Liveness()
         self.analyse()
         self.unassigned_before = self.unassigned()  # base-class members and whatever the parent relies on
@@ -334,6 +336,8 @@ class OfflineMutator:
         self.jitter = jitter
         self.two_op_probability = two_op_probability
         self._had_options = False  # set by propose (synchronous, so safe under asyncio concurrency)
+        # Set by the pipeline: new filters' thresholds from their distribution on the train bars (``calibration``).
+        self.calibration: ThresholdCalibrator | None = None
 
     async def mutate(self, request: MutationRequest) -> MutationResponse:
         t0 = time.monotonic()
@@ -382,6 +386,7 @@ class OfflineMutator:
         prog = _Program(request, parsed, fixed)
         prog.imported = _imported_indicator_names(request.parent_code)
         prog.wasted_numbers = _wasted_numbers(request)
+        prog.calibration = self.calibration
         n_ops = 2 if rng.random() < self.two_op_probability else 1
         applied: list[_Applied] = []
         touched: set[str] = set()
@@ -615,9 +620,29 @@ def _new_indicator(prog: _Program, rng: random.Random, ind: catalogue.Indicator,
     return attr
 
 
-def _condition_expr(cond: catalogue.Condition, attr: str, rng: random.Random) -> ast.expr:
-    threshold = "" if cond.threshold is None else repr(_draw(cond.threshold, rng))
+def _condition_expr(cond: catalogue.Condition, attr: str, rng: random.Random,
+                    prog: _Program | None = None) -> ast.expr:
+    threshold = "" if cond.threshold is None else repr(_threshold(cond, attr, rng, prog))
     return _expr(cond.text.format(a=attr, close=_CLOSE, t=threshold))
+
+
+def _threshold(cond: catalogue.Condition, attr: str, rng: random.Random, prog: _Program | None) -> int | float:
+    """From the indicator's distribution on the train bars when a calibrator is set (``calibration``), so the
+    new condition lets a drawn share of the bars through; else from the catalogue's range."""
+    assert cond.threshold is not None
+    drawn = _draw(cond.threshold, rng)
+    share = rng.uniform(*PASS_SHARE)  # drawn either way: the stream does not depend on having a calibrator
+    if cond.role == "signal":
+        share *= 0.6  # a signal (an oversold reading, a momentum level) is rarer than a regime
+    if prog is None or prog.calibration is None:
+        return drawn
+    stmt = prog.assigned().get(attr)
+    call = stmt.value if stmt is not None else None
+    if not (isinstance(call, ast.Call) and all(_is_number(a) for a in call.args) and not call.keywords):
+        return drawn
+    args = [a.value for a in call.args]  # type: ignore[attr-defined]
+    calibrated = prog.calibration.threshold(_call_name(call) or "", args, cond.text, share)
+    return drawn if calibrated is None else calibrated
 
 
 def _gate_entries(prog: _Program, condition: ast.expr) -> int:
@@ -663,7 +688,7 @@ def _add_gate(prog: _Program, rng: random.Random, roles: tuple[str, ...], stem: 
         return None
     ind, cond = rng.choice(choices)
     attr = _new_indicator(prog, rng, ind, stem + _abbrev(ind.name))
-    condition = _condition_expr(cond, attr, rng)
+    condition = _condition_expr(cond, attr, rng, prog)
     if not _gate_entries(prog, condition):
         return None
     return [prog.ind.name, prog.dec.name], f"added {what} `{ast.unparse(condition)}` ({cond.role})"
@@ -865,7 +890,7 @@ def _replace_signal(prog: _Program, rng: random.Random) -> tuple[list[str], str]
         return None
     ind, cond = rng.choice(choices)
     attr = _new_indicator(prog, rng, ind, "signal_" + _abbrev(ind.name))
-    new = _condition_expr(cond, attr, rng)
+    new = _condition_expr(cond, attr, rng, prog)
     old_text = ast.unparse(operand)
     if operand is test_if.test:
         test_if.test = new
