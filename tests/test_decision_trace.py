@@ -234,3 +234,61 @@ def test_the_llm_prompt_shows_the_changes_that_bought_nothing() -> None:
                                        siblings=(Sibling(useful, "new", 9.0), Sibling(tuned, "duplicate", 66.0))))
     section = told[told.index("bought nothing"):]
     assert "SimpleMovingAverage(14)" in section and "EfficiencyRatio(25)" not in section
+
+
+def _pass_share(bars: list[Any], indicator: Any, attr: str, op: str, threshold: float, scaled: bool) -> float:
+    """Share of the bars (once the indicator is warm) where ``attr op threshold [* close]`` holds: by hand."""
+    hits = total = 0
+    for bar in bars:
+        indicator.handle_bar(bar)
+        if not indicator.initialized:
+            continue
+        value, bound = float(getattr(indicator, attr)), threshold * (float(bar.close) if scaled else 1.0)
+        total += 1
+        hits += value < bound if op == "<" else value > bound
+    return hits / total
+
+
+def test_calibrated_thresholds_let_the_drawn_share_of_bars_through(train: Any) -> None:
+    from nautilus_trader.indicators import AverageTrueRange, EfficiencyRatio
+
+    from alpha_evolve.mutators.calibration import ThresholdCalibrator
+
+    prepared, _ = train
+    calibrator = ThresholdCalibrator({"SYN": prepared.bars})
+    for q in (0.35, 0.6, 0.8):
+        atr = calibrator.threshold("AverageTrueRange", [14], "self.{a}.value < {t} * {close}", q)
+        assert atr is not None
+        assert _pass_share(prepared.bars, AverageTrueRange(14), "value", "<", atr, True) == pytest.approx(q, abs=0.02)
+        eff = calibrator.threshold("EfficiencyRatio", [20], "self.{a}.value > {t}", q)
+        assert eff is not None
+        assert _pass_share(prepared.bars, EfficiencyRatio(20), "value", ">", eff, False) == pytest.approx(q, abs=0.02)
+    assert calibrator.threshold("Stochastics", [10, 3], "self.{a}.value_k > self.{a}.value_d", 0.5) is None
+    assert calibrator.threshold("AverageTrueRange", [10_000], "self.{a}.value < {t} * {close}", 0.5) is None
+
+
+def test_new_filters_from_the_offline_mutator_bind_on_the_train_bars(train: Any) -> None:
+    import re
+
+    import nautilus_trader.indicators as module
+
+    from alpha_evolve.mutators.calibration import PASS_SHARE, ThresholdCalibrator
+
+    prepared, _ = train
+    code = seed_source("trend_filter")
+    mutator = OfflineMutator(seed=3, operators=("add_regime_filter",), two_op_probability=0.0)
+    mutator.calibration = ThresholdCalibrator({"SYN": prepared.bars})
+    checked = 0
+    for i in range(12):
+        response = asyncio.run(mutator.mutate(MutationRequest(f"r{i}", "e", i, "1", code, extract_blocks(code))))
+        assert response.code is not None
+        ctor = re.search(r"self\.(regime_\w+) = (\w+)\(([\d., ]*)\)", response.code)
+        cond = re.search(r"self\.regime_\w+\.(\w+) ([<>]) (-?[\d.e-]+)( \* bar\.close\.as_double\(\))?", response.code)
+        if ctor is None or cond is None:
+            continue  # a condition without a threshold (e.g. `> 0`)
+        args = [float(a) if "." in a else int(a) for a in ctor.group(3).split(",")]
+        share = _pass_share(prepared.bars, getattr(module, ctor.group(2))(*args), cond.group(1), cond.group(2),
+                            float(cond.group(3)), bool(cond.group(4)))
+        assert PASS_SHARE[0] - 0.03 <= share <= PASS_SHARE[1] + 0.03, response.code
+        checked += 1
+    assert checked >= 5
