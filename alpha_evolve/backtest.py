@@ -503,7 +503,7 @@ def run_strategy(
             )
         warnings.append(f"{prepared.symbol}: {sizing_refusals} order(s) skipped as too small for one order step; "
                         f"first: {first_refusal}")
-    outcome = _outcome(prepared, settings, fills, started, warnings)
+    outcome = scored_outcome(prepared, settings, fills, started, warnings)
     outcome.decisions = decisions
     outcome.fills = fills.tolist()
     return outcome
@@ -631,7 +631,7 @@ def _downsample(n: int, points: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, points).round().astype(int))
 
 
-def _outcome(
+def scored_outcome(
     prepared: PreparedBars,
     settings: BacktestSettings,
     fills: np.ndarray,

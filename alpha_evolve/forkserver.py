@@ -349,9 +349,9 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         # any disagreement (or a case it does not model) goes to the engine replay, which decides.
         fast = replay.vector_fills(prepared, state.settings, decisions)
         if fast is not None and replay.fills_agree(claim.get("fills"), fast):
-            from alpha_evolve.backtest import _outcome
+            from alpha_evolve.backtest import scored_outcome
 
-            scored = _outcome(prepared, state.settings, fast, started)
+            scored = scored_outcome(prepared, state.settings, fast, started)
             scored.decisions, scored.fills, scored.log = decisions, fast.tolist(), log
             return scored, decisions
     trusted = replayer.replay(key, fraction, decisions)
@@ -662,7 +662,7 @@ class _Replayer:
             self.pid = 0
 
     def replay(self, key: tuple[str, str], fraction: float | None, decisions: list[tuple[int, int]]) -> Any:
-        from alpha_evolve.backtest import BacktestOutcome, _outcome
+        from alpha_evolve.backtest import BacktestOutcome, scored_outcome
 
         prepared = self.state.datasets[key]
         if fraction:
@@ -670,7 +670,7 @@ class _Replayer:
         if not decisions:  # no orders: the figures need no engine (and an empty log cannot stop one early)
             import numpy as np
 
-            out = _outcome(prepared, self.state.settings, np.zeros((0, 4)), time.perf_counter())
+            out = scored_outcome(prepared, self.state.settings, np.zeros((0, 4)), time.perf_counter())
             out.fills = []
             return out
         settings = self.state.settings

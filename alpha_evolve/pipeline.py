@@ -29,16 +29,15 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
 from alpha_evolve.config import (
-    LOWER_IS_BETTER_METRICS,
-    METRIC_NAMES,
     PipelineOptions,
     RunConfig,
     resolve_base_dir,
     write_toml_snapshot,
 )
-from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.crowning import RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
+from alpha_evolve.metric_names import INFO_RATIO, LOWER_IS_BETTER_METRICS, METRIC_NAMES
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -294,7 +293,13 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
     from alpha_evolve.controller import EvolutionController
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
+    from alpha_evolve.evaluation_setup import (
+        build_evaluator,
+        load_run_data,
+        load_seed,
+        loop_wiring,
+        mutator_from_config,
+    )
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -314,7 +319,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         bh_code = seed_source("buy_and_hold")
         bh_train = evaluator.evaluate(bh_code, "train", "full", screen=False)
         mutator = mutator_from_config(config, run_dir=run_dir)
-        controller = EvolutionController(config, store, evaluator, mutator)
+        controller = EvolutionController(config.evolution, store, evaluator, mutator, wiring=loop_wiring(config))
         controller.data_hash = data.dataset.content_hash
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
