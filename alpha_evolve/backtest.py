@@ -36,6 +36,7 @@ from nautilus_trader.persistence.wranglers import BarDataWrangler
 from alpha_evolve import market, sandbox
 from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.sandbox import SandboxViolation
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.backtest")
 
@@ -372,7 +373,7 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(str(exc))
     if len(text) > 300:
         text = text[:297] + "..."
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -26,7 +26,7 @@ import numpy as np
 
 from alpha_evolve.samplers import Proposal
 from alpha_evolve.search_space import SearchSpace, same_value
-from alpha_evolve.values import finite_or_none, json_safe
+from alpha_evolve.values import finite_or_none, json_safe, one_line
 
 
 def _ok(rec: Mapping[str, Any]) -> bool:
@@ -289,7 +289,7 @@ def describe_proposal(action: Mapping[str, Any], proposal: Mapping[str, Any] | N
         for key, new in updates.items():
             old = repr(base_values.get(key, "?")) if key in base_values else "?"
             lines.append(f"  {key}: {old} → {new!r}")
-    summary = " ".join(str(action.get("summary") or "").split())
+    summary = one_line(str(action.get("summary") or ""))
     if summary:
         lines.append(f"briefing: {summary if len(summary) <= 400 else summary[:397] + '...'}")
     return lines

@@ -170,10 +170,10 @@ def template_main(fd: int) -> None:
     try:
         state = _prepare(setup)
     except ValueError as exc:
-        conn.send(("error", "data", " ".join(str(exc).split())))
+        conn.send(("error", "data", one_line(str(exc))))
         os._exit(0)
     except Exception as exc:
-        conn.send(("error", "setup", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+        conn.send(("error", "setup", f"{type(exc).__name__}: {one_line(str(exc))}"))
         os._exit(0)
     if state.kernel:
         from alpha_evolve import confinement
@@ -577,7 +577,7 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
             kernel=state.kernel,
         )
     except Exception as exc:
-        report({"status": "crash", "error": f"confinement failed: {' '.join(str(exc).split())}"})
+        report({"status": "crash", "error": f"confinement failed: {one_line(str(exc))}"})
         os._exit(0)
     if state.python_guards:
         sandbox.install_audit_hook()  # early rejection with readable messages; the kernel is the boundary
@@ -604,7 +604,7 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
     except RecursionError as exc:
         payload = {"status": "runtime", "error": f"RecursionError: {exc}"}
     except BaseException as exc:
-        payload = {"status": "runtime", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        payload = {"status": "runtime", "error": f"{type(exc).__name__}: {one_line(str(exc))[:300]}"}
     payload["elapsed"] = time.perf_counter() - started
     with contextlib.suppress(BaseException):
         sys.stdout.flush()

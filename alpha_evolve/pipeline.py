@@ -38,6 +38,7 @@ from alpha_evolve.crowning import RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
 from alpha_evolve.metric_names import INFO_RATIO, LOWER_IS_BETTER_METRICS, METRIC_NAMES
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -198,7 +199,7 @@ def _failed_summary(run_dir: Path, experiment: str, started: datetime, reason: s
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": "failed",
-        "reason": " ".join(reason.split()),
+        "reason": one_line(reason),
         "run_dir": str(run_dir),
         "experiment": experiment,
         "started_at": _iso(started),
