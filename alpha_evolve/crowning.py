@@ -152,7 +152,9 @@ def draw_finalists(by_train: Sequence[Any], seed: Any | None, k: int) -> list[An
             continue
         seen.add(key)
         distinct.append(program)
-    if seed is not None and code_key(seed.code) not in seen:
+    # The seed is in every selection, even when a twin of its code ranked among the k (a twin may differ in
+    # comments and, with a non-deterministic market model, in figures): otherwise a larger k could drop it.
+    if seed is not None and not any(p is seed or (seed.id is not None and p.id == seed.id) for p in distinct):
         distinct.append(seed)
     return distinct
 
