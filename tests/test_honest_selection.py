@@ -248,11 +248,12 @@ def test_study_report_prints_each_dataset_with_its_optimism() -> None:
     row = {"status": "ok", "winner_is_seed": False, "crowned": True, "reported": 1.5, "deflated": 0.4,
            "dsr": 0.3, "best_on_train_validation": 0.9, "seed_validation": 0.5, "bh_validation": 0.7,
            "holdout": 0.2, "seed_holdout": 0.4, "bh_holdout": 0.6, "oos_beat_seed": True,
-           "holdout_beat_seed": False, "holdout_beat_bh": False}
+           "holdout_beat_seed": False, "holdout_beat_bh": False, "best_on_train_holdout": 0.5}
     text = report([{**row, "dataset": "a"}, {**row, "dataset": "b", "status": "failed"}])
     line = next(x for x in text.splitlines() if x.startswith("a "))
     assert "1.30" in line and "0.20" in line  # optimism 1.5 - 0.2 and deflated optimism 0.4 - 0.2
     assert "b" in text and "all runs failed" in text
+    assert "validation pick did worse than the best-on-train program in 1 of 1 runs and better in 0" in text
 
 
 def _ledger_case(case: int) -> dict:
