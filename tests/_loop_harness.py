@@ -159,8 +159,7 @@ class LegacyState(SessionState):
 
     @classmethod
     def created_by_driver(cls, root: Path, settings: SessionSettings) -> LegacyState:
-        found = wait_until(root, lambda: next(iter(root.glob("self_evo_session_*")), None), what="a session dir")
-        return cls(settings, root, session_dir=found)
+        return cls(settings, root, session_dir=only_session(root))
 
     @property
     def pending_path(self) -> Path:
@@ -405,6 +404,11 @@ class LoopRun(LoopThread):
             self._built.set()
         super()._run()
 
+    @property
+    def dir(self) -> Path:
+        """The session directory (legacy) or artifact directory (tracked)."""
+        return self.state.artifact_dir
+
     def run(self, timeout: float = 60.0) -> Any:
         """Run to the end (a result, or the loop's exception raised here)."""
         return self.finish(timeout)
@@ -435,3 +439,18 @@ def driver(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[st
 def driver_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(DRIVER), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def legacy_driver(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A new legacy session under ``root`` driven by a real process."""
+    return driver(*LegacyState.new_session_args(root), *args, env=env)
+
+
+def only_session(root: Path) -> Path:
+    """The session directory a driver creates under ``root``, once it is there."""
+    return wait_until(root, lambda: next(iter(root.glob("self_evo_session_*")), None), what="a session dir")
+
+
+def resume(session_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``self-evolve --resume DIR`` in a real process, to its end."""
+    return driver_run("--resume", str(session_dir), *args)

@@ -200,7 +200,7 @@ def test_concurrent_hostile_and_honest(bare: StrategyEvaluator, honest: dict[str
 
 def test_backtest_json_is_one_trusted_object(tmp_path: Path) -> None:
     """The CLI with a printing, secret-hunting strategy and a key in its environment: one JSON line, no key."""
-    from tests.conftest import run_cli
+    from tests._cli import run_cli
 
     forge = tmp_path / "forge.py"
     forge.write_text(hostile("stdout_forge"))
