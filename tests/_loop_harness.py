@@ -328,6 +328,8 @@ class TrackedState(SessionState):
         assert row["mode"] == "tracked" and row["iterations_completed"] == summary["iterations_completed"]
         expected = {"session_complete": "completed", "stopped": "stopped", "timed_out": "stopped"}
         assert row["status"] == expected.get(summary["status"], summary["status"])
+        if summary["status"] == "timed_out":
+            assert "timed out" in row["last_error"]
         best = summary.get("best") or {}
         assert row["best_iteration"] == best.get("iteration")
         assert [i["iteration"] for i in self.registry.iterations(self.id)] == self.iterations()
