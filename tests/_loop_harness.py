@@ -416,6 +416,24 @@ class LoopRun(LoopThread):
         return self.finish(timeout)
 
 
+class Tracked(LoopRun):
+    """A tracked session loop (tests/_loop_harness.py: the real ``build_loop``) in a background thread, on a
+    registry file in ``tmp``."""
+
+    def __init__(self, tmp: Path, *, runner: Callable[..., Path] | None = None, **kw: Any) -> None:
+        settings = session_settings("tracked", **kw)
+        self.tracked = TrackedState(settings, tmp)
+        self.db, self.registry, self.id, self.artifacts = (self.tracked.db, self.tracked.registry, self.tracked.id,
+                                                           self.tracked.artifact_dir)
+        super().__init__(self.tracked, settings, runner=runner)
+
+    def wait(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
+        return self.tracked.wait(predicate, what, timeout)
+
+    def pending(self, *, not_id: str | None = None) -> dict[str, Any]:
+        return dict(self.tracked.pending(not_id=not_id)["raw"])
+
+
 def run_session(mode: str, root: Path, *, runner: Callable[..., Path] | None = None, **kw: Any) -> LoopRun:
     """A new session of ``mode`` under ``root``, started; ``kw`` are ``SessionSettings`` fields."""
     settings = session_settings(mode, **kw)

@@ -24,26 +24,8 @@ from alpha_evolve.registry import (
     import_session_dir,
     session_checker,
 )
-from tests._loop_harness import DRIVER, LoopRun, TrackedState, finished_legacy_session, session_settings
+from tests._loop_harness import DRIVER, Tracked, finished_legacy_session
 from tests._session_helpers import ROOT, StubRunner, wait_until
-
-
-class Tracked(LoopRun):
-    """A tracked session loop (tests/_loop_harness.py: the real ``build_loop``) in a background thread, on a
-    registry file in ``tmp``."""
-
-    def __init__(self, tmp: Path, *, runner: StubRunner | None = None, **kw: Any) -> None:
-        settings = session_settings("tracked", **kw)
-        self.tracked = TrackedState(settings, tmp)
-        self.db, self.registry, self.id, self.artifacts = (self.tracked.db, self.tracked.registry, self.tracked.id,
-                                                           self.tracked.artifact_dir)
-        super().__init__(self.tracked, settings, runner=runner)
-
-    def wait(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
-        return self.tracked.wait(predicate, what, timeout)
-
-    def pending(self, *, not_id: str | None = None) -> dict[str, Any]:
-        return dict(self.tracked.pending(not_id=not_id)["raw"])
 
 
 def test_schema_is_wal_versioned_and_refuses_foreign_files(tmp_path: Path) -> None:
