@@ -461,6 +461,17 @@ def driver_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
                           timeout=timeout, check=False)
 
 
+def self_evolve(*args: str) -> int:
+    """The real ``self-evolve`` entry point in this process, with the stand-in pipeline runner; its exit code."""
+    import argparse
+
+    from alpha_evolve.commands.session import add_self_evolve_arguments, run_self_evolve
+
+    parser = argparse.ArgumentParser()
+    add_self_evolve_arguments(parser)
+    return int(run_self_evolve(parser.parse_args(list(args)), pipeline_runner=StubRunner()))
+
+
 def legacy_driver(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """A new legacy session under ``root`` driven by a real process."""
     return driver(*LegacyState.new_session_args(root), *args, env=env)
