@@ -182,7 +182,7 @@ async def test_an_agent_answering_with_a_fifo_fails_the_mutation_without_hanging
                                       lambda: next(iter(mutator.requests_dir.glob("*.json")), None),
                                       what="the mutation request")
     os.mkfifo(mutator.response_path(written.stem))
-    response = await asyncio.wait_for(task, timeout=10)
+    response = await asyncio.wait_for(task, timeout=60)
     assert response.failure_kind == "response" and "FIFO" in (response.error or "")
 
 

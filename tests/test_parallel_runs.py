@@ -124,7 +124,7 @@ def test_kill_9_with_runs_in_flight_then_resume(tmp_path: Path) -> None:
     proc = legacy_driver(tmp_path / "root", "--iterations", "3", "--auto-approve", "--parallel-runs", "2",
                   env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "2"})
     try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run", proc=proc)
         session = only_session(tmp_path / "root")
         wait_until(session, lambda: sorted(r["iteration"] for r in _summary(session)["state"].get("in_flight", []))
                    == [2, 3], what="runs 2 and 3 in flight")

@@ -175,15 +175,15 @@ def test_cli_tracked_session_with_approve_reject_stop_and_resume(tmp_path: Path)
             return None
 
         (db.parent).mkdir(parents=True, exist_ok=True)
-        sid, first = wait_until(db.parent, pending, what="pending proposal")
+        sid, first = wait_until(db.parent, pending, what="pending proposal", proc=proc)
         out = _cli("approve", sid, "--registry-db", str(db), "--notes", "go")
         assert out.returncode == 0, out.stderr
         assert "approved" in out.stdout
         _sid2, second = wait_until(db.parent, lambda: (p := pending()) and p[1]["action_id"] != first["action_id"]
-                                  and p, what="second proposal")
+                                  and p, what="second proposal", proc=proc)
         assert _cli("reject", sid, "--registry-db", str(db)).returncode == 0
         wait_until(db.parent, lambda: (p := pending()) and p[1]["action_id"] != second["action_id"] and p,
-                   what="third proposal")
+                   what="third proposal", proc=proc)
         out = _cli("stop", sid, "--registry-db", str(db))
         assert out.returncode == 0, out.stderr
         _stdout, stderr = proc.communicate(timeout=60)

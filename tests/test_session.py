@@ -304,7 +304,7 @@ def test_signals_stop_cleanly_and_resume_finishes(tmp_path: Path, sig: signal.Si
     proc = legacy_driver(tmp_path / "root", "--iterations", "2", "--auto-approve",
                   env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "1"})
     try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run", proc=proc)
         proc.send_signal(sig)
         proc.wait(30)
     finally:

@@ -201,7 +201,7 @@ def test_kill_9_during_a_run_then_resume_runs_each_iteration_once(tmp_path: Path
     proc = driver(*STATES[mode].new_session_args(root), "--iterations", "3", "--auto-approve",
                   env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "2"})
     try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run", proc=proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
