@@ -7,13 +7,10 @@ import itertools
 import json
 from pathlib import Path
 
-from alpha_evolve.config import load_config
 from alpha_evolve.files import read_jsonl
-from alpha_evolve.samplers import make_sampler
-from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session import SelfEvolutionLoop, SessionSettings
-from alpha_evolve.session_files import FileStateBackend, new_session_dir
+from alpha_evolve.pipeline import run_pipeline
 from alpha_evolve.session_trials import LEDGER_NAME
+from tests._loop_harness import LegacyState, LoopRun, session_settings
 
 TINY = """
 [evolution]
@@ -35,16 +32,11 @@ SPACE = {"description": "bt_top only", "parameters": [
 def test_session_counts_every_run_and_confirms_its_best_once_on_the_holdout(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY)
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
-    settings = SessionSettings(mode="legacy", search_space_path=str(tmp_path / "space.json"), iterations=1, seed=3,
-                               auto_approve=True, config_path=str(tmp_path / "tiny.toml"))
-    session_dir = new_session_dir(tmp_path / "sessions")
-    space = load_search_space(settings.search_space_path)
-    loop = SelfEvolutionLoop(
-        FileStateBackend(session_dir), settings, base_config=load_config(tmp_path / "tiny.toml"), space=space,
-        sampler=make_sampler(settings.sampler, space, seed=3, exploration_prob=settings.exploration_prob,
-                             maximize=True, state_dir=session_dir), out=lambda _line: None,
-        install_signal_handlers=False)
-    result = loop.run()
+    settings = session_settings("legacy", search_space_path=str(tmp_path / "space.json"), auto_approve=True,
+                                config_path=str(tmp_path / "tiny.toml"))
+    session = LoopRun(LegacyState(settings, tmp_path), settings, runner=run_pipeline)
+    session_dir = session.dir
+    result = session.run(timeout=300)
     assert result.status == "session_complete"
     summary = json.loads((session_dir / "session_summary.json").read_text())
     runs = [json.loads(x)["run_dir"] for x in (session_dir / "history.jsonl").read_text().splitlines()]
