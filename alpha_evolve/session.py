@@ -768,6 +768,7 @@ class SelfEvolutionLoop:
 
         try:
             session_trials.absorb_run(self.backend.artifact_dir, iteration, run_dir)
+            session_trials.absorb_history(self.backend.artifact_dir, self.history)  # runs a crash left uncounted
             self.summary["selection"] = session_trials.session_selection(
                 self.backend.artifact_dir, self.summary.get("best"), self.summary.get("selection"))
         except Exception as exc:  # bookkeeping must not fail the session; say so in the summary instead

@@ -29,8 +29,8 @@ from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import SEEDS, seed_source
+from tests._evaluator_helpers import SETTINGS, candidate, splits
 from tests._ray_cluster import two_node_cluster
-from tests.test_evaluator import SETTINGS, _splits, candidate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
@@ -50,7 +50,7 @@ def cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def universe() -> dict[str, Any]:
-    return {"AAA": _splits(seed=5, n=300), "BBB": _splits(seed=9, n=240)}
+    return {"AAA": splits(seed=5, n=300), "BBB": splits(seed=9, n=240)}
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +272,9 @@ def test_default_starts_its_own_local_instance_without_secrets(cluster: Any, tmp
         "import json, os, sys\n"
         "import psutil\n"
         "from alpha_evolve.ray_backend import RayEvaluator\n"
-        "from tests.test_evaluator import SETTINGS, _splits\n"
+        "from tests._evaluator_helpers import SETTINGS, splits\n"
         "secret = os.environ['ANTHROPIC_API_KEY'].encode()\n"
-        "with RayEvaluator({'AAA': _splits(seed=5, n=200)}, SETTINGS) as ev:\n"
+        "with RayEvaluator({'AAA': splits(seed=5, n=200)}, SETTINGS) as ev:\n"
         "    result = ev.evaluate(open(sys.argv[1]).read(), 'validation')\n"
         "    probe = ev.node_probes()[0]\n"
         "    leaks, seen = [], 0\n"
