@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOWER_IS_BETTER
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 from alpha_evolve.session import SessionError
 from alpha_evolve.session_settings import (
     SETTING_SPECS,
@@ -74,7 +74,7 @@ def new_session_settings(given: Mapping[str, Any], *, note: Say = _quiet) -> Ses
     if problem:
         raise SessionError(problem)
     _preflight(settings)
-    if settings.objective in LOWER_IS_BETTER and settings.maximize:
+    if settings.objective in LOWER_IS_BETTER_METRICS and settings.maximize:
         note(f"{settings.objective} is lower-is-better; did you mean --minimize?")
     return settings
 

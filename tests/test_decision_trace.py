@@ -20,12 +20,18 @@ from alpha_evolve.blocks import extract_blocks, splice_blocks
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
 from alpha_evolve.decision_trace import DecisionTracer, _Run, _spec, tracer_for
-from alpha_evolve.evaluation_setup import backtest_settings, build_evaluator, instrument_specs, load_run_data
+from alpha_evolve.evaluation_setup import (
+    backtest_settings,
+    build_evaluator,
+    instrument_specs,
+    load_run_data,
+    loop_wiring,
+)
 from alpha_evolve.mutators.base import MutationRequest, Sibling
 from alpha_evolve.mutators.offline import EDIT_CLASSES, WASTED_FACTOR, OfflineMutator, _weights, edit_class
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import seed_source
-from tests.test_duplicates import FAST_INDICATORS, SEED_EQUIVALENT, CountingEvaluator, Script
+from tests._search_helpers import FAST_INDICATORS, SEED_EQUIVALENT, CountingEvaluator, Script
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,7 +151,8 @@ async def test_a_traced_repeat_is_sent_back_without_a_backtest_or_a_trial(tmp_pa
     evaluator = CountingEvaluator(real_evaluator)
     script = Script({1: [{"decision_logic": SEED_EQUIVALENT}, {"indicators": FAST_INDICATORS}]})
     with ProgramStore(tmp_path / "programs.sqlite") as store:
-        ctl = EvolutionController(BASE.with_updates({"evolution.max_retries": 2}), store, evaluator, script)  # type: ignore[arg-type]
+        cfg = BASE.with_updates({"evolution.max_retries": 2})
+        ctl = EvolutionController(cfg.evolution, store, evaluator, script, wiring=loop_wiring(cfg))  # type: ignore[arg-type]
         ctl.tracer = _tracer()
         await ctl.run("momentum", "traced", 1)
         seed = store.seed("traced")
@@ -167,7 +174,8 @@ async def test_the_last_attempt_is_always_backtested(tmp_path: Path, real_evalua
     evaluator = CountingEvaluator(real_evaluator)
     script = Script({1: [{"decision_logic": SEED_EQUIVALENT}]})
     with ProgramStore(tmp_path / "programs.sqlite") as store:
-        ctl = EvolutionController(BASE.with_updates({"evolution.max_retries": 1}), store, evaluator, script)  # type: ignore[arg-type]
+        cfg = BASE.with_updates({"evolution.max_retries": 1})
+        ctl = EvolutionController(cfg.evolution, store, evaluator, script, wiring=loop_wiring(cfg))  # type: ignore[arg-type]
         ctl.tracer = _tracer()
         await ctl.run("momentum", "last", 1)
         seed = store.seed("last")

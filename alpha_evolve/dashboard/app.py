@@ -44,7 +44,7 @@ from alpha_evolve.registry import (
     session_checker,
 )
 from alpha_evolve.session import MAX_NOTES_CHARS
-from alpha_evolve.values import json_safe
+from alpha_evolve.values import json_safe, one_line
 
 logger = logging.getLogger("alpha_evolve.dashboard")
 
@@ -62,7 +62,7 @@ class ORJSONResponse(JSONResponse):
 
 
 def error(status: int, message: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+    return ORJSONResponse({"error": one_line(str(message))}, status_code=status)
 
 
 class BadRequest(Exception):

@@ -973,7 +973,8 @@ def _imported_indicator_names(code: str) -> set[str]:
     except SyntaxError:
         return set()
     names: set[str] = set()
-    for node in ast.walk(tree):
+    # Module level only: an import inside a method serves that method alone (and a removal may take it away).
+    for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(_INDICATOR_MODULE):
             names.update(a.asname or a.name for a in node.names)
     return names
