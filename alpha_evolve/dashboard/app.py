@@ -298,10 +298,12 @@ def create_app(config: DashboardConfig) -> Starlette:
     def session_settings(request: Request) -> Response:
         """The declared session settings, so the new-session form shows the CLI's defaults and ranges."""
         from alpha_evolve.session_settings import SETTING_SPECS
+        from alpha_evolve.session_start import default_search_space
 
+        defaults = {"search_space_path": default_search_space()}  # what a session without one uses
         return ORJSONResponse({"settings": {
-            name: {"default": spec.default, "doc": spec.doc, "ge": spec.ge, "le": spec.le, "gt": spec.gt,
-                   "choices": list(spec.choices) if spec.choices is not None else None}
+            name: {"default": defaults.get(name, spec.default), "doc": spec.doc, "ge": spec.ge, "le": spec.le,
+                   "gt": spec.gt, "choices": list(spec.choices) if spec.choices is not None else None}
             for name, spec in SETTING_SPECS.items() if name in _FORM_SETTINGS.values()
         }})
 
@@ -480,11 +482,10 @@ def _start_settings(body: dict[str, Any], config: DashboardConfig) -> dict[str, 
         raise BadRequest(f"unknown field {unknown[0]!r} (expected {', '.join(sorted(known))})", 422)
     cwd = config.workdir or Path.cwd()
 
-    def path_field(name: str, required: bool) -> str | None:
+    def path_field(name: str) -> str | None:
+        """A given file path, resolved from the dashboard's folder; None when not given (the CLI's default)."""
         value = body.get(name)
         if value in (None, ""):
-            if required:
-                raise BadRequest(f"{name}: a file path is required", 422)
             return None
         if not isinstance(value, str):
             raise BadRequest(f"{name}: expected a file path", 422)
@@ -494,8 +495,7 @@ def _start_settings(body: dict[str, Any], config: DashboardConfig) -> dict[str, 
             raise BadRequest(f"{name}: {value} is not a file", 422)
         return str(p)
 
-    given: dict[str, Any] = {"config_path": path_field("config", False),
-                             "search_space_path": path_field("search_space", True)}
+    given: dict[str, Any] = {"config_path": path_field("config"), "search_space_path": path_field("search_space")}
     for name in ("iterations", "objective", "seed", "sampler", "exploration_prob", "auto_approve"):
         if body.get(name) not in (None, ""):
             given[_FORM_SETTINGS[name]] = body[name]
