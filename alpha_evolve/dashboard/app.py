@@ -312,14 +312,13 @@ def create_app(config: DashboardConfig) -> Starlette:
         its own (it outlives the dashboard and is driven by the registry) as a resume of that id."""
         from alpha_evolve.config import ConfigError
         from alpha_evolve.session import SessionError
-        from alpha_evolve.session_start import create_tracked_session
+        from alpha_evolve.session_start import create_tracked_session, tracked_resume_args
 
         try:
             sid = create_tracked_session(given, registry_db=config.registry_db, session_root=config.session_root)
         except (SessionError, ConfigError, ValueError) as exc:  # ValueError: SearchSpaceError and kin
             return error(422, str(exc))
-        argv = [*config.self_evolve_cmd, "--mode", "tracked", "--registry-db", str(config.registry_db.resolve()),
-                "--resume", sid]
+        argv = [*config.self_evolve_cmd, *tracked_resume_args(config.registry_db.resolve(), sid)]
         log_dir = config.log_dir or (config.registry_db.parent / "logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
