@@ -148,7 +148,7 @@ def build_loop(
         settings.sampler,
         space,
         seed=settings.seed,
-        exploration_prob=settings.exploration_prob,
+        exploration_prob=settings.exploration_prob if settings.sampler == "random" else None,  # TPE's own
         maximize=settings.maximize,
         state_dir=state_dir,
     )
