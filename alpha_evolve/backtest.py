@@ -36,6 +36,7 @@ from nautilus_trader.persistence.wranglers import BarDataWrangler
 from alpha_evolve import market, sandbox
 from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.sandbox import SandboxViolation
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.backtest")
 
@@ -372,7 +373,7 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(str(exc))
     if len(text) > 300:
         text = text[:297] + "..."
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -503,7 +504,7 @@ def run_strategy(
             )
         warnings.append(f"{prepared.symbol}: {sizing_refusals} order(s) skipped as too small for one order step; "
                         f"first: {first_refusal}")
-    outcome = _outcome(prepared, settings, fills, started, warnings)
+    outcome = scored_outcome(prepared, settings, fills, started, warnings)
     outcome.decisions = decisions
     outcome.fills = fills.tolist()
     return outcome
@@ -631,7 +632,7 @@ def _downsample(n: int, points: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, points).round().astype(int))
 
 
-def _outcome(
+def scored_outcome(
     prepared: PreparedBars,
     settings: BacktestSettings,
     fills: np.ndarray,

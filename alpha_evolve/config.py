@@ -25,18 +25,14 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER_METRICS
-from alpha_evolve.metric_names import METRIC_NAMES
+from alpha_evolve.metric_names import METRIC_NAMES as METRIC_NAMES  # the choices of objective-like settings
+from alpha_evolve.metric_names import RANKING_METRICS
+from alpha_evolve.mutators import MUTATOR_KINDS  # light: implementations are imported only when one is made
 
 logger = logging.getLogger("alpha_evolve.config")
 
-# The old name, still imported by commands/session.py (being reworked in parallel); new code imports
-# LOWER_IS_BETTER_METRICS. Remove once nothing imports it.
-LOWER_IS_BETTER = LOWER_IS_BETTER_METRICS
 
 
-
-MUTATOR_KINDS = ("auto", "offline", "llm", "agent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
@@ -46,7 +42,6 @@ ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")  # = market.ASSET_C
 FILL_MODELS = ("close", "volume")  # = market.FILL_MODELS
 EVALUATION_BACKENDS = ("local", "ray")
 FOLD_AGGREGATES = ("mean", "worst")
-RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
 
 
 class ConfigError(ValueError):

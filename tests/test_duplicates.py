@@ -17,7 +17,7 @@ import pytest
 from alpha_evolve.blocks import splice_blocks
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.program_keys import changes_logic, code_key, logic_key
 from alpha_evolve.selection import select_parent
@@ -97,7 +97,8 @@ def _rows(store: ProgramStore, experiment: str) -> list[Program]:
 async def test_identical_code_reuses_the_stored_result_without_a_backtest(
         store: ProgramStore, evaluator: CountingEvaluator) -> None:
     script = Script({1: [{"indicators": FAST_INDICATORS}], 2: [{"indicators": FAST_REFORMATTED}]})
-    ctl = EvolutionController(BASE.with_updates({"evolution.max_retries": 3}), store, evaluator, script)  # type: ignore[arg-type]
+    cfg = BASE.with_updates({"evolution.max_retries": 3})
+    ctl = EvolutionController(cfg.evolution, store, evaluator, script, wiring=loop_wiring(cfg))  # type: ignore[arg-type]
     result = await ctl.run("momentum", "cache", 2)
     assert len(evaluator.calls) == 2  # the seed and iteration 1; iteration 2 ran no backtest
     rows = {p.iteration: p for p in _rows(store, "cache")}
@@ -119,7 +120,8 @@ async def test_identical_code_reuses_the_stored_result_without_a_backtest(
 async def test_behaviour_duplicate_is_stored_linked_and_excluded(
         store: ProgramStore, evaluator: CountingEvaluator) -> None:
     script = Script({1: [{"decision_logic": SEED_EQUIVALENT}]})
-    ctl = EvolutionController(BASE.with_updates({"evolution.max_retries": 1}), store, evaluator, script)  # type: ignore[arg-type]
+    cfg = BASE.with_updates({"evolution.max_retries": 1})
+    ctl = EvolutionController(cfg.evolution, store, evaluator, script, wiring=loop_wiring(cfg))  # type: ignore[arg-type]
     result = await ctl.run("momentum", "twin", 1)
     assert len(evaluator.calls) == 2  # it was backtested: only the result shows it did nothing
     seed = store.seed("twin")
@@ -142,7 +144,8 @@ async def test_behaviour_duplicate_is_stored_linked_and_excluded(
 async def test_behaviour_duplicate_is_sent_back_while_attempts_remain(
         store: ProgramStore, evaluator: CountingEvaluator) -> None:
     script = Script({1: [{"decision_logic": SEED_EQUIVALENT}, {"indicators": FAST_INDICATORS}]})
-    ctl = EvolutionController(BASE.with_updates({"evolution.max_retries": 2}), store, evaluator, script)  # type: ignore[arg-type]
+    cfg = BASE.with_updates({"evolution.max_retries": 2})
+    ctl = EvolutionController(cfg.evolution, store, evaluator, script, wiring=loop_wiring(cfg))  # type: ignore[arg-type]
     await ctl.run("momentum", "retry", 1)
     assert len(evaluator.calls) == 3
     second = [c for c in script.calls if c.iteration == 1][1]
@@ -206,7 +209,8 @@ async def test_map_elites_selection_runs_and_never_picks_a_duplicate(
 
     config = BASE.with_updates({"evolution.selection": "map_elites", "evolution.population_size": 4,
                                 "evolution.archive_size": 1})
-    result = await EvolutionController(config, store, evaluator, OfflineMutator(seed=3)).run(  # type: ignore[arg-type]
+    result = await EvolutionController(config.evolution, store, evaluator, OfflineMutator(seed=3),  # type: ignore[arg-type]
+                                 wiring=loop_wiring(config)).run(
         "momentum", "qd", 6)
     assert result.iterations_completed == 6
     rows = _rows(store, "qd")

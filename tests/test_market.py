@@ -312,6 +312,10 @@ def test_asset_class_from_symbol_and_overrides() -> None:
     assert market.split_pair("btc-usdt-1h") == ("BTC", "USDT")
     assert market.split_pair("GBPJPY 2023") == ("GBP", "JPY")
     assert market.split_pair("SP_500") is None and market.split_pair("MSFT_daily") is None
+    # Yahoo Finance file names: EURUSD=X is EUR/USD, JPY=X is USD/JPY, BTC-USD is crypto, ^GSPC and ES=F are not pairs
+    assert market.split_pair("EURUSD=X") == ("EUR", "USD") and market.split_pair("jpy=x") == ("USD", "JPY")
+    assert market.split_pair("BTC-USD") == ("BTC", "USD")
+    assert market.split_pair("^GSPC") is None and market.split_pair("ES=F") is None
     spec = market.instrument_spec("USDJPY", frame * 140)
     assert (spec.asset_class, spec.base_currency, spec.quote_currency, spec.account_currency) == (
         "fx", "USD", "JPY", "JPY")

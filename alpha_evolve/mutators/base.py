@@ -10,14 +10,13 @@ into a stop reason.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from alpha_evolve.source import parse as parse_source
-from alpha_evolve.values import one_line
+from alpha_evolve.values import finite_or_none, one_line
 
 # Metric names a mutator may see (train period only). Anything else in ``parent_metrics`` — in particular
 # validation or holdout figures — is dropped before it reaches a prompt or a request file.
@@ -49,11 +48,9 @@ def train_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Keep only the known train-period metric names with finite numeric values."""
     out: dict[str, float] = {}
     for name in PROMPT_METRICS:
-        value = metrics.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if math.isfinite(float(value)):
-            out[name] = float(value)
+        value = finite_or_none(metrics.get(name))
+        if value is not None:
+            out[name] = value
     return out
 
 
