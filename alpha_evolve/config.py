@@ -27,12 +27,12 @@ from tomlkit.items import Table
 
 from alpha_evolve.metric_names import METRIC_NAMES as METRIC_NAMES  # the choices of objective-like settings
 from alpha_evolve.metric_names import RANKING_METRICS
+from alpha_evolve.mutators import MUTATOR_KINDS  # light: implementations are imported only when one is made
 
 logger = logging.getLogger("alpha_evolve.config")
 
 
 
-MUTATOR_KINDS = ("auto", "offline", "llm", "agent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")

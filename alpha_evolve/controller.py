@@ -758,17 +758,20 @@ class EvolutionController:
 
     def _prepare(self, s: _Session, iteration: int) -> _Prepared:
         """Choose the parent and build the request now, from the store as it is at this moment."""
-        rng = random.Random(f"{s.random_seed}:{iteration}")
-        ev = self.config
-        ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
-        if ev.selection == "map_elites":
-            parent, mode = qd_archive.select_parent(self.store, s.experiment, rng, ratios)
-        else:
-            parent, mode = select_parent(self.store, s.experiment, rng, ratios, ev.novelty_boost_w)
+        parent, mode = self._draw_parent(s.experiment, random.Random(f"{s.random_seed}:{iteration}"))
         logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
         horizon = self.store.max_program_id(s.experiment)
         request = self._request(s.experiment, iteration, parent, horizon)
         return _Prepared(iteration, parent, mode, request, time.monotonic(), horizon)
+
+    def _draw_parent(self, experiment: str, rng: random.Random) -> tuple[Program, str]:
+        """(parent, mode) by the configured selection: elite / exploit / explore ratios over the population or,
+        with ``selection = "map_elites"``, over the archive's cell champions."""
+        ev = self.config
+        ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
+        if ev.selection == "map_elites":
+            return qd_archive.select_parent(self.store, experiment, rng, ratios)
+        return select_parent(self.store, experiment, rng, ratios, ev.novelty_boost_w)
 
     def _request(self, experiment: str, iteration: int, parent: Program, horizon: int | None = None) -> MutationRequest:
         """The mutation request for a child of ``parent``: the loop's and the single-mutation call's alike.
@@ -1057,11 +1060,8 @@ class EvolutionController:
         The controller contract's name for it; the loop itself draws in ``_prepare`` with a per-iteration random
         generator so that runs are reproducible. Raises RuntimeError when the experiment has no eligible parent.
         """
-        ev = self.config
-        rng = self.__dict__.setdefault("_contract_rng", random.Random(ev.random_seed))
-        parent, mode = select_parent(
-            self.store, experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
-        )
+        rng = self.__dict__.setdefault("_contract_rng", random.Random(self.config.random_seed))
+        parent, mode = self._draw_parent(experiment, rng)
         logger.debug("_select_parent(%s): %s by %s", experiment, parent.id, mode)
         return parent
 

@@ -37,7 +37,7 @@ from alpha_evolve.trials import (
     return_shape,
     trial_row,
 )
-from alpha_evolve.values import finite_or_none
+from alpha_evolve.values import finite_or_zero as _num  # a figure in a comparison: not a number counts 0
 
 NO_BEAT_SEED = "no evolved program beat the seed"
 
@@ -281,7 +281,3 @@ def verdict(objective: str, *, period: str, evolved: Mapping[str, Any] | None, e
         "evolved_beat_buy_and_hold": bool(beat_bh),
         "statement": words,
     }
-
-
-def _num(value: Any) -> float:
-    return finite_or_none(value) or 0.0

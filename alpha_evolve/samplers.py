@@ -29,7 +29,7 @@ import numpy as np
 
 from alpha_evolve.config import ConfigError, RunConfig
 from alpha_evolve.search_space import Parameter, SearchSpace, SearchSpaceError, rng_for, same_value
-from alpha_evolve.session_settings import DEFAULT_EXPLORATION_PROB, SETTING_SPECS
+from alpha_evolve.session_settings import DEFAULT_EXPLORATION_PROB, SAMPLERS, SETTING_SPECS, sampler_problem
 from alpha_evolve.values import finite_or_none
 
 logger = logging.getLogger("alpha_evolve.samplers")
@@ -359,14 +359,20 @@ def _decode(p: Parameter, raw: Any) -> Any:
 
 
 def make_sampler(kind: Literal["random", "optuna"] | str, space: SearchSpace, *, seed: int,
-                 exploration_prob: float = DEFAULT_EXPLORATION_PROB, maximize: bool,
-                 state_dir: Path | None) -> Sampler:
-    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory) and does not use
-    ``exploration_prob`` (a session refuses an explicit one with it: ``session_settings.sampler_problem``)."""
+                 exploration_prob: float | None = None, maximize: bool, state_dir: Path | None) -> Sampler:
+    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory).
+
+    ``exploration_prob`` (None: its declared default) is the random sampler's; given to ``optuna``, whose TPE
+    balances exploration itself, it is refused rather than ignored (``session_settings.sampler_problem`` says
+    the same to a person before anything starts)."""
     if kind == "random":
-        return RandomSampler(space, seed=seed, exploration_prob=exploration_prob)
+        prob = DEFAULT_EXPLORATION_PROB if exploration_prob is None else exploration_prob
+        return RandomSampler(space, seed=seed, exploration_prob=prob)
     if kind == "optuna":
+        problem = sampler_problem({"exploration_prob": exploration_prob}, kind)
+        if problem:
+            raise ValueError(problem)
         if state_dir is None:
             raise ValueError("the optuna sampler needs a state directory (the session directory) for its study")
         return OptunaSampler(space, seed=seed, maximize=maximize, state_dir=Path(state_dir))
-    raise ValueError(f"unknown sampler {kind!r}: expected 'random' or 'optuna'")
+    raise ValueError(f"unknown sampler {kind!r}: expected one of {', '.join(SAMPLERS)}")

@@ -148,7 +148,7 @@ def build_loop(
         settings.sampler,
         space,
         seed=settings.seed,
-        exploration_prob=settings.exploration_prob,
+        exploration_prob=settings.exploration_prob if settings.sampler == "random" else None,  # TPE's own
         maximize=settings.maximize,
         state_dir=state_dir,
     )
@@ -290,6 +290,12 @@ def create_tracked_session(
         return _create_tracked(reg, settings, session_root)
 
 
+def tracked_resume_args(registry_db: str | os.PathLike[str], session_id: str) -> list[str]:
+    """The ``self-evolve`` arguments that run (or continue) tracked session ``session_id``: the resume hint a
+    session prints and the process the dashboard starts for a session it created are spelled here once."""
+    return ["--mode", "tracked", "--registry-db", str(registry_db), "--resume", session_id]
+
+
 def _create_tracked(reg: Any, settings: SessionSettings, session_root: Any) -> str:
     from alpha_evolve.config import load_config
     from alpha_evolve.registry import search_space_record
@@ -344,7 +350,7 @@ def _open_tracked(given: dict[str, Any], resume: str | None, session_root: Any, 
         raise
     opened = OpenedSession(
         loop, settings, "tracked", session_id, f"{session_id} ({reg.path})", summary is not None,
-        cli("self-evolve", "--mode", "tracked", "--registry-db", shlex.quote(str(reg.path)), "--resume", session_id),
+        cli("self-evolve", *map(shlex.quote, tracked_resume_args(reg.path, session_id))),
         artifact_dir, registry_path=reg.path, _close=reg.close,
     )
 

@@ -44,7 +44,6 @@ FAILURE_KINDS: frozenset[str] = frozenset(
 PROGRAM_STATUSES: frozenset[str] = frozenset({"ok", "screened"}) | FAILURE_KINDS
 STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
 EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
-SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
 DUPLICATE_KINDS: frozenset[str] = frozenset({"code", "behavior"})
 # What ``experiment_counters`` returns, in its SELECT's column order.
 EXPERIMENT_COUNTERS: tuple[str, ...] = (
