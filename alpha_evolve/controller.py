@@ -94,6 +94,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("alpha_evolve.controller")
 
+__all__ = ["BEHAVIOR_POINTS", "EvolutionController", "StopCondition", "behavior_descriptor", "fitness_from_metrics"]
+
 BEHAVIOR_POINTS = 32
 """Length of the downsampled return vector kept as a behaviour descriptor for novelty."""
 
