@@ -33,6 +33,20 @@ from alpha_evolve.mutators.prompts import fitness_spec
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
 
+__all__ = [
+    "EVOLUTION_SPLITS",
+    "LoopWiring",
+    "RunData",
+    "backtest_settings",
+    "build_evaluator",
+    "instrument_specs",
+    "load_run_data",
+    "load_seed",
+    "loop_wiring",
+    "market_description",
+    "mutator_from_config",
+]
+
 EVOLUTION_SPLITS = ("train", "validation")
 
 

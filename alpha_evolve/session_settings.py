@@ -17,6 +17,17 @@ from alpha_evolve.config import EVALUATION_BACKENDS, LOG_LEVELS, METRIC_NAMES
 MODES = ("tracked", "legacy")
 SAMPLERS = ("random", "optuna")
 
+__all__ = [
+    "DEFAULT_EXPLORATION_PROB",
+    "MODES",
+    "SAMPLERS",
+    "SETTING_SPECS",
+    "SessionSettings",
+    "SettingSpec",
+    "sampler_problem",
+    "setting_problems",
+]
+
 
 def _s(default: Any, doc: str, *, flag: str | None = None, ge: float | None = None, le: float | None = None,
        gt: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:

@@ -32,6 +32,23 @@ from alpha_evolve.session_settings import (
 
 logger = logging.getLogger("alpha_evolve.session_start")
 
+__all__ = [
+    "DEFAULT_SESSION_ROOT",
+    "OpenedSession",
+    "build_loop",
+    "check_resume_target",
+    "check_settings",
+    "create_tracked_session",
+    "decide_tracked",
+    "default_search_space",
+    "new_session_settings",
+    "open_session",
+    "resolve_session_id",
+    "resume_settings",
+    "session_mode",
+    "tracked_resume_args",
+]
+
 DEFAULT_SESSION_ROOT = "pipeline_runs_cs/self_evolution"
 
 Say = Callable[[str], None]
