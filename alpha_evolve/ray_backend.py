@@ -10,12 +10,16 @@ Design (docs/ray.md):
 - **Secrets stay home.** A local Ray instance is started with secret-looking variables out of the environment
   (Ray copies it into every process it starts); every actor also removes any it finds in its own environment
   before forking workers, and reports their names. Nothing is passed through ``runtime_env``.
-- **One candidate, one task.** A candidate's evaluation (every symbol of a universe, screen then full) is one
-  call of the node's ``StrategyEvaluator.evaluate``: the result is by construction the local one, including the
-  evaluator's cross-symbol figures (return statistics from every bar) and its screen-vs-full decision-prefix
-  check. Candidates in flight spread over the nodes. (A candidate × symbol split was built and withdrawn: those
-  figures need every bar's equity of each symbol, which ``evaluate`` does not return; it would need a seam in
-  ``evaluator.py`` returning per-symbol outcomes.)
+- **Candidate x symbol tasks for a universe.** Each symbol of a universe is its own engine run already locally
+  (the evaluator runs a stage symbol by symbol, then merges; nothing couples the symbols inside an engine), so
+  splitting there is exact: a stage becomes one task per symbol on the nodes, each running the node evaluator's
+  ``run_task`` (confined run, trusted replay, screen-prefix and perturbed-future checks for that symbol), and the
+  driver merges the verified outcomes with the evaluator's own ``CandidateCascade.merge_outcomes`` in symbol
+  order, up to the first failure. The screen's decisions travel with each symbol's full-run task. A single
+  symbol stays one task per candidate (screen then full in one round trip).
+- **Room per node.** The driver keeps at most ``_DEPTH`` tasks per slot on a node (one running, one waiting in
+  the node's evaluator); more wait on the driver, so a 500-symbol universe never floods a node, and a task's
+  deadline covers at most one task queued before it.
 - **Lost nodes.** A task whose actor or node dies (or that outlives a generous deadline) is retried on another
   node up to ``max_task_retries`` times, then recorded as ``crash``; the actor of a node still alive is restarted.
   Results are deterministic, so a retried candidate scores what it would have scored.

@@ -8,6 +8,7 @@ and ``bare`` are ``RayEvaluator``s built while a fake API key sits in the driver
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ def test_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
             assert ev.cluster_status()["tasks"] > len(cases)  # per symbol
     for want, have in zip(expected, got, strict=True):
         assert want.status == "lookahead", (want.status, want.error)
-        assert (have.status, have.stage, have.error) == (want.status, want.stage, want.error)
+        # the perturbed-future cut is secret: drawn at random by each evaluator's template (every node's, like
+        # every local pool's), so only its bar numbers may differ
+        assert (have.status, have.stage, re.sub(r"\d+", "N", have.error or "")) == (
+            want.status, want.stage, re.sub(r"\d+", "N", want.error or ""))
     assert "differs between a run on the first" in (got[0].error or "")
     assert "changed when only bars" in (got[1].error or "")
