@@ -34,10 +34,10 @@ from typing import Any
 import psutil
 
 from alpha_evolve.config import RunConfig
-from alpha_evolve.synthetic import synthetic_bars
 from alpha_evolve.evaluation_setup import backtest_settings, load_run_data
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.strategies import SEEDS, seed_source
+from alpha_evolve.synthetic import synthetic_bars
 
 
 def _frames(config: RunConfig, symbols: int) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def main() -> int:
 
     import ray
 
-    from alpha_evolve.ray_backend import RayEvaluator
+    from alpha_evolve.ray_backend import LOCAL_SYSTEM_CONFIG, RayEvaluator
 
     config = RunConfig().with_updates({"backtest.synthetic_bars": args.bars})
     frames = _frames(config, args.symbols)
@@ -109,7 +109,8 @@ def main() -> int:
           "train)")
 
     t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=args.cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=args.cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _system_config=LOCAL_SYSTEM_CONFIG)  # as ray_backend.connect starts a local instance
     ray_start = time.perf_counter() - t0
     me = os.getpid()
     local = StrategyEvaluator(frames, settings, max_concurrent=args.cores)
