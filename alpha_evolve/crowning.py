@@ -24,12 +24,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS, METRIC_NAMES
-
-INFO_RATIO = "InfoRatio"
-"""Annualised mean excess return over buy-and-hold on the same bars, divided by its volatility."""
-RANKING_METRICS: tuple[str, ...] = (*METRIC_NAMES, INFO_RATIO)
-"""What ``[evolution] fitness_metric`` and ``[backtest] objective`` may name."""
+from alpha_evolve.metric_names import INFO_RATIO as INFO_RATIO  # declared with the other names
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
+from alpha_evolve.metric_names import RANKING_METRICS as RANKING_METRICS
+from alpha_evolve.trials import (
+    Deflation,
+    Selection,
+    deflate_winner,
+    nested_stage,
+    outcome_key,
+    program_hash,
+    return_shape,
+    trial_row,
+)
+from alpha_evolve.values import finite_or_zero as _num  # a figure in a comparison: not a number counts 0
 
 NO_BEAT_SEED = "no evolved program beat the seed"
 
@@ -47,6 +55,8 @@ class RankedProgram:
     flags: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # market-model warnings of its validation run
     return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every validation bar
+    # Place in the train ranking the finalists were drawn from (0 = best train fitness); None: by fitness, then id.
+    train_position: int | None = None
 
     @property
     def is_seed(self) -> bool:
@@ -120,6 +130,105 @@ def crown_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
     return key
 
 
+def draw_finalists(by_train: Sequence[Any], seed: Any | None, k: int) -> list[Any]:
+    """The ``k`` best distinct programs of a train ranking (``store.top_k`` order), then the seed if not among them.
+
+    Distinct means a different code key; failed and unscored programs are skipped. A smaller ``k`` draws a prefix
+    of what a larger one draws, which is what makes the selections of different ``bt_top`` nested.
+    """
+    from alpha_evolve.program_keys import code_key
+
+    distinct: list[Any] = []
+    seen: set[str] = set()
+    for program in by_train:
+        if len(distinct) == k:
+            break
+        if program.status != "ok" or program.fitness is None:
+            continue
+        key = code_key(program.code)
+        if key in seen:
+            continue
+        seen.add(key)
+        distinct.append(program)
+    # The seed is in every selection, even when a twin of its code ranked among the k (a twin may differ in
+    # comments and, with a non-deterministic market model, in figures): otherwise a larger k could drop it.
+    if seed is not None and not any(p is seed or (seed.id is not None and p.id == seed.id) for p in distinct):
+        distinct.append(seed)
+    return distinct
+
+
+def train_order(finalists: Sequence[RankedProgram]) -> list[RankedProgram]:
+    """Finalists in the order train chose them: recorded position, else fitness descending and id (``top_k``)."""
+
+    def key(r: RankedProgram) -> tuple[float, float, int]:
+        fitness = getattr(r.program, "fitness", None)
+        f = float(fitness) if isinstance(fitness, int | float) and math.isfinite(float(fitness)) else float("-inf")
+        position = float(r.train_position) if r.train_position is not None else float("inf")
+        return (position, -f, int(getattr(r.program, "id", 0) or 0))
+
+    return sorted(finalists, key=key)
+
+
+def nested_selections(finalists: Sequence[RankedProgram], objective: str) -> list[Selection]:
+    """The selections a run with ``bt_top`` = 1, 2, ... would have made: the top-j train finalists plus the seed,
+    each crowned by ``crown_key`` (ties go to the better train rank, as in the run's own crowning)."""
+    order = train_order(finalists)
+    seeds = [r for r in order if r.is_seed]
+    key = crown_key(objective)
+    out: list[Selection] = []
+    seen: frozenset[str] = frozenset()
+    for j in range(1, len(order) + 1):
+        members = order[:j] + [r for r in seeds if all(r is not m for m in order[:j])]
+        hashes = frozenset(program_hash(r.program.code) for r in members)
+        winner = max(members, key=key)
+        if hashes == seen or winner.status != "ok":
+            continue
+        seen = hashes
+        out.append(Selection(hashes, float(winner.validation.get("Sharpe", 0.0) or 0.0), winner_shape(winner)))
+    return out
+
+
+def winner_shape(r: RankedProgram) -> tuple[float, float]:
+    """Skew and kurtosis of a finalist's validation returns: every bar's when the evaluator gave them, else those
+    of the stored (possibly sampled) curve."""
+    stats = r.return_stats
+    if stats and stats.get("n_obs", 0) >= 3:
+        return float(stats.get("skew", 0.0)), float(stats.get("kurtosis", 3.0))
+    values = np.asarray([float(p[1]) for p in r.equity], dtype=float)
+    returns = values[1:] / values[:-1] - 1.0 if values.size > 1 else np.zeros(0)
+    return return_shape(returns)
+
+
+def validation_rows(finalists: Sequence[RankedProgram], *, periods_per_year: float, n_obs: int
+                    ) -> list[dict[str, Any]]:
+    """Ledger rows of the finalists' validation runs (programs with identical figures there are one trial)."""
+    return [trial_row(r.program.code, "validation", metrics=r.validation, status=r.status,
+                      program_id=r.program.id, role="seed" if r.is_seed else "candidate",
+                      periods_per_year=periods_per_year, n_obs=n_obs,
+                      behavior_key=outcome_key(r.validation) if r.status == "ok" else None) for r in finalists]
+
+
+def deflate_crowned(finalists: Sequence[RankedProgram], rows: Sequence[Mapping[str, Any]], *, objective: str,
+                    validation_obs: int, train_obs: int, periods_per_year: float,
+                    train_period: str = "train") -> Deflation:
+    """Deflate a run's crowned program with its ledger ``rows`` at both stages, the validation stage as the
+    smallest DSR over the nested selections — so the reported DSR cannot rise with ``bt_top``.
+
+    The train stage tests the train selection's own pick (the first finalist in train order, whatever its
+    validation run did): it is the same program for every ``bt_top``.
+    """
+    if not finalists:
+        raise ValueError("no finalists to deflate")
+    winner = max(train_order(finalists), key=crown_key(objective))
+    pick = train_order(finalists)[0]
+    nested = nested_stage(rows, nested_selections(finalists, objective), validation_obs=validation_obs,
+                          periods_per_year=periods_per_year)
+    return deflate_winner(
+        rows, validation_sharpe=float(winner.validation.get("Sharpe", 0.0) or 0.0), validation_obs=validation_obs,
+        validation_returns=[], shape=winner_shape(winner), train_sharpe=float(pick.train.get("Sharpe", 0.0) or 0.0),
+        train_obs=train_obs, periods_per_year=periods_per_year, train_period=train_period, nested=nested)
+
+
 def with_info_ratio(metrics: Mapping[str, Any], equity: Sequence[Sequence[Any]],
                     benchmark: Sequence[Sequence[Any]]) -> dict[str, float]:
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
@@ -172,11 +281,3 @@ def verdict(objective: str, *, period: str, evolved: Mapping[str, Any] | None, e
         "evolved_beat_buy_and_hold": bool(beat_bh),
         "statement": words,
     }
-
-
-def _num(value: Any) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return f if math.isfinite(f) else 0.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import dataclasses
 import logging
 import platform
 import re
@@ -29,16 +28,16 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
 from alpha_evolve.config import (
-    LOWER_IS_BETTER_METRICS,
-    METRIC_NAMES,
     PipelineOptions,
     RunConfig,
     resolve_base_dir,
     write_toml_snapshot,
 )
-from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.crowning import RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
+from alpha_evolve.metric_names import INFO_RATIO, LOWER_IS_BETTER_METRICS, METRIC_NAMES
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -168,25 +167,11 @@ def _metrics_only(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _code_key(code: str) -> str:
-    """Programs that differ only in whitespace, comments or docstrings are the same program for ``bt_top``."""
-    from alpha_evolve.program_keys import code_key
-
-    return code_key(code)
-
-
 def _equity_series(points: Sequence[tuple[str, float]] | Sequence[Sequence[Any]]) -> pd.Series:
     if not points:
         return pd.Series(dtype=float)
     index = pd.to_datetime([p[0] for p in points], utc=True)
     return pd.Series([float(p[1]) for p in points], index=index)
-
-
-def _period_returns(points: Sequence[Any]) -> np.ndarray:
-    values = np.asarray([float(p[1]) for p in points], dtype=float)
-    if values.size < 2:
-        return np.zeros(0)
-    return values[1:] / values[:-1] - 1.0
 
 
 def _objective_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
@@ -199,7 +184,7 @@ def _failed_summary(run_dir: Path, experiment: str, started: datetime, reason: s
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": "failed",
-        "reason": " ".join(reason.split()),
+        "reason": one_line(reason),
         "run_dir": str(run_dir),
         "experiment": experiment,
         "started_at": _iso(started),
@@ -294,7 +279,13 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
     from alpha_evolve.controller import EvolutionController
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
+    from alpha_evolve.evaluation_setup import (
+        build_evaluator,
+        load_run_data,
+        load_seed,
+        loop_wiring,
+        mutator_from_config,
+    )
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -314,8 +305,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         bh_code = seed_source("buy_and_hold")
         bh_train = evaluator.evaluate(bh_code, "train", "full", screen=False)
         mutator = mutator_from_config(config, run_dir=run_dir)
-        controller = EvolutionController(config, store, evaluator, mutator)
+        controller = EvolutionController(config.evolution, store, evaluator, mutator, wiring=loop_wiring(config))
         controller.data_hash = data.dataset.content_hash
+        _search_aids(config, data, controller, mutator)
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
             controller.metric_hook = hook
@@ -339,6 +331,8 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         if r.status in _SECURITY_KINDS:
             counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
+    # Candidates the decision trace showed would repeat a program: sent back before any backtest (no trial).
+    counts["traced_duplicates"] = int(controller.traced_duplicates)
     store.close()
     best = ranked[0]
     oracle = references.get("oracle") or {}
@@ -402,25 +396,12 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     Finalists are ranked by the objective on validation, those failing the minimum-trades rule after all others
     (flagged, never crowned). The seed is a finalist too: if evolution found nothing better, it is the answer.
     """
-    from alpha_evolve.crowning import round_trip_flags, with_info_ratio
+    from alpha_evolve.crowning import draw_finalists, round_trip_flags, with_info_ratio
     from alpha_evolve.strategies import seed_source
 
     k = config.backtest.bt_top
-    distinct: list[Any] = []
-    seen: set[str] = set()
-    for program in store.top_k(experiment, max(k * 4, k + 10)):
-        if program.status != "ok" or program.fitness is None:
-            continue
-        key = _code_key(program.code)
-        if key in seen:
-            continue
-        seen.add(key)
-        distinct.append(program)
-        if len(distinct) == k:
-            break
     seed_program = store.seed(experiment)
-    if seed_program is not None and _code_key(seed_program.code) not in seen:
-        distinct.append(seed_program)
+    distinct = draw_finalists(store.top_k(experiment, max(k * 4, k + 10)), seed_program, k)
     bh_code = seed_source("buy_and_hold")
     codes = [p.code for p in distinct] + [seed_code, bh_code]
     logger.info("validating %d distinct top programs on the validation period", len(distinct))
@@ -429,11 +410,11 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     bh_equity = list(bh_res.equity) if bh_res.ok else []
     minimum = config.backtest.min_round_trips
     ranked = []
-    for p, r in zip(distinct, results[: len(distinct)], strict=True):
+    for position, (p, r) in enumerate(zip(distinct, results[: len(distinct)], strict=True)):
         validation = with_info_ratio(r.metrics, r.equity, bh_equity) if r.ok else dict(r.metrics)
         flags = round_trip_flags(p.metrics, validation, minimum) if r.ok else []
         ranked.append(RankedProgram(p, dict(p.metrics), validation, list(r.equity), r.status, r.error, flags,
-                                    list(r.warnings), dict(r.return_stats)))
+                                    list(r.warnings), dict(r.return_stats), train_position=position))
     ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_train = dict(seed_program.metrics) if seed_program is not None else {}
     seed_validation = with_info_ratio(seed_res.metrics, seed_res.equity, bh_equity) if seed_res.ok else {}
@@ -506,8 +487,7 @@ def select_winner(config: RunConfig, store: Any, evaluator: Any, experiment: str
     ppy = _bars_per_year(data)
     bars = _split_bars(data.describe())
     _record_trials(store, experiment, ranked, seed_val, bh_val, seed_source("buy_and_hold"), ppy, bars)
-    top_on_train = max((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300))
-    overfit = _overfitting(ranked[0], top_on_train, store.trials(experiment), ppy, bars, config, ranked)
+    overfit = _overfitting(ranked, store.trials(experiment), ppy, bars, config)
     return ranked, seed_val, bh_val, n_val, overfit
 
 
@@ -531,7 +511,8 @@ def _split_bars(data_info: Mapping[str, Any]) -> dict[str, int]:
 def _record_trials(store: Any, experiment: str, ranked: Sequence[RankedProgram], seed: RankedProgram,
                    bh: RankedProgram, bh_code: str, ppy: float, bars: Mapping[str, int]) -> None:
     """Write the run's trial ledger: every train evaluation, every fold figure, every validation comparison."""
-    from alpha_evolve.trials import behavior_key_of, outcome_key, trial_row
+    from alpha_evolve.crowning import validation_rows
+    from alpha_evolve.trials import behavior_key_of, trial_row
 
     rows = []
     for p in store.evaluated_programs(experiment):
@@ -542,11 +523,7 @@ def _record_trials(store: Any, experiment: str, ranked: Sequence[RankedProgram],
         for fold, sharpe in _fold_sharpes(p.metrics):
             rows.append(trial_row(p.code, f"train_fold{fold}", metrics={"Sharpe": sharpe}, status=p.status,
                                   program_id=p.id, role=role, periods_per_year=ppy, behavior_key=bkey))
-    for r in ranked:
-        rows.append(trial_row(r.program.code, "validation", metrics=r.validation, status=r.status,
-                              program_id=r.program.id, role="seed" if r.is_seed else "candidate",
-                              periods_per_year=ppy, n_obs=bars.get("validation", 0),
-                              behavior_key=outcome_key(r.validation) if r.status == "ok" else None))
+    rows += validation_rows(ranked, periods_per_year=ppy, n_obs=bars.get("validation", 0))
     if bh.status == "ok":
         rows.append(trial_row(bh_code, "validation", metrics=bh.validation, role="benchmark", periods_per_year=ppy,
                               n_obs=bars.get("validation", 0)))
@@ -581,6 +558,24 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
     return out
 
 
+def _search_aids(config: RunConfig, data: Any, controller: Any, mutator: Any) -> None:
+    """The train bars, worked into the decision-trace pre-check and the offline mutator's filter thresholds."""
+    from alpha_evolve.decision_trace import DecisionTracer, train_bars
+    from alpha_evolve.evaluation_setup import backtest_settings, instrument_specs
+    from alpha_evolve.mutators.calibration import ThresholdCalibrator
+    from alpha_evolve.mutators.offline import OfflineMutator
+
+    settings = backtest_settings(config)
+    bars = train_bars(data, settings, instrument_specs(data, settings))
+    if bars is None:
+        return
+    if config.evolution.trace_precheck:
+        controller.tracer = DecisionTracer(bars, allow_short=config.backtest.allow_short,
+                                           screen_fraction=config.backtest.screen_fraction)
+    if isinstance(mutator, OfflineMutator):
+        mutator.calibration = ThresholdCalibrator(bars)
+
+
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:
     from alpha_evolve.experiment_status import experiment_stats
 
@@ -609,45 +604,17 @@ def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict
     }
 
 
-def _nested_selections(finalists: Sequence[RankedProgram], objective: str
-                       ) -> tuple[list[list[int]], list[dict[str, Any]]]:
-    """The nested finalist sets (top-1, top-2, ... by train fitness, each with the seed) and each one's winner."""
-    ok = [r for r in finalists if r.status == "ok"]
-    seeds = [r for r in ok if r.is_seed]
-    by_train = sorted((r for r in ok if not r.is_seed), key=lambda r: float(r.program.fitness or -1e300),
-                      reverse=True)
-    key = _objective_key(objective)
-    prefixes, winners = [], []
-    for j in range(len(by_train) + 1):
-        members = by_train[:j] + seeds
-        if not members or (j == 0 and by_train):
-            continue
-        winner = max(members, key=key)
-        prefixes.append([int(r.program.id) for r in members])
-        winners.append({"Sharpe": float(winner.validation.get("Sharpe", 0.0)),
-                        "returns": _period_returns(winner.equity)})
-    return prefixes, winners
-
-
-def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: Sequence[Mapping[str, Any]],
-                 ppy: float, bars: Mapping[str, int], config: RunConfig,
-                 finalists: Sequence[RankedProgram] = ()) -> dict[str, Any]:
+def _overfitting(ranked: Sequence[RankedProgram], trial_rows: Sequence[Mapping[str, Any]], ppy: float,
+                 bars: Mapping[str, int], config: RunConfig) -> dict[str, Any]:
     """PSR and DSR of the crowned program, deflated for every trial of the run at both selection stages."""
-    from alpha_evolve.trials import deflate_winner, nested_floor
+    from alpha_evolve.crowning import deflate_crowned
 
+    best = ranked[0]
     tr, va = float(best.train.get("Sharpe", 0.0)), float(best.validation.get("Sharpe", 0.0))
-    folds = config.evolution.fitness_folds > 1
-    deflation = deflate_winner(
-        trial_rows, validation_sharpe=va, validation_obs=bars.get("validation", 0),
-        validation_returns=_period_returns(best.equity),
-        shape=_shape_of(best.return_stats),
-        train_sharpe=float(top_on_train.train.get("Sharpe", 0.0)), train_obs=bars.get("train", 0),
-        periods_per_year=ppy, train_period="train_folds" if folds else "train",
-    )
-    prefixes, winners = _nested_selections(finalists, config.backtest.objective)
-    floor = nested_floor(trial_rows, prefixes, winners, validation_obs=bars.get("validation", 0),
-                         periods_per_year=ppy)
-    deflation = dataclasses.replace(deflation, dsr_validation_nested=floor)
+    deflation = deflate_crowned(
+        ranked, trial_rows, objective=config.backtest.objective, validation_obs=bars.get("validation", 0),
+        train_obs=bars.get("train", 0), periods_per_year=ppy,
+        train_period="train_folds" if config.evolution.fitness_folds > 1 else "train")
     return {
         **deflation.to_dict(),
         "sharpe_train": tr,
@@ -655,21 +622,21 @@ def _overfitting(best: RankedProgram, top_on_train: RankedProgram, trial_rows: S
         "sharpe_gap": tr - va,
         "note": "DSR = the smallest of the deflated Sharpe ratios (Bailey & Lopez de Prado) of the run's "
                 "selections: the winner's validation returns against the best Sharpe luck gives among the distinct "
-                "programs compared on validation (and among every nested top-j set of finalists), and the best "
-                "train Sharpe against the best luck gives among the distinct train trials; a DSR below 0.95 means "
-                "the edge may be luck (see docs/honest-selection.md)",
+                "programs compared on validation (and the same for every nested top-j set of finalists, so the "
+                "figure cannot rise with bt_top), and the first train program's Sharpe against the best luck gives "
+                "among the distinct train trials; a DSR below 0.95 means the edge may be luck (see "
+                "docs/honest-selection.md)",
     }
 
 
 def _honest_report(config: RunConfig, ranked: Sequence[RankedProgram], seed: RankedProgram, bh: RankedProgram,
                    bh_train: Mapping[str, Any], overfit: Mapping[str, Any]) -> dict[str, Any]:
     """What the validation pick is worth: figures beside buy-and-hold, an out-of-sample verdict, the flags."""
-    from alpha_evolve.crowning import figure, verdict
+    from alpha_evolve.crowning import figure, train_order, verdict
 
     best = ranked[0]
     objective = config.backtest.objective
-    by_train = sorted((r for r in ranked if r.status == "ok"), key=lambda r: float(r.program.fitness or -1e300),
-                      reverse=True)
+    by_train = [r for r in train_order(ranked) if r.status == "ok"]
     best_on_train = by_train[0] if by_train else None
     # The out-of-sample verdict rests on the best-on-train evolved program that may be crowned at all.
     evolved = next((r for r in by_train if not r.is_seed and r.crownable), None)
@@ -724,13 +691,6 @@ def _fitness_hook(config: RunConfig, bh_train: Any) -> Callable[[Any], dict[str,
     from alpha_evolve.folds import fitness_hook
 
     return fitness_hook(config.evolution, list(bh_train.equity) if bh_train.ok else [])
-
-
-def _shape_of(stats: Mapping[str, float]) -> tuple[float, float] | None:
-    """Skew and kurtosis of every validation bar's return (the evaluator's full curve), when it gave them."""
-    if stats and stats.get("n_obs", 0) >= 3:
-        return float(stats["skew"]), float(stats["kurtosis"])
-    return None
 
 
 def _span_years(points: Sequence[Any]) -> float:

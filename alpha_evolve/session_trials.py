@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alpha_evolve.files import append_jsonl, read_json, read_jsonl
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.session_trials")
 
@@ -65,6 +66,18 @@ def absorb_run(artifact_dir: str | Path, iteration: int, run_dir: str | Path | N
     return len(rows)
 
 
+def absorb_history(artifact_dir: str | Path, history: list[dict[str, Any]]) -> int:
+    """Absorb every recorded run not yet in the session's ledger (a crash between recording an iteration and
+    counting its trials must not lose them); returns the rows added."""
+    done = {r.get("run_dir") for r in session_rows(artifact_dir)}
+    added = 0
+    for record in history:
+        run_dir = record.get("run_dir")
+        if run_dir and str(Path(run_dir).resolve()) not in done:
+            added += absorb_run(artifact_dir, int(record.get("iteration", -1)), run_dir)
+    return added
+
+
 def session_rows(artifact_dir: str | Path) -> list[dict[str, Any]]:
     return [r for r in read_jsonl(Path(artifact_dir) / LEDGER_NAME) if isinstance(r, dict)]
 
@@ -82,18 +95,35 @@ def session_selection(artifact_dir: str | Path, best: Mapping[str, Any] | None,
     bars = {p: int((info.get(p) or {}).get("bars") or 0) for info in ((summary.get("data") or {}).get("splits")
                                                                       or {}).values() for p in ("train", "validation")}
     ppy = float(_bars_per_year(summary))
-    train_sharpes = [float(r["sharpe"]) for r in rows if r.get("period") == "train" and r.get("sharpe") is not None]
-    deflation = deflate_winner(
-        rows, validation_sharpe=float(metrics.get("Sharpe", 0.0) or 0.0), validation_obs=bars.get("validation", 0),
-        validation_returns=[], train_sharpe=max(train_sharpes, default=0.0), train_obs=bars.get("train", 0),
-        periods_per_year=ppy,
-    )
-    out = deflation.to_dict()
-    # Nested rule at session level: the session compared more runs' finalists than before; its reported DSR is
-    # the smallest over the sessions so far (each an earlier, nested selection), so it never rises.
+
+    def deflate(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        train_sharpes = [float(r["sharpe"]) for r in subset
+                         if r.get("period") == "train" and r.get("sharpe") is not None]
+        return deflate_winner(
+            subset, validation_sharpe=float(metrics.get("Sharpe", 0.0) or 0.0),
+            validation_obs=bars.get("validation", 0), validation_returns=[],
+            train_sharpe=max(train_sharpes, default=0.0), train_obs=bars.get("train", 0), periods_per_year=ppy,
+        ).to_dict()
+
+    out = deflate(rows)
+    # Nested rule at session level: the session after iteration t compared a subset of what it compares now, so
+    # its reported DSR is the smallest over every state so far — recomputed from the ledger for every iteration
+    # since this best was found (a summary lost in a crash cannot lift it), and the previous report for the
+    # states before (earlier bests).
+    current = out["deflated_sharpe"]
+    since = best.get("iteration")
+    stamps = sorted({int(r["iteration"]) for r in rows if isinstance(r.get("iteration"), int)})
+    floors = [current]
+    for t in stamps[:-1]:
+        if isinstance(since, int) and t < since:
+            continue
+        floors.append(deflate([r for r in rows if not isinstance(r.get("iteration"), int) or r["iteration"] <= t])
+                      ["deflated_sharpe"])
     prev = (previous or {}).get("deflated_sharpe")
     if isinstance(prev, int | float):
-        out["deflated_sharpe"] = round(min(float(prev), out["deflated_sharpe"]), 6)
+        floors.append(float(prev))
+    out["deflated_sharpe"] = round(min(floors), 6)
+    out["deflated_sharpe_current"] = current
     out["runs"] = len({r.get("run_dir") for r in rows})
     out["ledger"] = LEDGER_NAME
     out["best_run_dir"] = best.get("run_dir")
@@ -133,7 +163,7 @@ def confirm_on_holdout(best: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         result = open_holdout(run, who="self-evolution session")
     except (HoldoutError, OSError, ValueError, LookupError) as exc:
-        return {"status": "failed", "run_dir": str(run), "reason": " ".join(str(exc).split())}
+        return {"status": "failed", "run_dir": str(run), "reason": one_line(str(exc))}
     verdict = result.get("verdict") or {}
     return {
         "status": "confirmed",

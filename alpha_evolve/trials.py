@@ -12,24 +12,29 @@ as its least credible selection):
 
 * validation stage: the winner's validation returns against the expected maximum of ``N_validation`` Sharpes
   (train trials cannot inflate a validation figure: they were never measured there);
-* train stage: the best train Sharpe (the train selection's own pick) against the expected maximum of
-  ``N_train`` train Sharpes — if evolution found nothing beyond luck on train, no finalist is credible either.
+* train stage: the train Sharpe of the first program by train fitness (the train selection's own pick, the same
+  for every ``bt_top``) against the expected maximum of ``N_train`` train Sharpes — if evolution found nothing
+  beyond luck on train, no finalist is credible either.
 
 ``n_trials`` reports ``N_train + N_validation``: every distinct trial of the run is counted in the ledger.
 
-One more rule makes "more comparisons never raise the confidence" hold for every run, not only on average: the
-finalists form nested sets (the top-1, top-2, ... top-``bt_top`` train programs, each with the seed), and the
-validation-stage DSR reported is the smallest over those nested selections (``nested_floor``). One lucky extra
-finalist can lift the maximum of a few noisy validation Sharpes faster than the expected-maximum benchmark grows;
+One more rule makes "more comparisons never raise the confidence" hold for every run by construction, not only on
+average: the finalists form nested selections (the top-1, top-2, ... top-``bt_top`` train programs, each with the
+seed; a run with a smaller ``bt_top`` made exactly one of them), each deflated with the ledger rows of its own
+members and crowned by the same rule (``crowning.crown_key``). Along the nest the number of distinct trials can
+only grow, and the variance used is the running maximum of the members' Sharpe variance, so the luck benchmark
+never falls; the validation-stage DSR reported is the smallest over the nested selections (``nested_stage``).
+One lucky extra finalist can lift the maximum of a few noisy validation Sharpes faster than the benchmark grows;
 the minimum never exceeds the DSR of the selection actually made, so it is conservative, and it cannot rise when
-``bt_top`` grows on a fixed evolution.
+``bt_top`` grows on a fixed evolution (``tests/test_honest_selection.py``).
 
 ``V`` at each stage is the variance of the distinct trials' per-period Sharpes, but never less than the sampling
 variance of one Sharpe estimate on that period, ``1 / (T - 1)``: near-duplicate mutants have almost equal Sharpes,
-and an empirical variance near zero would make ``N`` of them look like one free look at the data. Comparing more
-candidates on validation therefore raises the benchmark by at least what luck alone would add to the maximum, so
-the DSR does not rise when ``bt_top`` grows on a fixed evolution (``tests/test_trials.py``). A session deflates its
-best in the same way, with the trials of every pipeline run of the session (``session_trials``).
+and an empirical variance near zero would make ``N`` of them look like one free look at the data.
+
+A session deflates its best in the same way, with the trials of every pipeline run of the session
+(``session_trials``), and reports the smallest DSR over the session so far (each earlier state of the session was
+a nested selection of the current one).
 
 Distinct means distinct code (``code_key``: whitespace and comments do not make a new program); when a behaviour
 key is recorded, programs that behave identically (same trades, same curve) are one trial.
@@ -37,6 +42,7 @@ key is recorded, programs that behave identically (same trades, same curve) are 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -160,7 +166,7 @@ class Deflation:
     sharpe_validation: float  # annualised, as measured
     sharpe_validation_deflated: float  # annualised, minus what the best of N_validation would show by luck
     # The smallest validation-stage DSR over the nested finalist sets (top-1, top-2, ... by train fitness, each
-    # with the seed); see ``nested_floor``. None when not computed.
+    # with the seed); see ``nested_stage``. None when not computed.
     dsr_validation_nested: float | None = None
 
     @property
@@ -190,7 +196,7 @@ class Deflation:
 def deflate_winner(rows: Sequence[Mapping[str, Any]], *, validation_sharpe: float, validation_obs: int,
                    validation_returns: Sequence[float] | np.ndarray, train_sharpe: float, train_obs: int,
                    periods_per_year: float, train_period: str = "train",
-                   shape: tuple[float, float] | None = None) -> Deflation:
+                   shape: tuple[float, float] | None = None, nested: NestedStage | None = None) -> Deflation:
     """Deflate the crowned program of one selection (a run, or a session's runs pooled) at both stages.
 
     ``rows`` are ledger rows of the level where the selection happened; ``train_period`` is ``train_folds`` when
@@ -198,12 +204,14 @@ def deflate_winner(rows: Sequence[Mapping[str, Any]], *, validation_sharpe: floa
     ``validation_returns`` (the winner's validation curve, possibly sampled) give the skew and kurtosis only, so a
     curve downsampled for storage still yields per-bar figures consistent with the ledger's. ``shape`` (skew,
     kurtosis of every bar's return, from the evaluator's full curve) replaces the sampled curve's when given.
+    ``nested`` (``nested_stage`` of the run's nested selections, the last being this one) replaces the validation
+    stage computed from every validation row.
     """
     ppy = periods_per_year if periods_per_year > 0 else 252.0
-    skew, kurt = shape if shape is not None else _shape(np.asarray(validation_returns, dtype=float))
+    skew, kurt = shape if shape is not None else return_shape(np.asarray(validation_returns, dtype=float))
     has_folds = any(_period_matches(str(r.get("period")), train_period) for r in rows)
     train = stage_stats(rows, train_period if has_folds else "train", train_obs)
-    val = stage_stats(rows, "validation", validation_obs)
+    val = nested.stats if nested is not None else stage_stats(rows, "validation", validation_obs)
     sr_val = validation_sharpe / math.sqrt(ppy)
     sr_train = train_sharpe / math.sqrt(ppy)
     n_val = max(int(validation_obs), 2)
@@ -214,13 +222,15 @@ def deflate_winner(rows: Sequence[Mapping[str, Any]], *, validation_sharpe: floa
         validation=val,
         psr=probabilistic_sharpe_from_stats(sr_val, 0.0, n_val, skew, kurt),
         dsr_train=probabilistic_sharpe_from_stats(sr_train, train.expected_max(), max(train.n_obs, 2), 0.0, 3.0),
-        dsr_validation=probabilistic_sharpe_from_stats(sr_val, sr0_val, n_val, skew, kurt),
+        dsr_validation=nested.dsr if nested is not None
+        else probabilistic_sharpe_from_stats(sr_val, sr0_val, n_val, skew, kurt),
         sharpe_validation=validation_sharpe,
         sharpe_validation_deflated=(sr_val - sr0_val) * math.sqrt(ppy),
+        dsr_validation_nested=nested.floor if nested is not None else None,
     )
 
 
-def _shape(returns: np.ndarray) -> tuple[float, float]:
+def return_shape(returns: np.ndarray) -> tuple[float, float]:
     """Sample skewness and (non-excess) kurtosis; a normal shape when there is too little to measure."""
     r = returns[np.isfinite(returns)]
     if r.size < 3:
@@ -232,21 +242,46 @@ def _shape(returns: np.ndarray) -> tuple[float, float]:
     return float(np.mean(c**3)) / m2**1.5, float(np.mean(c**4)) / m2**2
 
 
-def nested_floor(rows: Sequence[Mapping[str, Any]], prefixes: Sequence[Sequence[int]],
-                 winners: Sequence[Mapping[str, Any]], *, validation_obs: int, periods_per_year: float) -> float | None:
-    """Smallest validation-stage DSR over nested finalist sets.
+@dataclass(frozen=True)
+class Selection:
+    """One selection on validation: the programs compared (their ledger hashes) and the crowned one's figures."""
 
-    ``prefixes[j]`` are the program ids of the j-th nested set and ``winners[j]`` its winner's ``{"Sharpe",
-    "returns"}``; ``rows`` are the run's validation ledger rows.
+    members: frozenset[str]
+    sharpe: float  # the crowned program's annual validation Sharpe
+    shape: tuple[float, float]  # skew and (non-excess) kurtosis of its validation returns
+
+
+@dataclass(frozen=True)
+class NestedStage:
+    """The validation stage deflated over nested selections (see the module docstring)."""
+
+    stats: StageStats  # of the last (the actual) selection; ``sr_variance`` is the running maximum along the nest
+    dsr: float  # DSR of the last selection
+    floor: float  # the smallest DSR over every selection of the nest
+    dsrs: tuple[float, ...]
+
+
+def nested_stage(rows: Sequence[Mapping[str, Any]], selections: Sequence[Selection], *, validation_obs: int,
+                 periods_per_year: float) -> NestedStage | None:
+    """Deflate each of ``selections`` (nested, smallest first) with the validation ledger rows of its members.
+
+    The number of distinct trials grows along the nest because the member sets do; the variance is made to grow
+    too (running maximum), so the benchmark Sharpe luck would reach never falls as more programs are compared.
     """
-    values = []
-    for ids, winner in zip(prefixes, winners, strict=True):
-        wanted = set(ids)
-        subset = [r for r in rows if r.get("period") == "validation" and r.get("program_id") in wanted]
-        stats = stage_stats(subset, "validation", validation_obs)
-        returns = winner.get("returns")
-        skew, kurt = _shape(np.asarray(returns if returns is not None else [], dtype=float))
-        ppy = periods_per_year if periods_per_year > 0 else 252.0
-        sr = float(winner.get("Sharpe", 0.0)) / math.sqrt(ppy)
-        values.append(probabilistic_sharpe_from_stats(sr, stats.expected_max(), max(validation_obs, 2), skew, kurt))
-    return min(values) if values else None
+    ppy = periods_per_year if periods_per_year > 0 else 252.0
+    validation = [r for r in rows if r.get("period") == "validation"]
+    variance = 0.0
+    dsrs: list[float] = []
+    stats: StageStats | None = None
+    for sel in selections:
+        own = stage_stats([r for r in validation if r.get("program_hash") in sel.members], "validation",
+                          validation_obs)
+        variance = max(variance, own.sr_variance)
+        stats = dataclasses.replace(own, sr_variance=variance)
+        sr = sel.sharpe / math.sqrt(ppy)
+        skew, kurt = sel.shape
+        dsrs.append(probabilistic_sharpe_from_stats(sr, stats.expected_max(), max(int(validation_obs), 2), skew,
+                                                    kurt))
+    if stats is None:
+        return None
+    return NestedStage(stats, dsrs[-1], min(dsrs), tuple(dsrs))

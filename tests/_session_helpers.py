@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,11 +79,18 @@ class StubRunner:
 
 
 class _Poke(FileSystemEventHandler):
+    """Wakes the waiter on changes only: a predicate that reads files in the watched directory (a SQLite registry,
+    a JSON file) would otherwise wake itself with its own open/close events and spin, starving the process it waits
+    for (seen in CI: ~500 registry opens a second and no proposal posted within 90 s)."""
+
+    _READS = frozenset({"opened", "closed_no_write"})
+
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.event.set()
+        if event.event_type not in self._READS:
+            self.event.set()
 
 
 @contextlib.contextmanager
@@ -99,8 +107,13 @@ def watching(directory: Path) -> Iterator[threading.Event]:
         observer.join(5)
 
 
-def wait_until(directory: Path, predicate: Callable[[], Any], *, timeout: float = 90.0, what: str = "") -> Any:
-    """Block until ``predicate()`` is truthy, re-checking on every change in ``directory``; fail after timeout."""
+def wait_until(directory: Path, predicate: Callable[[], Any], *, timeout: float = 90.0, what: str = "",
+               proc: subprocess.Popen[str] | None = None) -> Any:
+    """Block until ``predicate()`` is truthy, re-checking on every change in ``directory``; fail after timeout.
+
+    With ``proc`` (the process expected to make the predicate true), fail at once with its exit status and the end
+    of its stderr when it exits first, instead of waiting out the timeout and saying nothing about why.
+    """
     deadline = time.monotonic() + timeout
     with watching(directory) as changed:
         while True:
@@ -108,6 +121,13 @@ def wait_until(directory: Path, predicate: Callable[[], Any], *, timeout: float 
             value = predicate()
             if value:
                 return value
+            if proc is not None and proc.poll() is not None:
+                value = predicate()  # it may have made the change just before exiting
+                if value:
+                    return value
+                err = proc.stderr.read() if proc.stderr is not None else ""
+                raise AssertionError(f"the process exited ({proc.returncode}) before {what or predicate}: "
+                                     f"{(err or '')[-2000:]}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alpha_evolve.config import METRIC_NAMES
-from tests.conftest import run_cli
+from tests._cli import run_cli
 
 REQUIRED = {"status", "error", "stage", "split", "bars", "metrics"}
 

@@ -19,8 +19,8 @@ from alpha_evolve.config import RunConfig, load_config
 from alpha_evolve.dashboard.app import STATIC, DashboardConfig, create_app
 from alpha_evolve.registry import ExperimentRegistry, import_session_dir
 from alpha_evolve.session_settings import SessionSettings
+from tests._loop_harness import Tracked, finished_legacy_session
 from tests._session_helpers import ROOT, wait_until
-from tests.test_registry import Tracked, _legacy_session
 
 BASE = "http://127.0.0.1:8765"
 TINY = """[evolution]
@@ -199,7 +199,7 @@ def test_runs_and_programs(dash: Dash, pipeline_run: Path) -> None:
 
 
 def test_legacy_sessions_are_read_only(dash: Dash, tmp_path: Path) -> None:
-    d = _legacy_session(tmp_path)
+    d = finished_legacy_session(tmp_path)
     with ExperimentRegistry(dash.tracked.db) as reg:
         import_session_dir(reg, d)
     sid = next(s["id"] for s in dash.client.get("/api/sessions").json()["sessions"] if s["mode"] == "legacy")
@@ -233,7 +233,9 @@ def test_start_session_validates_then_spawns_a_real_process(dash: Dash, tmp_path
     assert declared["exploration_prob"]["default"] == SessionSettings().exploration_prob
     assert (declared["exploration_prob"]["ge"], declared["exploration_prob"]["le"]) == (0.0, 1.0)
     assert declared["sampler"]["choices"] == ["random", "optuna"]
-    r = dash.post("/api/sessions", {"search_space": space, "iterations": 1, "auto_approve": True, "seed": 5})
+    assert declared["search_space_path"]["default"] == space  # what a request without one uses, like the CLI
+    # no search space given: the CLI's default, as the form shows it
+    r = dash.post("/api/sessions", {"iterations": 1, "auto_approve": True, "seed": 5})
     assert r.status_code == 201, r.text
     sid = r.json()["session_id"]
     db = dash.tracked.db

@@ -21,7 +21,7 @@ from alpha_evolve.evaluation_backend import (
 )
 from alpha_evolve.evaluation_setup import build_evaluator
 from alpha_evolve.evaluator import StrategyEvaluator
-from tests.conftest import run_cli
+from tests._cli import run_cli
 
 
 def test_evaluation_section_defaults_and_validation() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,48 +14,17 @@ import psutil
 import pytest
 
 from alpha_evolve.backtest import BacktestSettings
-from alpha_evolve.data import DataSplits
 from alpha_evolve.evaluator import EvalResult, StrategyEvaluator
-from alpha_evolve.synthetic import synthetic_bars
+from tests._evaluator_helpers import MOMENTUM, SETTINGS, candidate, splits
 
-MOMENTUM = (Path(__file__).parents[1] / "alpha_evolve" / "strategies" / "momentum.py").read_text()
-SOFT = 2.0
 # Runtime-guard tests: touching 256 MiB of pages takes ~0.5 s alone and several times that on a loaded machine.
 GUARD_SOFT = 4.0
-
-
-def _splits(seed: int = 5, n: int = 800) -> DataSplits:
-    bars = synthetic_bars(n, seed=seed)
-    half, three_q = n // 2, 3 * n // 4
-    return DataSplits(train=bars.iloc[:half], validation=bars.iloc[half:three_q], holdout=bars.iloc[three_q:])
-
-
-def candidate(decide_body: str, prelude: str = "") -> str:
-    return (
-        prelude
-        + "from nautilus_trader.indicators import ExponentialMovingAverage\n"
-        + "from alpha_evolve.strategies.base import EvolvableStrategy\n\n\n"
-        + "class Candidate(EvolvableStrategy):\n"
-        + "    def setup_indicators(self) -> None:\n"
-        + "        self.ema = ExponentialMovingAverage(5)\n\n"
-        + "    def decide(self, bar) -> None:\n"
-        + textwrap.indent(textwrap.dedent(decide_body).strip("\n"), " " * 8)
-        + "\n"
-    )
-
-
-SETTINGS = BacktestSettings(
-    soft_timeout_seconds=SOFT, hard_timeout_seconds=SOFT + 2, memory_limit_mb=256, screen_min_sharpe=-100.0,
-    screen_max_drawdown=1.0,
-)
-
-
 GUARD_SETTINGS = dataclasses.replace(SETTINGS, soft_timeout_seconds=GUARD_SOFT, hard_timeout_seconds=GUARD_SOFT + 2)
 
 
 @pytest.fixture(scope="module")
 def evaluator() -> Iterator[StrategyEvaluator]:
-    with StrategyEvaluator({"SYN": _splits()}, SETTINGS, max_concurrent=2) as ev:
+    with StrategyEvaluator({"SYN": splits()}, SETTINGS, max_concurrent=2) as ev:
         yield ev
 
 
@@ -69,7 +37,7 @@ def unpoliced() -> Iterator[StrategyEvaluator]:
         mp.setattr("alpha_evolve.policy.module_or_parent_allowed", lambda module: True)
         mp.setattr("alpha_evolve.policy.FORBIDDEN_BUILTINS", frozenset())
         with StrategyEvaluator(
-            {"SYN": _splits()}, GUARD_SETTINGS, max_concurrent=2, disable_python_guards_for_tests=True
+            {"SYN": splits()}, GUARD_SETTINGS, max_concurrent=2, disable_python_guards_for_tests=True
         ) as ev:
             yield ev
 
@@ -97,7 +65,7 @@ def test_validation_and_holdout_only_when_asked(evaluator: StrategyEvaluator) ->
 
 
 def test_evaluator_without_holdout_bars() -> None:
-    s = _splits()
+    s = splits()
     with StrategyEvaluator({"SYN": {"train": s.train, "validation": s.validation}}, SETTINGS, 1) as ev:
         result = ev.evaluate(MOMENTUM, split="holdout")
     assert result.status == "data" and "holdout" in (result.error or "")
@@ -182,7 +150,7 @@ def test_sandbox_refuses_writes_and_network(unpoliced: StrategyEvaluator, tmp_pa
 def test_recycling_replaces_the_replay_process() -> None:
     """Candidate processes are single-use; the trusted replay worker (engines leak) is recycled by tasks."""
     settings = BacktestSettings(recycle_after=2, screen_fraction=0.0)
-    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
+    with StrategyEvaluator({"SYN": splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
         slots = ev.worker_pids
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1
@@ -192,7 +160,7 @@ def test_recycling_replaces_the_replay_process() -> None:
 
 def test_recycling_by_bars_run() -> None:
     settings = BacktestSettings(recycle_after_bars=500, screen_fraction=0.0)
-    with StrategyEvaluator({"SYN": _splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
+    with StrategyEvaluator({"SYN": splits()}, settings, max_concurrent=1, fast_replay=False) as ev:
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1  # 400 bars
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 1  # 800 >= 500: recycled after it
         assert ev.evaluate(MOMENTUM).ok and ev.replay_workers_started == 2
@@ -206,14 +174,14 @@ def test_concurrency_limit_and_order(evaluator: StrategyEvaluator) -> None:
 
 
 async def test_async_api_respects_the_limit() -> None:
-    async with StrategyEvaluator({"SYN": _splits()}, SETTINGS, max_concurrent=1) as ev:
+    async with StrategyEvaluator({"SYN": splits()}, SETTINGS, max_concurrent=1) as ev:
         results = await asyncio.gather(*(ev.aevaluate(MOMENTUM) for _ in range(3)))
         assert all(r.ok for r in results)
         assert ev.peak_concurrency == 1
 
 
 def test_universe_mean_and_worst() -> None:
-    data = {"AAA": _splits(seed=1), "BBB": _splits(seed=2)}
+    data = {"AAA": splits(seed=1), "BBB": splits(seed=2)}
     with StrategyEvaluator(data, SETTINGS, max_concurrent=1) as ev:
         result = ev.evaluate(MOMENTUM, split="validation")
     assert result.ok and set(result.per_instrument) == {"AAA", "BBB"}
@@ -224,7 +192,7 @@ def test_universe_mean_and_worst() -> None:
 
 
 def test_close_stops_workers() -> None:
-    ev = StrategyEvaluator({"SYN": _splits()}, SETTINGS, max_concurrent=2)
+    ev = StrategyEvaluator({"SYN": splits()}, SETTINGS, max_concurrent=2)
     pids = [*ev.worker_pids, ev.template_pid]
     ev.close()
     ev.close()

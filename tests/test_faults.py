@@ -15,18 +15,16 @@ import pytest
 
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent
 from alpha_evolve.faults import InfrastructureError, infrastructure_problem, mark_infrastructure
 from alpha_evolve.files import FileFormatError, read_json
 from alpha_evolve.mutators.offline import OfflineMutator
-from alpha_evolve.samplers import make_sampler
-from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session import SelfEvolutionLoop, SessionSettings
-from alpha_evolve.session_files import FileStateBackend, new_session_dir, validate_session
+from alpha_evolve.session_files import new_session_dir, validate_session
 from alpha_evolve.store import ProgramStore, StoreError
 from tests._faults_helpers import SmallDisk, small_disk
-from tests._session_helpers import DEFAULT_SPACE, StubRunner, history
+from tests._loop_harness import LegacyState, LoopRun, TrackedState, self_evolve, session_settings
+from tests._session_helpers import DEFAULT_SPACE, ROOT, StubRunner, history, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,14 +102,10 @@ class FaultAt(StubRunner):
         return run_dir
 
 
-def _loop(session_dir: Path, runner: StubRunner, iterations: int) -> SelfEvolutionLoop:
-    settings = SessionSettings(mode="legacy", search_space_path=str(DEFAULT_SPACE), iterations=iterations, seed=5,
-                               auto_approve=True, approval_poll_interval=60.0)
-    space = load_search_space(DEFAULT_SPACE)
-    sampler = make_sampler("random", space, seed=5, exploration_prob=0.2, maximize=True, state_dir=session_dir)
-    backend = FileStateBackend(session_dir, poll_interval=60.0, report=lambda line: None)
-    return SelfEvolutionLoop(backend, settings, base_config=RunConfig(), space=space, sampler=sampler,
-                             pipeline_runner=runner, out=lambda line: None, install_signal_handlers=False)
+def _loop(session_dir: Path, runner: StubRunner, iterations: int) -> LoopRun:
+    """An auto-approved legacy session in ``session_dir``, built by the real ``build_loop``; ``.run()`` runs it."""
+    settings = session_settings("legacy", iterations=iterations, seed=5, auto_approve=True)
+    return LoopRun(LegacyState(settings, session_dir=session_dir), settings, runner=runner)
 
 
 @pytest.mark.parametrize(("how", "when"), [("full", "before"), ("full", "after"), ("read_only", "before"),
@@ -147,8 +141,6 @@ def test_cli_session_on_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests._session_helpers import ROOT
-
     with small_disk(tmp_path / "disk", "4m") as disk:
         if not disk.mounted:
             pytest.skip("a read-only remount needs root and mount")
@@ -160,8 +152,6 @@ def test_cli_session_on_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
                                  "--iterations", "2", "--auto-approve", "--search-space", str(DEFAULT_SPACE)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            from tests._session_helpers import wait_until
-
             wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
             session_dir = next(disk.path.glob("self_evo_session_*"))
             disk.read_only()
@@ -184,6 +174,10 @@ def test_cli_session_on_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
 
 BASE = RunConfig().with_updates({"backtest.synthetic_bars": 400, "evolution.mutator": "offline",
                                  "evolution.max_concurrent": 1})
+
+
+def _offline_controller(cfg: RunConfig, store: ProgramStore, evaluator: Any) -> EvolutionController:
+    return EvolutionController(cfg.evolution, store, evaluator, OfflineMutator(seed=1), wiring=loop_wiring(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +207,7 @@ async def test_evolve_run_stops_on_a_machine_fault_and_resume_completes(tmp_path
                 if event.kind == "iteration" and event.iteration == 2:
                     disk.fill() if how == "full" else disk.read_only()
 
-            ctl = EvolutionController(BASE, store, evaluator, OfflineMutator(seed=1))
+            ctl = _offline_controller(BASE, store, evaluator)
             with pytest.raises(InfrastructureError) as info:
                 await ctl.run("momentum", "fault", 5, on_progress=on_progress)
             assert "\n" not in str(info.value) and "cannot rollback" not in str(info.value)
@@ -228,7 +222,7 @@ async def test_evolve_run_stops_on_a_machine_fault_and_resume_completes(tmp_path
             # paused when the store could still take that one write; a full disk leaves it "running", which a
             # resume treats as a crashed run (no live process holds its lock)
             assert store.require_experiment("fault").status in ("paused", "running")
-            resumed = await EvolutionController(BASE, store, evaluator, OfflineMutator(seed=1)).resume("fault")
+            resumed = await _offline_controller(BASE, store, evaluator).resume("fault")
             assert resumed.status is EvolutionStatus.COMPLETED
             assert store.completed_iterations("fault") == [1, 2, 3, 4, 5]
             with store.snapshot() as conn:  # one seed; completed_iterations above lists each iteration once
@@ -244,7 +238,7 @@ async def test_seed_timeout_blames_the_limit_not_the_seed(tmp_path: Path) -> Non
     store = ProgramStore(tmp_path / "p.sqlite")
     try:
         with pytest.raises(ValueError) as info:
-            await EvolutionController(cfg, store, ev, OfflineMutator(seed=1)).run("momentum", "slow", 2)
+            await _offline_controller(cfg, store, ev).run("momentum", "slow", 2)
         message = str(info.value)
         assert "too low for this much data" in message and "soft_timeout_seconds" in message
         assert "not a broken seed" in message and "\n" not in message
@@ -291,57 +285,38 @@ def test_pipeline_run_whose_folder_turns_read_only_is_not_a_failed_run(tmp_path:
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_tracked_session_on_a_full_disk_stops_and_resumes_exactly_once(tmp_path: Path, when: str) -> None:
     """The registry (SQLite) and the artefacts share a disk that fills during iteration 2."""
-    from alpha_evolve.registry import ExperimentRegistry, RegistryStateBackend, search_space_record
-
     with small_disk(tmp_path / "disk", "8m") as disk:
         if not disk.mounted:
             pytest.skip("SQLite's own ENOSPC needs a real small filesystem (root and mount)")
-        registry = ExperimentRegistry(disk.path / "experiments.sqlite")
-        artifacts = new_session_dir(disk.path / "sessions")
-        settings = SessionSettings(mode="tracked", search_space_path=str(DEFAULT_SPACE), iterations=3, seed=5,
-                                   auto_approve=True)
-        registry.create_session(artifacts.name, objective="Sharpe", maximize=True, settings=settings.to_dict(),
-                                base_config=RunConfig().to_dict(), search_space=search_space_record(DEFAULT_SPACE),
-                                artifact_dir=str(artifacts))
-
-        def loop(runner: StubRunner) -> SelfEvolutionLoop:
-            space = load_search_space(DEFAULT_SPACE)
-            sampler = make_sampler("random", space, seed=5, exploration_prob=0.2, maximize=True,
-                                   state_dir=artifacts)
-            backend = RegistryStateBackend(registry, artifacts.name, artifacts, report=lambda line: None)
-            return SelfEvolutionLoop(backend, settings, base_config=RunConfig(), space=space, sampler=sampler,
-                                     pipeline_runner=runner, out=lambda line: None, install_signal_handlers=False)
-
+        settings = session_settings("tracked", iterations=3, seed=5, auto_approve=True)
+        state = TrackedState(settings, disk.path, db=disk.path / "experiments.sqlite")
         try:
             with pytest.raises(InfrastructureError) as info:
-                loop(FaultAt(disk, at=2, how="full", when=when)).run()
+                LoopRun(state, runner=FaultAt(disk, at=2, how="full", when=when)).run()
             assert "\n" not in str(info.value) and "cannot rollback" not in str(info.value)
             disk.heal()
-            first = loop(StubRunner())
-            result = first.run()
+            result = LoopRun(state).run()
             assert result.status == "session_complete"
-            records = first.backend.load_history()
+            records = state.history()
             assert [r["iteration"] for r in records] == [0, 1, 2, 3]
             assert all(r["success"] for r in records)
         finally:
-            registry.close()
+            state.close()
 
 
 def test_resume_on_a_read_only_session_folder_is_one_line_then_completes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.test_hostile_files import _self_evolve
-
     with small_disk(tmp_path / "disk", "4m") as disk:
-        assert _self_evolve("--mode", "legacy", "--session-root", str(disk.path), "--iterations", "1",
+        assert self_evolve("--mode", "legacy", "--session-root", str(disk.path), "--iterations", "1",
                             "--auto-approve", "--search-space", str(DEFAULT_SPACE)) == 0
         session_dir = next(disk.path.glob("self_evo_session_*"))
         before = (session_dir / "history.jsonl").read_bytes()
         capsys.readouterr()
         disk.read_only()
-        assert _self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 75
+        assert self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 75
         err = capsys.readouterr().err
         assert "cannot be opened" in err and "Read-only" in err and len(err.strip().splitlines()) == 1
         disk.heal()
         assert (session_dir / "history.jsonl").read_bytes() == before
-        assert _self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 0
+        assert self_evolve("--resume", str(session_dir), "--iterations", "2", "--auto-approve") == 0
         assert [r["iteration"] for r in history(session_dir)] == [0, 1, 2]

@@ -16,7 +16,7 @@ from alpha_evolve.holdout import open_holdout
 from alpha_evolve.holdout_door import HoldoutRefused
 from alpha_evolve.pipeline import read_summary, run_pipeline
 from alpha_evolve.store import ProgramStore
-from tests.conftest import run_cli
+from tests._cli import run_cli
 
 TINY = """
 [evolution]

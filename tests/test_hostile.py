@@ -1,4 +1,5 @@
-"""The hostile corpus (tests/hostile/*.py): candidates written as an attacker would, run for real.
+"""The hostile corpus (tests/hostile/*.py): candidates written as an attacker would, run for real on the local
+worker pool. The attack tests shared with the Ray backend live in tests/_hostile_suite.py and are collected here.
 
 Two evaluators: ``guarded`` is the normal one (Python guards on: policy, module views, audit hook) and runs the
 attacks whose every name passes the static policy; ``bare`` switches every Python-level guard off in the template,
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,25 +24,30 @@ import pytest
 
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.policy import check_policy
-from tests.test_evaluator import MOMENTUM, SETTINGS, _splits, candidate
-
-HOSTILE = Path(__file__).parent / "hostile"
-FAKE_KEY = "sk-ant-api03-FAKE-tamper-test-0123456789"
-LEAN = dataclasses.replace(SETTINGS, screen_fraction=0.0, soft_timeout_seconds=4.0, hard_timeout_seconds=6.0)
-
-
-def hostile(name: str, **replace: str) -> str:
-    code = (HOSTILE / f"{name}.py").read_text()
-    for key, value in replace.items():
-        code = code.replace(f'{key} = "/tmp/never"', f"{key} = {value!r}").replace(f"{key} = 9", f"{key} = {value}")
-    return code
+from tests._evaluator_helpers import MOMENTUM, splits
+from tests._hostile_suite import (  # noqa: F401 - the shared attack suite, collected here with the fixtures below
+    FAKE_KEY,
+    LEAN,
+    honest,
+    hostile,
+    test_concurrent_hostile_and_honest,
+    test_file_writes_are_refused_by_the_kernel,
+    test_fitness_fakes_are_refused_as_tampered,
+    test_lookahead_is_refused_on_promoting_splits,
+    test_network_is_refused_by_the_kernel,
+    test_poisoning_does_not_reach_the_next_candidate,
+    test_processes_and_signals_are_refused,
+    test_resource_exhaustion_is_typed_and_contained,
+    test_secret_never_reaches_the_candidate,
+    test_stdout_forging_and_flood_are_captured,
+)
 
 
 def _build(**kwargs: object) -> StrategyEvaluator:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         mp.setenv("GITHUB_TOKEN", FAKE_KEY)
-        return StrategyEvaluator({"SYN": _splits(n=240)}, LEAN, max_concurrent=2, **kwargs)  # type: ignore[arg-type]
+        return StrategyEvaluator({"SYN": splits(n=240)}, LEAN, max_concurrent=2, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +64,6 @@ def bare() -> Iterator[StrategyEvaluator]:
             yield ev
 
 
-@pytest.fixture(scope="module")
-def honest(guarded: StrategyEvaluator) -> dict[str, float]:
-    result = guarded.evaluate(MOMENTUM)
-    assert result.ok, result.error
-    return result.metrics
-
-
 POLICY_PASSING = ["purge_losers", "rebind_update_wrapper", "rebind_global_enum", "secret_format", "poison",
                   "stdout_forge"]  # fmt: skip
 
@@ -77,20 +74,12 @@ def test_attack_passes_the_static_policy(name: str) -> None:
     assert check_policy(hostile(name)) == []
 
 
-@pytest.mark.parametrize("name", ["purge_losers", "rebind_update_wrapper", "rebind_global_enum"])
-def test_fitness_fakes_are_refused_as_tampered(guarded: StrategyEvaluator, bare: StrategyEvaluator, name: str) -> None:
-    for ev in (guarded, bare):
-        result = ev.evaluate(hostile(name))
-        assert result.status == "tampered", (name, result.status, result.error)
-        assert not result.metrics
-
-
 def test_tampered_fake_is_a_real_attack() -> None:
     """Without the replay check the purge attack changes the figures its own process reports."""
     from alpha_evolve import replay
     from alpha_evolve.backtest import prepare_bars, run_backtest
 
-    prepared = prepare_bars("SYN", _splits(n=240).train, LEAN)
+    prepared = prepare_bars("SYN", splits(n=240).train, LEAN)
     claim = run_backtest(hostile("purge_losers"), prepared, LEAN)
     assert claim.status == "ok"
     trusted = replay.run_replay(prepared, LEAN, claim.decisions)
@@ -98,109 +87,15 @@ def test_tampered_fake_is_a_real_attack() -> None:
     assert claim.metrics["TotalReturn"] > trusted.metrics["TotalReturn"]
 
 
-def test_secret_never_reaches_the_candidate(guarded: StrategyEvaluator) -> None:
-    result = guarded.evaluate(hostile("secret_format"))
-    dumped = json.dumps(result.to_dict())
-    assert "LOOT" in dumped and "PATH" in dumped  # the format chain did reach os.environ and printed it
-    assert FAKE_KEY not in dumped and "ANTHROPIC" not in dumped and "GITHUB_TOKEN" not in dumped
-
-
 def test_secret_not_in_the_template_environment(guarded: StrategyEvaluator) -> None:
     environ = Path(f"/proc/{guarded.template_pid}/environ").read_bytes()
     assert FAKE_KEY.encode() not in environ and b"ANTHROPIC" not in environ
 
 
-def test_file_writes_are_refused_by_the_kernel(bare: StrategyEvaluator, tmp_path: Path) -> None:
-    target = tmp_path / "escaped"
-    result = bare.evaluate(hostile("file_write", TARGET=str(target)))
-    assert result.ok, result.error
-    assert "refused: PermissionError" in result.log
-    assert not target.exists() and not Path(str(target) + ".npy").exists()
-
-
-def test_network_is_refused_by_the_kernel(bare: StrategyEvaluator) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    try:
-        result = bare.evaluate(hostile("network", PORT=str(port)))
-        assert result.ok, result.error
-        assert result.log.count("refused:") >= 3
-        with pytest.raises(TimeoutError):
-            server.accept()
-    finally:
-        server.close()
-
-
-def test_processes_and_signals_are_refused(bare: StrategyEvaluator, tmp_path: Path) -> None:
-    target = tmp_path / "spawned"
-    result = bare.evaluate(hostile("spawn", TARGET=str(target)))
-    assert result.ok, result.error
-    assert result.log.count("refused:") >= 6  # every route, on every bar
-    assert not target.exists()
-    assert bare.evaluate(MOMENTUM).ok  # the slots and this process are alive
-
-
-def test_stdout_forging_and_flood_are_captured(guarded: StrategyEvaluator, capfd: pytest.CaptureFixture[str]) -> None:
-    result = guarded.evaluate(hostile("stdout_forge"))
-    out, err = capfd.readouterr()
-    assert "Sharpe" not in out and "x" * 100 not in out + err
-    assert result.ok and '"Sharpe": 42.0' in result.log
-    assert len(result.log) < 70_000 and "more bytes of output dropped" in result.log
-
-
-def test_poisoning_does_not_reach_the_next_candidate(guarded: StrategyEvaluator, honest: dict[str, float]) -> None:
-    for _ in range(2):  # both slots see the poison first
-        guarded.evaluate_many([hostile("poison"), hostile("poison")])
-        after = guarded.evaluate(MOMENTUM)
-        assert after.ok and after.metrics == honest
-
-
-def test_lookahead_is_refused_on_promoting_splits(bare: StrategyEvaluator) -> None:
-    code = hostile("lookahead_frames")
-    train = bare.evaluate(code)  # train: no causality check, but the trusted replay still scores it
-    assert train.ok and train.metrics["Sharpe"] > 3  # the attack works: it trades on the next close
-    result = bare.evaluate(code, split="validation")
-    assert result.status == "lookahead", (result.status, result.error)
-    assert bare.evaluate(MOMENTUM, split="validation").ok  # an honest strategy passes the same check
-
-
-@pytest.mark.parametrize(
-    ("body", "kinds"),
-    [
-        ("x = []\nwhile True:\n    x.append(bytearray(10**7))", ("memory",)),
-        ("while True:\n    pass", ("timeout",)),
-        ("sum(range(10**13))", ("timeout",)),
-        ("import os\nimport signal\nos.kill(os.getpid(), signal.SIGKILL)", ("crash",)),
-        ("import os\nimport signal\nos.kill(os.getpid(), signal.SIGSTOP)", ("crash",)),
-        ("import os\nos._exit(0)", ("crash",)),
-    ],
-    ids=["memory", "cpu-loop", "c-level-hang", "kill-self", "stop-self", "exit-self"],
-)
-def test_resource_exhaustion_is_typed_and_contained(
-    bare: StrategyEvaluator, honest: dict[str, float], body: str, kinds: tuple[str, ...]
-) -> None:
-    started = time.monotonic()
-    result = bare.evaluate(candidate(body))
-    assert result.status in kinds, (result.status, result.error)
-    assert time.monotonic() - started < LEAN.hard_timeout_seconds + 5
-    after = bare.evaluate(MOMENTUM)
-    assert after.ok and after.metrics == honest
-
-
-def test_concurrent_hostile_and_honest(bare: StrategyEvaluator, honest: dict[str, float]) -> None:
-    codes = [hostile("rebind_update_wrapper"), MOMENTUM, candidate("import os\nos._exit(0)"), MOMENTUM]
-    results = bare.evaluate_many(codes)
-    assert [r.status for r in results] == ["tampered", "ok", "crash", "ok"]
-    assert results[1].metrics == honest == results[3].metrics
-
-
 
 def test_backtest_json_is_one_trusted_object(tmp_path: Path) -> None:
     """The CLI with a printing, secret-hunting strategy and a key in its environment: one JSON line, no key."""
-    from tests.conftest import run_cli
+    from tests._cli import run_cli
 
     forge = tmp_path / "forge.py"
     forge.write_text(hostile("stdout_forge"))
@@ -224,7 +119,7 @@ def test_lookahead_is_caught_at_the_screen_cut_on_train(tmp_path: Path) -> None:
     settings = dataclasses.replace(LEAN, screen_fraction=0.5)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
-        with StrategyEvaluator({"SYN": _splits(n=240)}, settings, 1, disable_python_guards_for_tests=True) as ev:
+        with StrategyEvaluator({"SYN": splits(n=240)}, settings, 1, disable_python_guards_for_tests=True) as ev:
             result = ev.evaluate(code)
             assert result.status == "lookahead", (result.status, result.error)
             assert ev.evaluate(MOMENTUM).ok
@@ -235,7 +130,7 @@ def test_kernel_confinement_probe_and_documented_opt_out() -> None:
 
     assert confinement.landlock_abi() >= 1 and confinement.probe() is None  # this machine: fail closed is moot
     settings = dataclasses.replace(LEAN, allow_unconfined=True)
-    with StrategyEvaluator({"SYN": _splits(n=240)}, settings, 1) as ev:
+    with StrategyEvaluator({"SYN": splits(n=240)}, settings, 1) as ev:
         assert ev.confinement.startswith("off")
         assert ev.evaluate(MOMENTUM).ok  # still scored by the trusted replay
 
@@ -270,7 +165,7 @@ def test_vector_replay_reproduces_the_engine_replay() -> None:
 
 
 def test_fast_and_engine_replay_give_identical_figures() -> None:
-    data = {"SYN": _splits(n=240)}
+    data = {"SYN": splits(n=240)}
     with StrategyEvaluator(data, LEAN, 1) as fast, StrategyEvaluator(data, LEAN, 1, fast_replay=False) as engine:
         for code in (MOMENTUM, hostile("purge_losers")):
             a, b = fast.evaluate(code), engine.evaluate(code)

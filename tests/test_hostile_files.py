@@ -24,6 +24,7 @@ from alpha_evolve.data import DataError, load_dataset
 from alpha_evolve.files import FileFormatError, read_json, read_jsonl, read_text_file
 from alpha_evolve.session import SessionError
 from alpha_evolve.session_files import validate_session, write_decision
+from tests._loop_harness import self_evolve
 from tests._session_helpers import (
     DEFAULT_SPACE,
     ROOT,
@@ -181,7 +182,7 @@ async def test_an_agent_answering_with_a_fifo_fails_the_mutation_without_hanging
                                       lambda: next(iter(mutator.requests_dir.glob("*.json")), None),
                                       what="the mutation request")
     os.mkfifo(mutator.response_path(written.stem))
-    response = await asyncio.wait_for(task, timeout=10)
+    response = await asyncio.wait_for(task, timeout=60)
     assert response.failure_kind == "response" and "FIFO" in (response.error or "")
 
 
@@ -279,7 +280,7 @@ def test_a_running_session_reports_restores_and_stays_responsive(tmp_path: Path)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
     # a link loop left in place while nothing runs: the resumed session reports it, replaces it and finishes
     make_hostile(session / "pending_action.json", "loop")
-    assert _self_evolve("--resume", str(session), "--auto-approve") == 0
+    assert self_evolve("--resume", str(session), "--auto-approve") == 0
     assert [r["iteration"] for r in history(session)] == list(range(len(kinds) + 2))
     assert read_json_or_none(session / "pending_action.json")["status"] == "session_complete"
 
@@ -293,21 +294,9 @@ def _awaiting(path: Path, iteration: int) -> dict[str, Any] | None:
     return None
 
 
-def _self_evolve(*args: str) -> int:
-    """The real ``self-evolve`` entry point in this process, with the stand-in pipeline runner."""
-    import argparse
-
-    from alpha_evolve.commands.session import add_self_evolve_arguments, run_self_evolve
-    from tests._session_helpers import StubRunner
-
-    parser = argparse.ArgumentParser()
-    add_self_evolve_arguments(parser)
-    return run_self_evolve(parser.parse_args(list(args)), pipeline_runner=StubRunner())
-
-
 def _finished_session(tmp_path: Path) -> Path:
     root = tmp_path / "root"
-    assert _self_evolve("--mode", "legacy", "--session-root", str(root), "--iterations", "1", "--auto-approve",
+    assert self_evolve("--mode", "legacy", "--session-root", str(root), "--iterations", "1", "--auto-approve",
                         "--search-space", str(DEFAULT_SPACE)) == 0
     return next(root.glob("self_evo_session_*"))
 
@@ -321,7 +310,7 @@ def test_resume_refuses_a_history_record_that_fails_its_schema(tmp_path: Path,
     first["iteration"] = "0"
     path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     capsys.readouterr()
-    assert _self_evolve("--resume", str(session), "--iterations", "2") == 2
+    assert self_evolve("--resume", str(session), "--iterations", "2") == 2
     err = capsys.readouterr().err
     assert "history record 1" in err and "is not of type 'integer'" in err
     assert len(err.strip().splitlines()) == 1
@@ -364,6 +353,6 @@ def test_stale_temp_files_in_generated_configs_are_removed_on_resume(tmp_path: P
     session = _finished_session(tmp_path)
     stale = session / "generated_configs" / ".tmp-ae-iteration_002.toml.abc123"
     stale.write_text("half a snapshot")
-    assert _self_evolve("--resume", str(session), "--iterations", "2", "--auto-approve") == 0
+    assert self_evolve("--resume", str(session), "--iterations", "2", "--auto-approve") == 0
     assert not stale.exists()
     assert [r["iteration"] for r in history(session)] == [0, 1, 2]

@@ -69,7 +69,7 @@ class FakeAgent:
 
     def _run(self) -> None:
         try:
-            path = self.seen.get(timeout=10)
+            path = self.seen.get(timeout=60)
             if path.name == "STOP":
                 return
             doc = json.loads(path.read_text())

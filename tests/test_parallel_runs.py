@@ -10,13 +10,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.parallel_runs import ParallelRunsLoop
-from alpha_evolve.samplers import make_sampler
-from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session_files import FileStateBackend, new_session_dir
-from tests._session_helpers import DEFAULT_SPACE, LoopThread, StubRunner, history, wait_for_status, wait_until
-from tests.test_session import _approve, assert_valid, driver, only_session, resume, settings
+from alpha_evolve.session_files import validate_session
+from tests._loop_harness import MODES, LoopRun, legacy_driver, only_session, resume, run_session
+from tests._session_helpers import StubRunner, history, wait_until
 
 
 class GateRunner(StubRunner):
@@ -57,86 +57,74 @@ class GateRunner(StubRunner):
         self._events(iteration)[0].set()
 
 
-class ParallelSession(LoopThread):
-    def __init__(self, tmp_path: Path, runner: StubRunner, **kw: Any) -> None:
-        self.dir = new_session_dir(tmp_path / "sessions")
-        self.settings = settings(**kw)
-        self.lines: list[str] = []
-        self.runner = runner
-        space = load_search_space(str(DEFAULT_SPACE))
-        sampler = make_sampler("random", space, seed=self.settings.seed, exploration_prob=0.2, maximize=True,
-                               state_dir=self.dir)
-        backend = FileStateBackend(self.dir, poll_interval=self.settings.approval_poll_interval, force_polling=False,
-                                   report=self.lines.append)
-        self.loop = ParallelRunsLoop(backend, self.settings, base_config=RunConfig(), space=space, sampler=sampler,
-                                     pipeline_runner=runner, out=self.lines.append, install_signal_handlers=False)
-        self.start()
-
-
 def _summary(session_dir: Path) -> dict[str, Any]:
     return json.loads((session_dir / "session_summary.json").read_text())
 
 
-def test_runs_overlap_up_to_n_and_are_recorded_in_iteration_order(tmp_path: Path) -> None:
+def parallel_session(mode: str, tmp_path: Path, runner: StubRunner, **kw: Any) -> LoopRun:
+    run = run_session(mode, tmp_path, runner=runner, parallel_runs=2, **kw)
+    assert isinstance(run.loop, ParallelRunsLoop)  # build_loop chose the parallel-runs loop
+    return run
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_runs_overlap_up_to_n_and_are_recorded_in_iteration_order(tmp_path: Path, mode: str) -> None:
     runner = GateRunner()
-    s = ParallelSession(tmp_path, runner, auto_approve=True, iterations=4, parallel_runs=2)
+    s = parallel_session(mode, tmp_path, runner, auto_approve=True, iterations=4)
     runner.wait_started(1)
     runner.wait_started(2)  # approved and started while iteration 1 is still running
-    state = _summary(s.dir)["state"]
+    state = s.state.summary()["state"]
     assert sorted(r["iteration"] for r in state["in_flight"]) == [1, 2]  # resume would re-run both
     assert all(r["candidate"] is not None and r["decision"]["status"] == "auto_approved" for r in state["in_flight"])
     assert not runner.started.get(3, threading.Event()).is_set()  # two slots: the third waits
     runner.release(2)  # the later run finishes first ...
     runner.wait_started(3)  # ... which frees a slot
-    assert [r["iteration"] for r in history(s.dir)] == [0]  # ... but 2 is not recorded before 1
+    assert s.state.iterations() == [0]  # ... but 2 is not recorded before 1
     for it in (1, 3, 4):
         runner.release(it)
     result = s.finish()
     assert result.status == "session_complete"
-    recs = history(s.dir)
+    recs = s.state.history()
     assert [r["iteration"] for r in recs] == [0, 1, 2, 3, 4]
     assert all(r["success"] for r in recs) and runner.peak == 2
-    summary = _summary(s.dir)
+    summary = s.state.summary()
     assert summary["iterations_completed"] == 4 and summary["state"]["phase"] == "done"
     assert summary["state"].get("in_flight", []) == []
-    assert_valid(s.dir)
+    s.state.assert_consistent()
 
 
-def test_each_candidate_is_still_approved_one_at_a_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_each_candidate_is_still_approved_one_at_a_time(tmp_path: Path, mode: str) -> None:
     runner = GateRunner()
-    s = ParallelSession(tmp_path, runner, iterations=2, parallel_runs=2, approval_poll_interval=0.2)
-    first = wait_for_status(s.dir, "awaiting_approval")
-    assert first["next_iteration"] == 1
-    first["status"] = "approved"
-    _approve(s.dir / "pending_action.json", "atomic_rename", first)
+    s = parallel_session(mode, tmp_path, runner, iterations=2)
+    first = s.state.pending()
+    assert first["iteration"] == 1
+    s.state.approve(first)
     runner.wait_started(1)
-    second = wait_until(s.dir, lambda: (lambda p: p if p and p.get("next_iteration") == 2
-                                        and p.get("status") == "awaiting_approval" else None)(
-        json.loads((s.dir / "pending_action.json").read_text())), what="the second action")
+    second = s.state.pending(not_id=first["action_id"])
+    assert second["iteration"] == 2
     assert not runner.gates[1].is_set()  # proposed and awaiting its own decision while run 1 is in flight
-    assert second["action_id"] != first["action_id"]
     assert not runner.started.get(2, threading.Event()).is_set()  # nothing runs before its approval
-    second["status"] = "approved"
-    _approve(s.dir / "pending_action.json", "atomic_rename", second)
+    s.state.approve(second)
     runner.wait_started(2)
     runner.release(1)
     runner.release(2)
     assert s.finish().status == "session_complete"
-    recs = history(s.dir)
+    recs = s.state.history()
     assert [r["iteration"] for r in recs] == [0, 1, 2]
     assert [r["action_id"] for r in recs[1:]] == [first["action_id"], second["action_id"]]
     assert all(r["decision"]["status"] == "approved" for r in recs[1:])
-    assert_valid(s.dir)
+    s.state.assert_consistent()
 
 
 def test_kill_9_with_runs_in_flight_then_resume(tmp_path: Path) -> None:
     """Iteration 2 blocks, iteration 3 starts beside it; kill -9; resume re-runs both with their candidates."""
     block = tmp_path / "block"
     block.write_text("1")
-    proc = driver(tmp_path / "root", "--iterations", "3", "--auto-approve", "--parallel-runs", "2",
+    proc = legacy_driver(tmp_path / "root", "--iterations", "3", "--auto-approve", "--parallel-runs", "2",
                   env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "2"})
     try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run", proc=proc)
         session = only_session(tmp_path / "root")
         wait_until(session, lambda: sorted(r["iteration"] for r in _summary(session)["state"].get("in_flight", []))
                    == [2, 3], what="runs 2 and 3 in flight")
@@ -155,4 +143,4 @@ def test_kill_9_with_runs_in_flight_then_resume(tmp_path: Path) -> None:
     assert {r["iteration"]: r["config_updates"] for r in recs[2:]} == planned
     assert recs[2]["reruns"] == 1
     assert _summary(session)["status"] == "session_complete"
-    assert_valid(session)
+    assert validate_session(session)[1] == []

@@ -12,7 +12,7 @@ from alpha_evolve.config import METRIC_NAMES, load_config
 from alpha_evolve.files import read_jsonl, schema_errors
 from alpha_evolve.holdout import HoldoutError, open_holdout
 from alpha_evolve.pipeline import latest_run, read_summary, run_pipeline
-from tests.conftest import run_cli
+from tests._cli import run_cli
 
 TINY = """
 [evolution]

@@ -19,7 +19,7 @@ from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
 from alpha_evolve.strategies import oracle, seed_source
 from alpha_evolve.synthetic import planted_market
 from tests import _planted_replica as replica
-from tests.conftest import run_cli
+from tests._cli import run_cli
 
 ROOT = Path(__file__).parents[1]
 SPLITS = ("train", "validation", "holdout")

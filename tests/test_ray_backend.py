@@ -23,14 +23,14 @@ from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
 from alpha_evolve.dashboard.runs import RunIndex
 from alpha_evolve.evaluation_backend import NODES_FILE
-from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, loop_wiring
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import SEEDS, seed_source
+from tests._evaluator_helpers import SETTINGS, candidate, splits
 from tests._ray_cluster import two_node_cluster
-from tests.test_evaluator import SETTINGS, _splits, candidate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
@@ -50,7 +50,7 @@ def cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def universe() -> dict[str, Any]:
-    return {"AAA": _splits(seed=5, n=300), "BBB": _splits(seed=9, n=240), "CCC": _splits(seed=13, n=260)}
+    return {"AAA": splits(seed=5, n=300), "BBB": splits(seed=9, n=240), "CCC": splits(seed=13, n=260)}
 
 
 def fails_on(symbol: str) -> str:
@@ -139,7 +139,8 @@ async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Pa
         evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=status)
         try:
             with ProgramStore(tmp_path / f"{backend}.sqlite") as store:
-                ctl = EvolutionController(cfg, store, evaluator, OfflineMutator(seed=cfg.evolution.random_seed))
+                mutator = OfflineMutator(seed=cfg.evolution.random_seed)
+                ctl = EvolutionController(cfg.evolution, store, evaluator, mutator, wiring=loop_wiring(cfg))
                 result = await ctl.run("momentum", "same", 6)
                 assert result.iterations_completed == 6
                 rows[backend] = _program_rows(store, "same")
@@ -290,9 +291,9 @@ def test_default_starts_its_own_local_instance_without_secrets(cluster: Any, tmp
         "import json, os, sys\n"
         "import psutil\n"
         "from alpha_evolve.ray_backend import RayEvaluator\n"
-        "from tests.test_evaluator import SETTINGS, _splits\n"
+        "from tests._evaluator_helpers import SETTINGS, splits\n"
         "secret = os.environ['ANTHROPIC_API_KEY'].encode()\n"
-        "with RayEvaluator({'AAA': _splits(seed=5, n=200)}, SETTINGS) as ev:\n"
+        "with RayEvaluator({'AAA': splits(seed=5, n=200)}, SETTINGS) as ev:\n"
         "    result = ev.evaluate(open(sys.argv[1]).read(), 'validation')\n"
         "    probe = ev.node_probes()[0]\n"
         "    leaks, seen = [], 0\n"

@@ -1,9 +1,9 @@
-"""The tamper-proof evaluation's hostile corpus (tests/test_hostile.py), run through the Ray backend on a real
+"""The tamper-proof evaluation's hostile corpus (tests/_hostile_suite.py), run through the Ray backend on a real
 two-node local cluster: the same attacks, the same typed refusals and unchanged honest figures, because every node
 evaluates inside the same confined, single-use processes (a node actor owns a local ``StrategyEvaluator``).
 
-The attack tests are imported from ``test_hostile`` and collected here with this module's fixtures: ``guarded``
-and ``bare`` are ``RayEvaluator``s built while a fake API key sits in the driver's environment.
+The attack tests are imported from ``tests/_hostile_suite.py`` and collected here with this module's fixtures:
+``guarded`` and ``bare`` are ``RayEvaluator``s built while a fake API key sits in the driver's environment.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from alpha_evolve.ray_backend import RayEvaluator
-from tests._ray_cluster import two_node_cluster
-from tests.test_evaluator import _splits
-from tests.test_hostile import (  # noqa: F401 - collected here, with the Ray fixtures below
+from tests._evaluator_helpers import splits
+from tests._hostile_suite import (  # noqa: F401 - collected here, with the Ray fixtures below
     FAKE_KEY,
     LEAN,
     honest,
@@ -34,6 +33,7 @@ from tests.test_hostile import (  # noqa: F401 - collected here, with the Ray fi
     test_secret_never_reaches_the_candidate,
     test_stdout_forging_and_flood_are_captured,
 )
+from tests._ray_cluster import two_node_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
 
@@ -48,7 +48,7 @@ def _build(cluster: Any, **options: Any) -> RayEvaluator:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         mp.setenv("GITHUB_TOKEN", FAKE_KEY)
-        return RayEvaluator({"SYN": _splits(n=240)}, LEAN, max_concurrent=2, address=cluster.address, **options)
+        return RayEvaluator({"SYN": splits(n=240)}, LEAN, max_concurrent=2, address=cluster.address, **options)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_every_node_served_and_holds_no_secret(guarded: RayEvaluator, bare: RayE
 
 def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
     """A universe on Ray: the tampering refusal of one symbol decides the universe's result, as locally."""
-    universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
+    universe = {"SYN": splits(n=240), "ALT": splits(seed=11, n=240)}
     with RayEvaluator(universe, LEAN, max_concurrent=2, address=cluster.address) as ev:
         result = ev.evaluate(hostile("purge_losers"))
     assert result.status == "tampered" and not result.metrics
@@ -98,7 +98,7 @@ def test_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
     window = peek.replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
                           "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
     settings = dataclasses.replace(LEAN, screen_fraction=0.5)
-    universe = {"SYN": _splits(n=240), "ALT": _splits(seed=11, n=240)}
+    universe = {"SYN": splits(n=240), "ALT": splits(seed=11, n=240)}
     cases = [(window, "train"), (peek, "validation")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])

@@ -15,14 +15,14 @@ import pytest
 
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.policy import check_policy
-from tests.test_evaluator import SETTINGS, _splits, candidate
+from tests._evaluator_helpers import SETTINGS, candidate, splits
 
 
 @pytest.fixture(scope="module")
 def no_static_policy() -> Iterator[StrategyEvaluator]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
-        with StrategyEvaluator({"SYN": _splits(n=200)}, SETTINGS, max_concurrent=2) as ev:  # child re-checks
+        with StrategyEvaluator({"SYN": splits(n=200)}, SETTINGS, max_concurrent=2) as ev:  # child re-checks
             yield ev
 
 

@@ -1,6 +1,8 @@
-"""Self-evolution sessions end to end with a stand-in pipeline runner: approvals by every kind of file write,
-refused edits, rejection, stop, timeout, the driver lock, polling fallback, and kill -9 / signals in real
-subprocesses followed by --resume. Waits are on watchdog events (tests/_session_helpers.py), never sleeps."""
+"""Legacy (session-directory) sessions with a stand-in pipeline runner: what only the file backend does — approvals
+by every kind of file write, half-written and garbage edits, bare keys, polling fallback, validation, and kill -9 /
+signals of a real process followed by --resume. The contract both backends share (approve, edit, reject, stop,
+timeout, lock, best, kill -9 mid-run) is tests/test_session_backends.py. Waits are on watchdog events, never sleeps.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +10,7 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,58 +18,23 @@ import pytest
 
 from alpha_evolve.config import RunConfig
 from alpha_evolve.files import schema_errors
-from alpha_evolve.samplers import make_sampler
-from alpha_evolve.search_space import load_search_space
-from alpha_evolve.session import SelfEvolutionLoop, SessionLockedError, SessionSettings
-from alpha_evolve.session_files import FileStateBackend, new_session_dir, validate_session
+from alpha_evolve.session_files import new_session_dir, validate_session
+from tests._cli import run_cli
+from tests._loop_harness import LoopRun, legacy_driver, only_session, resume, run_session
 from tests._session_helpers import (
-    DEFAULT_SPACE,
-    ROOT,
-    LoopThread,
-    StubRunner,
     atomic_json,
     history,
     read_json_or_none,
     stub_metrics,
     wait_for_feedback,
-    wait_for_new_action,
     wait_for_status,
     wait_until,
 )
 
-DRIVER = ROOT / "tests" / "_session_driver.py"
 
-
-class Session(LoopThread):
-    """A session loop running in a background thread of this process."""
-
-    def __init__(self, session_dir: Path, settings: SessionSettings, *, runner: StubRunner | None = None) -> None:
-        self.dir = session_dir
-        self.settings = settings
-        self.lines: list[str] = []
-        self.runner = runner or StubRunner()
-        space = load_search_space(settings.search_space_path or DEFAULT_SPACE)
-        sampler = make_sampler(settings.sampler, space, seed=settings.seed,
-                               exploration_prob=settings.exploration_prob, maximize=settings.maximize,
-                               state_dir=session_dir)
-        self.backend = FileStateBackend(session_dir, poll_interval=settings.approval_poll_interval,
-                                        force_polling=settings.force_polling, report=self.lines.append)
-        self.loop = SelfEvolutionLoop(self.backend, settings, base_config=RunConfig(), space=space, sampler=sampler,
-                                      pipeline_runner=self.runner, out=self.lines.append,
-                                      install_signal_handlers=False)
-        self.start()
-
-
-def settings(**kw: Any) -> SessionSettings:
-    base: dict[str, Any] = dict(mode="legacy", search_space_path=str(DEFAULT_SPACE), iterations=1, seed=3,
-                approval_poll_interval=60.0)  # a slow re-read: only watchdog events can make these tests pass fast
-    base.update(kw)
-    return SessionSettings(**base)
-
-
-def start(tmp_path: Path, **kw: Any) -> Session:
-    runner = kw.pop("runner", None)
-    return Session(new_session_dir(tmp_path / "sessions"), settings(**kw), runner=runner)
+def start(tmp_path: Path, **kw: Any) -> LoopRun:
+    """A legacy session (tests/_loop_harness.py: the real ``build_loop``) running in a background thread."""
+    return run_session("legacy", tmp_path, **kw)
 
 
 def assert_valid(session_dir: Path) -> None:
@@ -86,33 +50,6 @@ def iterations(session_dir: Path) -> list[int]:
 # ------------------------------------------------------------------------------------------ auto-approve
 
 
-def test_auto_approve_session_completes_with_valid_files(tmp_path: Path) -> None:
-    s = start(tmp_path, auto_approve=True, iterations=4)
-    result = s.finish()
-    assert result.status == "session_complete"
-    recs = history(s.dir)
-    assert [r["iteration"] for r in recs] == [0, 1, 2, 3, 4]
-    assert recs[0]["kind"] == "baseline" and recs[0]["config_updates"] == {}
-    for r in recs:
-        cfg = RunConfig().with_updates(r["config_updates"])
-        assert r["objective"] == pytest.approx(stub_metrics(cfg)["Sharpe"])
-        assert r["success"] and Path(r["run_dir"]).parent == s.dir / "pipeline_runs"
-        assert Path(r["config_snapshot"]).is_file()
-    for r in recs[1:]:
-        assert r["decision"]["status"] == "auto_approved"
-    summary = json.loads((s.dir / "session_summary.json").read_text())
-    best = max(recs, key=lambda r: r["objective"])
-    assert summary["best"]["iteration"] == best["iteration"]
-    assert summary["iterations_completed"] == 4 and summary["status"] == "session_complete"
-    assert summary["state"]["phase"] == "done"
-    pending = json.loads((s.dir / "pending_action.json").read_text())
-    assert pending["status"] == "session_complete" and pending["decision"]["status"] == "auto_approved"
-    briefings = [json.loads(x) for x in (s.dir / "agent_briefings.jsonl").read_text().splitlines()]
-    assert [b["iteration"] for b in briefings] == [1, 2, 3, 4]
-    assert all(b["briefing"]["summary"] for b in briefings)
-    assert_valid(s.dir)
-
-
 def test_no_persist_configs_and_custom_pipeline_dir(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     s = start(tmp_path, auto_approve=True, iterations=1, persist_configs=False, pipeline_output_dir=str(out))
@@ -121,24 +58,6 @@ def test_no_persist_configs_and_custom_pipeline_dir(tmp_path: Path) -> None:
     assert all(r["config_snapshot"] is None for r in recs)
     assert not (s.dir / "generated_configs").exists()
     assert all(Path(r["run_dir"]).parent == out for r in recs)
-    assert_valid(s.dir)
-
-
-def test_failed_and_raising_runs_are_recorded_and_the_session_goes_on(tmp_path: Path) -> None:
-    runner = StubRunner(fail_if=lambda c: c.get("generations") != 20 and c.get("bt_top") != 5,
-                        raise_if=lambda c: c.get("generations") == 20 and c.get("bt_top") != 5)
-    s = start(tmp_path, auto_approve=True, iterations=6, runner=runner)
-    assert s.finish().status == "session_complete"
-    recs = history(s.dir)
-    assert len(recs) == 7
-    failed = [r for r in recs if not r["success"]]
-    assert failed, "the stand-in runner should have failed some candidates"
-    for r in failed:
-        assert r["objective"] is None and r["failure_reason"]
-        assert "told to fail" in r["failure_reason"] or "pipeline raised RuntimeError" in r["failure_reason"]
-    summary = json.loads((s.dir / "session_summary.json").read_text())
-    ok = [r for r in recs if r["success"]]
-    assert summary["best"]["objective"] == max(r["objective"] for r in ok)
     assert_valid(s.dir)
 
 
@@ -275,48 +194,6 @@ def test_bare_keys_in_an_edited_candidate_are_recorded_once_under_their_section(
     assert_valid(s.dir)
 
 
-def test_rejected_leads_to_a_new_proposal(tmp_path: Path) -> None:
-    s = start(tmp_path)
-    first = wait_for_status(s.dir, "awaiting_approval")
-    atomic_json(s.dir / "pending_action.json", {**first, "status": "rejected", "notes": "no"})
-    second = wait_for_new_action(s.dir, first["action_id"])
-    assert second["next_iteration"] == 1 and second["attempt"] == 2
-    atomic_json(s.dir / "pending_action.json", {**second, "status": "approved"})
-    assert s.finish().status == "session_complete"
-    rec = history(s.dir)[1]
-    assert rec["action_id"] == second["action_id"] and rec["rejected_action_ids"] == [first["action_id"]]
-    briefings = [json.loads(x) for x in (s.dir / "agent_briefings.jsonl").read_text().splitlines()]
-    assert [(b["iteration"], b["attempt"]) for b in briefings] == [(1, 1), (1, 2)]
-    assert_valid(s.dir)
-
-
-def test_stop_ends_the_session_and_resume_continues_the_same_action(tmp_path: Path) -> None:
-    s = start(tmp_path, iterations=2)
-    pending = wait_for_status(s.dir, "awaiting_approval")
-    atomic_json(s.dir / "pending_action.json", {**pending, "status": "stop", "notes": "enough"})
-    result = s.finish()
-    assert result.status == "stopped"
-    summary = json.loads((s.dir / "session_summary.json").read_text())
-    assert summary["status"] == "stopped" and summary["state"]["phase"] == "awaiting_approval"
-    assert json.loads((s.dir / "pending_action.json").read_text())["status"] == "stopped"
-    assert_valid(s.dir)
-
-    resumed = Session(s.dir, replace(s.settings, auto_approve=True))
-    assert resumed.finish().status == "session_complete"
-    assert iterations(s.dir) == [0, 1, 2]
-    assert history(s.dir)[1]["action_id"] == pending["action_id"]
-    assert_valid(s.dir)
-
-
-def test_approval_timeout_ends_as_timed_out(tmp_path: Path) -> None:
-    s = start(tmp_path, approval_timeout=0.3)
-    assert s.finish().status == "timed_out"
-    assert json.loads((s.dir / "pending_action.json").read_text())["status"] == "timed_out"
-    assert json.loads((s.dir / "session_summary.json").read_text())["status"] == "timed_out"
-    assert iterations(s.dir) == [0]
-    assert_valid(s.dir)
-
-
 def test_polling_fallback_when_inotify_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import watchdog.observers
 
@@ -331,20 +208,6 @@ def test_polling_fallback_when_inotify_is_unavailable(tmp_path: Path, monkeypatc
     atomic_json(s.dir / "pending_action.json", {**pending, "status": "approved"})
     assert s.finish().status == "session_complete"
     assert iterations(s.dir) == [0, 1]
-
-
-def test_lock_refuses_a_second_driver(tmp_path: Path) -> None:
-    d = new_session_dir(tmp_path)
-    a = FileStateBackend(d)
-    a.open()
-    try:
-        with pytest.raises(SessionLockedError, match=f"already being driven by pid {os.getpid()}"):
-            FileStateBackend(d).open()
-    finally:
-        a.close()
-    b = FileStateBackend(d)
-    b.open()  # free again once released
-    b.close()
 
 
 def test_session_dirs_are_unique_within_a_second(tmp_path: Path) -> None:
@@ -382,27 +245,6 @@ def test_schemas_refuse_what_they_should() -> None:
 # ---------------------------------------------------------------------------------- real subprocesses
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "alpha_evolve.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
-def driver(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, str(DRIVER), "--mode", "legacy", "--session-root", str(root),
-                             "--approval-poll-interval", "60", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def only_session(root: Path) -> Path:
-    return wait_until(root, lambda: next(iter(root.glob("self_evo_session_*")), None), what="a session dir")
-
-
-def resume(session_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DRIVER), "--resume", str(session_dir), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 @pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     proc = run_cli("self-evolve", "--mode", "tracked", "--registry-db", str(tmp_path / "r.sqlite"),
@@ -416,63 +258,24 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_during_a_pipeline_run_then_resume(tmp_path: Path) -> None:
-    block = tmp_path / "block"
-    block.write_text("1")
-    proc = driver(tmp_path / "root", "--iterations", "3", "--auto-approve",
-                  env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "2"})
-    try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
-    session = only_session(tmp_path / "root")
-    assert iterations(session) == [0, 1]
-    summary = json.loads((session / "session_summary.json").read_text())
-    assert summary["state"]["phase"] == "running" and summary["state"]["iteration"] == 2
-    planned = summary["state"]["candidate"]
-    block.unlink()
-    done = resume(session)
-    assert done.returncode == 0, done.stderr
-    recs = history(session)
-    assert [r["iteration"] for r in recs] == [0, 1, 2, 3]
-    assert recs[2]["config_updates"] == planned and recs[2]["reruns"] == 1
-    assert recs[2]["run_dir"] != (tmp_path / "block.reached").read_text()
-    assert json.loads((session / "session_summary.json").read_text())["status"] == "session_complete"
-    assert_valid(session)
-
-
-@pytest.mark.slow
-def test_kill_9_while_awaiting_approval_keeps_the_action_and_an_answer_written_meanwhile(tmp_path: Path) -> None:
-    proc = driver(tmp_path / "root", "--iterations", "2")
+def test_cli_resume_of_a_driven_session_is_one_line_and_cli_approve_decides(tmp_path: Path) -> None:
+    """The CLI beside a live driver (kill -9 while awaiting is the contract suite's, for both backends)."""
+    proc = legacy_driver(tmp_path / "root", "--iterations", "1")
     try:
         session = only_session(tmp_path / "root")
         pending = wait_for_status(session, "awaiting_approval")
         locked = run_cli("self-evolve", "--resume", str(session))
         assert locked.returncode == 2
         assert f"already being driven by pid {proc.pid}" in locked.stderr and len(locked.stderr.splitlines()) == 1
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        proc.kill()
-    # the person answers while nothing is driving the session; the resumed loop must take that answer
-    atomic_json(session / "pending_action.json", {**pending, "status": "approved", "notes": "while down"})
-    resumed = subprocess.Popen([sys.executable, str(DRIVER), "--resume", str(session)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        second = wait_for_new_action(session, pending["action_id"])
-        assert second["next_iteration"] == 2
         approved = run_cli("approve", str(session), "--notes", "cli")
         assert approved.returncode == 0, approved.stderr
-        _, err = resumed.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
-        resumed.kill()
-    assert resumed.returncode == 0, err
+        proc.kill()
+    assert proc.returncode == 0, err
     recs = history(session)
-    assert [r["iteration"] for r in recs] == [0, 1, 2]
-    assert recs[1]["action_id"] == pending["action_id"] and recs[1]["decision"]["notes"] == "while down"
-    assert recs[2]["decision"]["notes"] == "cli"
+    assert [r["iteration"] for r in recs] == [0, 1]
+    assert recs[1]["action_id"] == pending["action_id"] and recs[1]["decision"]["notes"] == "cli"
     again = run_cli("approve", str(session))
     assert again.returncode == 1 and "not awaiting approval" in again.stderr
     assert_valid(session)
@@ -483,10 +286,10 @@ def test_kill_9_while_awaiting_approval_keeps_the_action_and_an_answer_written_m
 def test_signals_stop_cleanly_and_resume_finishes(tmp_path: Path, sig: signal.Signals) -> None:
     block = tmp_path / "block"
     block.write_text("1")
-    proc = driver(tmp_path / "root", "--iterations", "2", "--auto-approve",
+    proc = legacy_driver(tmp_path / "root", "--iterations", "2", "--auto-approve",
                   env={"AE_STUB_BLOCK_FILE": str(block), "AE_STUB_BLOCK_ITERATION": "1"})
     try:
-        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run")
+        wait_until(tmp_path, lambda: (tmp_path / "block.reached").exists(), what="the blocked run", proc=proc)
         proc.send_signal(sig)
         proc.wait(30)
     finally:
@@ -506,7 +309,7 @@ def test_signals_stop_cleanly_and_resume_finishes(tmp_path: Path, sig: signal.Si
 
 @pytest.mark.slow
 def test_sigterm_while_awaiting_approval(tmp_path: Path) -> None:
-    proc = driver(tmp_path / "root", "--iterations", "1")
+    proc = legacy_driver(tmp_path / "root", "--iterations", "1")
     try:
         session = only_session(tmp_path / "root")
         pending = wait_for_status(session, "awaiting_approval")
