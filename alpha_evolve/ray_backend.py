@@ -387,7 +387,8 @@ class RayEvaluator(CandidateCascade):
 
     def _acquire(self, avoid: set[str], wanted: Any = None) -> tuple[_Node, Any, int] | None:
         """The least loaded live node with room (fewer than ``_DEPTH`` tasks per slot), preferring nodes this
-        task has not failed on; waits for room. None when no node is live, or when ``wanted()`` turns false."""
+        task has not failed on; waits for room (and for a node whose actor is being restarted). None when no node
+        is live, or when ``wanted()`` turns false."""
         while True:
             self._refresh_nodes()
             with self._free:
@@ -396,7 +397,8 @@ class RayEvaluator(CandidateCascade):
                 if wanted is not None and not wanted():
                     return None
                 live = [n for n in self._nodes.values() if n.alive and n.actor is not None]
-                if not live:
+                restarting = any(n.alive and n.actor is None for n in self._nodes.values())
+                if not live and not restarting:
                     return None
                 fresh = [n for n in live if n.node_id not in avoid] or live
                 room = [n for n in fresh if n.in_flight < _DEPTH * n.slots]
