@@ -36,6 +36,7 @@ from nautilus_trader.persistence.wranglers import BarDataWrangler
 from alpha_evolve import market, sandbox
 from alpha_evolve.metrics import compute_metrics
 from alpha_evolve.sandbox import SandboxViolation
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.backtest")
 
@@ -372,7 +373,7 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(str(exc))
     if len(text) > 300:
         text = text[:297] + "..."
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -503,10 +504,23 @@ def run_strategy(
             )
         warnings.append(f"{prepared.symbol}: {sizing_refusals} order(s) skipped as too small for one order step; "
                         f"first: {first_refusal}")
-    outcome = _outcome(prepared, settings, fills, started, warnings)
+    outcome = scored_outcome(prepared, settings, fills, started, warnings)
     outcome.decisions = decisions
     outcome.fills = fills.tolist()
     return outcome
+
+
+def _data_warnings(prepared: PreparedBars, settings: BacktestSettings) -> list[str]:
+    """What the bars themselves make doubtful, decided here on trusted data so every scoring path says it."""
+    volume = prepared.volume
+    if settings.fill_model != "volume" or volume is None or len(volume) <= prepared.warmup:
+        return []
+    no_volume = float(np.mean(np.asarray(volume[prepared.warmup:], dtype=float) <= 0))
+    if no_volume < 0.5:
+        return []
+    # Many sources publish no volume (Yahoo's FX rates, some index files): the volume model then slips every order.
+    return [f"{prepared.symbol}: volume is zero on {no_volume:.0%} of bars, so fill_model 'volume' fills orders "
+            f"there wholly at {settings.slippage_bps:g} bps slippage; use fill_model 'close' for data without volume"]
 
 
 def _refused_orders(engine: BacktestEngine) -> list[str]:
@@ -631,7 +645,7 @@ def _downsample(n: int, points: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, points).round().astype(int))
 
 
-def _outcome(
+def scored_outcome(
     prepared: PreparedBars,
     settings: BacktestSettings,
     fills: np.ndarray,
@@ -642,6 +656,7 @@ def _outcome(
     only the curve returned for plotting is downsampled."""
     import time
 
+    warnings = [*(warnings or []), *_data_warnings(prepared, settings)]
     w = prepared.warmup
     ts, closes = prepared.ts[w:], prepared.closes[w:]
     multiplier = float(prepared.instrument.multiplier)

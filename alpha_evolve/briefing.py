@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from alpha_evolve.samplers import Proposal
-from alpha_evolve.search_space import SearchSpace, _same
-from alpha_evolve.values import finite_or_none, json_safe
+from alpha_evolve.search_space import SearchSpace, same_value
+from alpha_evolve.values import finite_or_none, json_safe, one_line
 
 
 def _ok(rec: Mapping[str, Any]) -> bool:
@@ -108,7 +108,7 @@ def attribution(history: Sequence[Mapping[str, Any]], keys: Sequence[str], *,
             for k in keys:
                 had_a, a = _lookup(_values(prev), k)
                 had_b, b = _lookup(_values(rec), k)
-                if not (had_a and had_b) or _same(a, b):
+                if not (had_a and had_b) or same_value(a, b):
                     continue
                 sums[k]["changed"].append(delta)
                 na, nb = _as_number(a), _as_number(b)
@@ -289,7 +289,7 @@ def describe_proposal(action: Mapping[str, Any], proposal: Mapping[str, Any] | N
         for key, new in updates.items():
             old = repr(base_values.get(key, "?")) if key in base_values else "?"
             lines.append(f"  {key}: {old} → {new!r}")
-    summary = " ".join(str(action.get("summary") or "").split())
+    summary = one_line(str(action.get("summary") or ""))
     if summary:
         lines.append(f"briefing: {summary if len(summary) <= 400 else summary[:397] + '...'}")
     return lines

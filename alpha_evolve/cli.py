@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from alpha_evolve import __version__
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.cli")
 
@@ -36,8 +37,7 @@ class UserError(Exception):
 
 def fail(message: str, code: int = 2) -> int:
     """Print a one-line error the way every subcommand does, and return the exit code."""
-    one_line = " ".join(str(message).split())
-    err_console.print(f"alpha-evolve: error: {one_line}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"alpha-evolve: error: {one_line(str(message))}", markup=False, highlight=False, soft_wrap=True)
     return code
 
 

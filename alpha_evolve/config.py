@@ -25,18 +25,14 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import Table
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS as LOWER_IS_BETTER_METRICS
-from alpha_evolve.metric_names import METRIC_NAMES
+from alpha_evolve.metric_names import METRIC_NAMES as METRIC_NAMES  # the choices of objective-like settings
+from alpha_evolve.metric_names import RANKING_METRICS
+from alpha_evolve.mutators import MUTATOR_KINDS  # light: implementations are imported only when one is made
 
 logger = logging.getLogger("alpha_evolve.config")
 
-# The old name, still imported by commands/session.py (being reworked in parallel); new code imports
-# LOWER_IS_BETTER_METRICS. Remove once nothing imports it.
-LOWER_IS_BETTER = LOWER_IS_BETTER_METRICS
 
 
-
-MUTATOR_KINDS = ("auto", "offline", "llm", "agent")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EFFORT_LEVELS = ("", "low", "medium", "high", "xhigh", "max")
 DATA_FORMATS = ("auto", "csv", "parquet", "catalog")
@@ -46,7 +42,6 @@ ASSET_CLASSES = ("auto", "equity", "fx", "crypto", "future")  # = market.ASSET_C
 FILL_MODELS = ("close", "volume")  # = market.FILL_MODELS
 EVALUATION_BACKENDS = ("local", "ray")
 FOLD_AGGREGATES = ("mean", "worst")
-RANKING_METRICS = (*METRIC_NAMES, "InfoRatio")  # crowning.RANKING_METRICS; config must not import crowning
 
 
 class ConfigError(ValueError):
@@ -103,6 +98,8 @@ class EvolutionConfig:
     effort: str = _f("", "LLM effort (low, medium, high, xhigh, max); empty = the model's default",
                      choices=EFFORT_LEVELS)
     max_retries: int = _f(3, "attempts per mutation when a reply fails validation", ge=1, le=3)
+    trace_precheck: bool = _f(True, "work out a candidate's orders on the train bars before backtesting it and send "
+                              "it back to the mutator when they repeat a program's (no backtest spent)")
     guidance: str = _f("", "free-text guidance added to every mutation prompt")
     inspirations: int = _f(3, "strong programs shown to the mutator as inspiration", ge=0, le=10)
     agent_timeout_seconds: float = _f(900.0, "how long the agent mutator waits for a response file", gt=0.0,

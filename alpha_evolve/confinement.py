@@ -32,6 +32,8 @@ import sysconfig
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from alpha_evolve.values import one_line
+
 # ----------------------------------------------------------------------------------------------- Landlock ABI
 
 _SYS_LANDLOCK_CREATE_RULESET = 444
@@ -319,7 +321,7 @@ def probe() -> str | None:
                 verdict = f"kernel confinement did not hold: {what} was allowed"
                 break
         except Exception as exc:
-            verdict = " ".join(str(exc).split()) or type(exc).__name__
+            verdict = one_line(exc)
         with contextlib.suppress(OSError):
             os.write(write_fd, verdict.encode()[:500])
         os._exit(0)

@@ -42,18 +42,17 @@ import random
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import LOWER_IS_BETTER_METRICS, EvolutionConfig, RunConfig, render_toml
-from alpha_evolve.crowning import RANKING_METRICS
-from alpha_evolve.evaluation_setup import load_seed, mutator_from_config
+from alpha_evolve.config import EvolutionConfig
+from alpha_evolve.decision_trace import DecisionTracer
+from alpha_evolve.evaluation_setup import LoopWiring, load_seed, loop_wiring, mutator_from_config
 from alpha_evolve.experiment_status import (
     STOP_REQUESTED,
     EvolutionProgress,
@@ -68,8 +67,15 @@ from alpha_evolve.experiment_status import (
     progress_from_store,
 )
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
-from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
-from alpha_evolve.mutators.prompts import fitness_spec
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS, RANKING_METRICS
+from alpha_evolve.mutators.base import (
+    BudgetExceeded,
+    Inspiration,
+    MutationRequest,
+    MutationResponse,
+    Mutator,
+    Sibling,
+)
 from alpha_evolve.program_keys import code_key, result_behavior_key
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
@@ -80,13 +86,15 @@ from alpha_evolve.store import (
     StoreError,
     validate_experiment_name,
 )
-from alpha_evolve.values import one_line
+from alpha_evolve.values import finite_or_none, one_line
 
 if TYPE_CHECKING:
     from alpha_evolve.evaluation_backend import Evaluator
     from alpha_evolve.evaluator import EvalResult
 
 logger = logging.getLogger("alpha_evolve.controller")
+
+__all__ = ["BEHAVIOR_POINTS", "EvolutionController", "StopCondition", "behavior_descriptor", "fitness_from_metrics"]
 
 BEHAVIOR_POINTS = 32
 """Length of the downsampled return vector kept as a behaviour descriptor for novelty."""
@@ -124,14 +132,8 @@ class StopCondition:
 
 def fitness_from_metrics(metrics: Mapping[str, Any], metric: str) -> float | None:
     """The fitness of a full-stage train result; ``None`` when the metric is missing or not finite."""
-    value = metrics.get(metric)
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(f):
+    f = finite_or_none(metrics.get(metric))
+    if f is None:
         return None
     return -f if metric in LOWER_IS_BETTER_METRICS else f
 
@@ -205,23 +207,32 @@ class _FatalMutator(Exception):
 
 
 class EvolutionController:
-    """Runs and resumes evolution experiments in one store. Not thread-safe (``stop`` excepted)."""
+    """Runs and resumes evolution experiments in one store. Not thread-safe (``stop`` excepted).
+
+    It takes its ``[evolution]`` section and a ``LoopWiring`` naming the few things it needs from the rest of the
+    run's config (``evaluation_setup.loop_wiring(run_config)``; without one, every other section's defaults).
+    """
 
     def __init__(
         self,
-        config: EvolutionConfig | RunConfig,
+        config: EvolutionConfig,
         store: ProgramStore,
         evaluator: Evaluator,
         mutator: Mutator | None = None,
+        *,
+        wiring: LoopWiring | None = None,
     ) -> None:
-        if isinstance(config, RunConfig):
-            self.run_config: RunConfig = config
-            ev = config.evolution
-        elif isinstance(config, EvolutionConfig):
-            self.run_config = RunConfig(evolution=config)
-            ev = config
-        else:
-            raise ValueError(f"config must be an EvolutionConfig or RunConfig, got {type(config).__name__}")
+        if not isinstance(config, EvolutionConfig):
+            raise ValueError(
+                f"config must be the [evolution] section (an EvolutionConfig), got {type(config).__name__}; pass "
+                "the rest of a run config as wiring=evaluation_setup.loop_wiring(run_config)"
+            )
+        ev = config
+        wiring = wiring if wiring is not None else loop_wiring(ev)
+        if wiring.fitness.metric != ev.fitness_metric:
+            raise ValueError(
+                f"wiring built for fitness {wiring.fitness.metric!r}, but the section says {ev.fitness_metric!r}"
+            )
         ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
         if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
             raise ValueError(f"elite/exploit/explore ratios must be >= 0 and sum to 1, got {ratios}")
@@ -230,10 +241,14 @@ class EvolutionController:
         if ev.fitness_metric not in RANKING_METRICS:
             raise ValueError(f"fitness_metric {ev.fitness_metric!r}: expected one of {', '.join(RANKING_METRICS)}")
         self.config = ev
+        self.wiring = wiring
         self.store = store
         self.evaluator = evaluator
         self.mutator = mutator
         self.data_hash: str | None = None  # recorded in the experiment row when set (the CLI sets it)
+        # Set by the pipeline: candidates whose traced orders repeat a program's are sent back before a backtest.
+        self.tracer: DecisionTracer | None = None
+        self.traced_duplicates = 0  # mutation attempts sent back by the tracer (no backtest was run for them)
         self._session: _Session | None = None
         self._last_experiment: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -266,15 +281,12 @@ class EvolutionController:
             raise ValueError(
                 f"experiment {experiment!r} already exists in store {self.store.path}; resume it or choose another name"
             )
-        cfg = self.run_config
         updates: dict[str, Any] = {"evolution.generations": max(1, iterations)}
         if not label.endswith(".py"):
             updates["evolution.seed_strategy"] = label
-        with contextlib.suppress(ValueError):
-            cfg = cfg.with_updates(updates)
         self.store.create_experiment(
             experiment,
-            config_toml=render_toml(cfg),
+            config_toml=self.wiring.record_config(self.config, updates),
             target_iterations=iterations,
             random_seed=self.config.random_seed,
             data_hash=self.data_hash,
@@ -413,7 +425,7 @@ class EvolutionController:
 
     async def _drive(self, s: _Session, pending: list[int], seed_code: str | None) -> EvolutionResult:
         if self.mutator is None:
-            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / s.experiment)
+            self.mutator = self._default_mutator(s.experiment)
         try:
             # Clear a stale stop request and mark the experiment running again.
             self.store.update_experiment(s.experiment, status=EvolutionStatus.RUNNING.value, stop_reason="")
@@ -507,12 +519,14 @@ class EvolutionController:
     def _seed_timeout_message(self, result: EvalResult) -> str:
         """A seed that runs out of time says the limit is too low for this much data: the seed is the known-good
         reference, and blaming it sends people hunting for a bug that is not there."""
-        bt = getattr(self.evaluator, "settings", None) or self.run_config.backtest
+        bt = getattr(self.evaluator, "settings", None)
+        soft = bt.soft_timeout_seconds if bt is not None else self.wiring.soft_timeout_seconds
+        hard = bt.hard_timeout_seconds if bt is not None else self.wiring.hard_timeout_seconds
         bars = f"{result.bars:,} train bars" if result.bars else "the train split"
         return (
             f"the seed strategy did not finish within the timeout on {bars} ({one_line(result.error or 'timeout')}): "
             f"the limit is too low for this much data, not a broken seed; raise [backtest] soft_timeout_seconds "
-            f"(now {bt.soft_timeout_seconds:g}) and hard_timeout_seconds (now {bt.hard_timeout_seconds:g}), or use "
+            f"(now {soft:g}) and hard_timeout_seconds (now {hard:g}), or use "
             "fewer bars"
         )
 
@@ -746,29 +760,46 @@ class EvolutionController:
 
     def _prepare(self, s: _Session, iteration: int) -> _Prepared:
         """Choose the parent and build the request now, from the store as it is at this moment."""
-        rng = random.Random(f"{s.random_seed}:{iteration}")
+        parent, mode = self._draw_parent(s.experiment, random.Random(f"{s.random_seed}:{iteration}"))
+        logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
+        horizon = self.store.max_program_id(s.experiment)
+        request = self._request(s.experiment, iteration, parent, horizon)
+        return _Prepared(iteration, parent, mode, request, time.monotonic(), horizon)
+
+    def _draw_parent(self, experiment: str, rng: random.Random) -> tuple[Program, str]:
+        """(parent, mode) by the configured selection: elite / exploit / explore ratios over the population or,
+        with ``selection = "map_elites"``, over the archive's cell champions."""
         ev = self.config
         ratios = (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio)
         if ev.selection == "map_elites":
-            parent, mode = qd_archive.select_parent(self.store, s.experiment, rng, ratios)
-        else:
-            parent, mode = select_parent(self.store, s.experiment, rng, ratios, ev.novelty_boost_w)
-        logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
-        parent_blocks = parent.blocks or extract_blocks(parent.code)
-        request = MutationRequest(
-            request_id=f"{s.experiment}-{iteration}",
-            experiment=s.experiment,
+            return qd_archive.select_parent(self.store, experiment, rng, ratios)
+        return select_parent(self.store, experiment, rng, ratios, ev.novelty_boost_w)
+
+    def _request(self, experiment: str, iteration: int, parent: Program, horizon: int | None = None) -> MutationRequest:
+        """The mutation request for a child of ``parent``: the loop's and the single-mutation call's alike.
+
+        ``siblings``: what the parent's children evaluated up to ``horizon`` bought, so the mutator does not make
+        a change that bought nothing again.
+        """
+        return MutationRequest(
+            request_id=f"{experiment}-{iteration}",
+            experiment=experiment,
             iteration=iteration,
             parent_id=str(parent.id),
             parent_code=parent.code,
-            parent_blocks=parent_blocks,
+            parent_blocks=parent.blocks or extract_blocks(parent.code),
             parent_metrics=parent.metrics,
-            guidance=ev.guidance,
-            inspirations=self._inspirations(s.experiment, parent),
-            fitness=fitness_spec(self.run_config),
-            allow_short=bool(self.run_config.backtest.allow_short),
+            guidance=self.config.guidance,
+            inspirations=self._inspirations(experiment, parent),
+            fitness=self.wiring.fitness,
+            allow_short=self.wiring.allow_short,
+            siblings=tuple(sibling_of(c) for c in self.store.children(experiment, int(parent.id or 0),
+                                                                       max_id=horizon)),
         )
-        return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
+
+    def _default_mutator(self, experiment: str) -> Mutator:
+        """The configured mutator (from this loop's section), its files beside the store."""
+        return mutator_from_config(self.config, run_dir=self.store.path.parent / "agent" / experiment)
 
     async def _iteration(self, s: _Session, prepared: _Prepared) -> Program:
         """Mutate and evaluate; the result is recorded by the loop, in iteration order.
@@ -782,7 +813,7 @@ class EvolutionController:
         while True:
             tried = {p.code_key: p.duplicate_of or 0 for p in discarded if p.code_key}
             code, response, tokens, usd, error, kind, attempt = await self._mutate(
-                request, parent, attempt, error, prepared.horizon, tried
+                request, parent, attempt, error, prepared.horizon, tried, discarded
             )
             program = Program(
                 experiment=s.experiment,
@@ -821,6 +852,7 @@ class EvolutionController:
             program.duplicate_of, program.duplicate_kind = twin, "behavior"
             program.elapsed_s = time.monotonic() - prepared.started
             discarded.append(program)
+            request = dataclasses.replace(request, siblings=(*request.siblings, sibling_of(program)))
             error = (f"this change did nothing: the candidate traded exactly like program #{twin} on the train "
                      "period (same trades, metrics and equity curve); make a different change that alters when "
                      "the strategy trades")
@@ -867,6 +899,10 @@ class EvolutionController:
         except DuplicateIterationError as exc:
             logger.warning("iteration %d already recorded; skipped (%s)", iteration, one_line(exc))
             return _Outcome(program, mode, recorded=False)
+        if self.tracer is not None and s.experiment in self.tracer.indexed:
+            for evaluated in (*discarded, program):
+                if evaluated.status in ("ok", "screened") and evaluated.id is not None:
+                    self.tracer.remember(int(evaluated.duplicate_of or evaluated.id), evaluated.code, evaluated.stage)
         ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
         protect = qd_archive.keep_ids(self.store, s.experiment) if ev.selection == "map_elites" else ()
@@ -890,6 +926,7 @@ class EvolutionController:
         error: str | None = None,
         horizon: int | None = None,
         tried: Mapping[str, int] | None = None,
+        references: Sequence[Program] = (),
     ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None, int]:
         """Attempts ``first_attempt..max_retries``, each told why the previous one was not used.
 
@@ -935,12 +972,19 @@ class EvolutionController:
                     key = code_key(response.code)
                     found = self.store.find_by_code_key(request.experiment, key, max_id=horizon)
                     known = found.id if found is not None else (tried or {}).get(key)
-                    if known is None or attempt >= self.config.max_retries:
+                    last = attempt >= self.config.max_retries
+                    # Worked out without a backtest: would it send exactly the orders of a program already run?
+                    traced = None if known is not None or last else \
+                        self._trace_verdict(request.experiment, parent, response.code, horizon, references)
+                    if (known is None and traced is None) or last:
                         self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
-                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known} "
-                                   "(already evaluated; only comments, layout or literal spelling differ); make "
-                                   "a different change"), "duplicate"
+                    error, kind = traced or (
+                        f"this change did nothing new: the candidate is the same program as #{known} (already "
+                        "evaluated; only comments, layout or literal spelling differ); make a different change"
+                    ), "duplicate"
+                    if traced:
+                        self.traced_duplicates += 1
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
             self._record_attempt(request, attempt, response, kind, error)
@@ -957,6 +1001,24 @@ class EvolutionController:
             elif kind == "timeout":
                 logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
         return None, response, (tin, tout), usd, error, kind, attempt
+
+    def _trace_verdict(self, experiment: str, parent: Program, code: str, horizon: int | None,
+                       references: Sequence[Program]) -> str | None:
+        """Why ``code`` need not be backtested (``decision_trace``: it would repeat a program), or None."""
+        if self.tracer is None:
+            return None
+        try:
+            if experiment not in self.tracer.indexed:  # a resumed run: index what the store already holds
+                self.tracer.indexed.add(experiment)
+                for program in self.store.evaluated_programs(experiment):
+                    self.tracer.remember(int(program.duplicate_of or program.id or 0), program.code, program.stage)
+            others = [parent, *self.store.children(experiment, int(parent.id or 0), max_id=horizon), *references]
+            return self.tracer.verdict(code, [(int(p.duplicate_of or p.id or 0), p.code) for p in others
+                                              if p.status in ("ok", "screened")],
+                                       self.store.first_without_trades(experiment, max_id=horizon))
+        except Exception as exc:  # a pre-check is an economy, never a reason to lose the iteration
+            logger.warning("decision pre-check failed (%s); the candidate is backtested", one_line(exc))
+            return None
 
     async def _ensure_metric_hook(self) -> None:
         if self._hook_checked or self.metric_hook is not None:
@@ -1000,11 +1062,8 @@ class EvolutionController:
         The controller contract's name for it; the loop itself draws in ``_prepare`` with a per-iteration random
         generator so that runs are reproducible. Raises RuntimeError when the experiment has no eligible parent.
         """
-        ev = self.config
-        rng = self.__dict__.setdefault("_contract_rng", random.Random(ev.random_seed))
-        parent, mode = select_parent(
-            self.store, experiment, rng, (ev.elite_ratio, ev.exploit_ratio, ev.explore_ratio), ev.novelty_boost_w
-        )
+        rng = self.__dict__.setdefault("_contract_rng", random.Random(self.config.random_seed))
+        parent, mode = self._draw_parent(experiment, rng)
         logger.debug("_select_parent(%s): %s by %s", experiment, parent.id, mode)
         return parent
 
@@ -1021,19 +1080,9 @@ class EvolutionController:
         if not 0 <= retry_count < self.config.max_retries:
             raise ValueError(f"retry_count {retry_count}: expected 0..{self.config.max_retries - 1} (max_retries)")
         if self.mutator is None:
-            self.mutator = _default_mutator(self.run_config, self.store.path.parent / "agent" / parent.experiment)
+            self.mutator = self._default_mutator(parent.experiment)
         iteration = (self.store.max_iteration(parent.experiment) or 0) + 1
-        request = MutationRequest(
-            request_id=f"{parent.experiment}-{iteration}",
-            experiment=parent.experiment,
-            iteration=iteration,
-            parent_id=str(parent.id),
-            parent_code=parent.code,
-            parent_blocks=parent.blocks or extract_blocks(parent.code),
-            parent_metrics=parent.metrics,
-            guidance=self.config.guidance,
-            inspirations=self._inspirations(parent.experiment, parent),
-        ).with_error(previous_error, retry_count + 1)
+        request = self._request(parent.experiment, iteration, parent).with_error(previous_error, retry_count + 1)
         response = await self.mutator.mutate(request)
         kind, error = response.failure_kind, response.error
         if response.ok and response.code is not None:
@@ -1067,8 +1116,7 @@ class EvolutionController:
         extras = self.metric_hook(result) if self.metric_hook is not None else {}
         program.metrics.update({k: v for k, v in extras.items() if k != "fitness"})
         if "fitness" in extras:
-            value = extras["fitness"]
-            fitness = float(value) if math.isfinite(value) else None
+            fitness = finite_or_none(extras["fitness"])
         else:
             fitness = fitness_from_metrics(program.metrics, self.config.fitness_metric)
         if fitness is None:
@@ -1104,6 +1152,24 @@ class EvolutionController:
         )
 
 
+def sibling_of(program: Program) -> Sibling:
+    """What an evaluated child of a parent bought, as its next mutation is told (``MutationRequest.siblings``)."""
+    trades = program.metrics.get("Trades") if program.status in ("ok", "screened") else None
+    try:
+        count = None if trades is None else float(trades)
+    except (TypeError, ValueError):
+        count = None
+    if program.status not in ("ok", "screened"):
+        outcome = "failed"
+    elif count == 0:
+        outcome = "no_trades"  # more telling than "duplicate": its gates blocked every entry
+    elif program.duplicate_of is not None:
+        outcome = "duplicate"
+    else:
+        outcome = "new"
+    return Sibling(blocks=dict(program.blocks or extract_blocks(program.code)), outcome=outcome, trades=count)
+
+
 def _reuse_result(program: Program, cached: Program) -> None:
     """Give ``program`` the stored evaluation of the identical ``cached`` program (a cache hit, no backtest)."""
     program.stage = cached.stage
@@ -1135,6 +1201,3 @@ def _version(dist: str) -> str | None:
     except metadata.PackageNotFoundError:
         return None
 
-
-def _default_mutator(config: RunConfig, run_dir: Path) -> Mutator:
-    return mutator_from_config(config, run_dir=run_dir)

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS, METRIC_NAMES
+from alpha_evolve.metric_names import INFO_RATIO as INFO_RATIO  # declared with the other names
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
+from alpha_evolve.metric_names import RANKING_METRICS as RANKING_METRICS
 from alpha_evolve.trials import (
     Deflation,
     Selection,
@@ -35,11 +37,7 @@ from alpha_evolve.trials import (
     return_shape,
     trial_row,
 )
-
-INFO_RATIO = "InfoRatio"
-"""Annualised mean excess return over buy-and-hold on the same bars, divided by its volatility."""
-RANKING_METRICS: tuple[str, ...] = (*METRIC_NAMES, INFO_RATIO)
-"""What ``[evolution] fitness_metric`` and ``[backtest] objective`` may name."""
+from alpha_evolve.values import finite_or_zero as _num  # a figure in a comparison: not a number counts 0
 
 NO_BEAT_SEED = "no evolved program beat the seed"
 
@@ -283,11 +281,3 @@ def verdict(objective: str, *, period: str, evolved: Mapping[str, Any] | None, e
         "evolved_beat_buy_and_hold": bool(beat_bh),
         "statement": words,
     }
-
-
-def _num(value: Any) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return f if math.isfinite(f) else 0.0

@@ -1,15 +1,19 @@
-"""From a run config to the parts of a run: data, splits, venue settings, the evaluator, the seed, the mutator.
+"""From a run config to the parts of a run: data, splits, venue settings, the evaluator, the seed, the mutator,
+and what the evolution loop needs from outside its own section (``loop_wiring``).
 
 The CLI's ``backtest``, the controller and the pipeline all need the same wiring, and the honesty rules live
 in it: evolution gets an evaluator that holds **no holdout bars at all** (not merely one that promises not to
-use them), and only the ``holdout`` command builds one that does.
+use them), and only the ``holdout`` command builds one that does. The controller takes its ``[evolution]``
+section and a ``LoopWiring``, never the whole run config, so what the loop depends on is named here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +22,30 @@ import pandas as pd
 
 from alpha_evolve.backtest import BacktestSettings
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
-from alpha_evolve.config import PipelineOptions, RunConfig
+from alpha_evolve.config import EvolutionConfig, PipelineOptions, RunConfig, render_toml
 from alpha_evolve.data import DataError, Dataset, DataSplits, load_dataset, periods_per_year, split_bars
 from alpha_evolve.evaluation_backend import Evaluator
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.files import read_text_file
 from alpha_evolve.market import InstrumentSpec, MarketError
-from alpha_evolve.mutators.base import Mutator
+from alpha_evolve.mutators.base import FitnessSpec, Mutator
+from alpha_evolve.mutators.prompts import fitness_spec
 
 logger = logging.getLogger("alpha_evolve.evaluation_setup")
+
+__all__ = [
+    "EVOLUTION_SPLITS",
+    "LoopWiring",
+    "RunData",
+    "backtest_settings",
+    "build_evaluator",
+    "instrument_specs",
+    "load_run_data",
+    "load_seed",
+    "loop_wiring",
+    "market_description",
+    "mutator_from_config",
+]
 
 EVOLUTION_SPLITS = ("train", "validation")
 
@@ -189,15 +208,18 @@ def load_seed(seed_strategy: str) -> tuple[str, str]:
     return label, code
 
 
-def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind: str | None = None) -> Mutator:
+def mutator_from_config(
+    config: RunConfig | EvolutionConfig, *, run_dir: Path | None = None, kind: str | None = None
+) -> Mutator:
     """The configured mutator, through ``mutators.make_mutator`` (one place decides what "auto" means).
 
+    Only the ``[evolution]`` section decides it, so the controller builds its default mutator from its own section.
     The LLM mutator gets ``max_retries=1``: the controller makes the ``max_retries`` attempts itself, each told
     the previous validation error, so the total number of attempts is the configured one, not its square.
     """
     from alpha_evolve.mutators import Budget, make_mutator
 
-    ev = config.evolution
+    ev = config.evolution if isinstance(config, RunConfig) else config
     return make_mutator(
         kind or ev.mutator,
         model=ev.model or None,  # not config.model: resolving the default imports the Anthropic SDK (seconds)
@@ -209,4 +231,42 @@ def mutator_from_config(config: RunConfig, *, run_dir: Path | None = None, kind:
         max_inspirations=ev.inspirations,
         run_dir=run_dir,
         timeout=ev.agent_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class LoopWiring:
+    """What the evolution loop needs from outside its ``[evolution]`` section, each thing named.
+
+    ``EvolutionController`` takes its section and this: a reader of the loop sees exactly which other settings
+    reach it (the fitness as mutators are told it, shorting, the backtest timeouts a seed's timeout message cites,
+    and the whole config recorded in the experiment row so ``evolve resume`` rebuilds the same run).
+    """
+
+    fitness: FitnessSpec
+    allow_short: bool
+    soft_timeout_seconds: float
+    hard_timeout_seconds: float
+    record_config: Callable[[EvolutionConfig, Mapping[str, Any]], str]
+    """TOML of the run's config with the loop's section and these dotted updates (invalid updates are dropped)."""
+
+
+def loop_wiring(config: RunConfig | EvolutionConfig) -> LoopWiring:
+    """The loop's wiring from a run config; an ``[evolution]`` section alone means every other section's
+    defaults (what a bare ``EvolutionConfig`` has always meant to the controller)."""
+    run = config if isinstance(config, RunConfig) else RunConfig(evolution=config)
+
+    def record_config(evolution: EvolutionConfig, updates: Mapping[str, Any]) -> str:
+        cfg = run if evolution == run.evolution else dataclasses.replace(run, evolution=evolution)
+        with contextlib.suppress(ValueError):
+            cfg = cfg.with_updates(updates)
+        return render_toml(cfg)
+
+    bt = run.backtest
+    return LoopWiring(
+        fitness=fitness_spec(run),
+        allow_short=bool(bt.allow_short),
+        soft_timeout_seconds=float(bt.soft_timeout_seconds),
+        hard_timeout_seconds=float(bt.hard_timeout_seconds),
+        record_config=record_config,
     )

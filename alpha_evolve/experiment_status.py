@@ -18,7 +18,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from alpha_evolve.config import RunConfig, from_mapping
-from alpha_evolve.crowning import RANKING_METRICS
+from alpha_evolve.metric_names import RANKING_METRICS
 from alpha_evolve.store import Program, ProgramStore
 
 __all__ = [

@@ -170,10 +170,10 @@ def template_main(fd: int) -> None:
     try:
         state = _prepare(setup)
     except ValueError as exc:
-        conn.send(("error", "data", " ".join(str(exc).split())))
+        conn.send(("error", "data", one_line(str(exc))))
         os._exit(0)
     except Exception as exc:
-        conn.send(("error", "setup", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+        conn.send(("error", "setup", f"{type(exc).__name__}: {one_line(str(exc))}"))
         os._exit(0)
     if state.kernel:
         from alpha_evolve import confinement
@@ -349,9 +349,9 @@ def _verified_run(code: str, prepared: Any, state: _State, replayer: _Replayer, 
         # any disagreement (or a case it does not model) goes to the engine replay, which decides.
         fast = replay.vector_fills(prepared, state.settings, decisions)
         if fast is not None and replay.fills_agree(claim.get("fills"), fast):
-            from alpha_evolve.backtest import _outcome
+            from alpha_evolve.backtest import scored_outcome
 
-            scored = _outcome(prepared, state.settings, fast, started)
+            scored = scored_outcome(prepared, state.settings, fast, started)
             scored.decisions, scored.fills, scored.log = decisions, fast.tolist(), log
             return scored, decisions
     trusted = replayer.replay(key, fraction, decisions)
@@ -577,7 +577,7 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
             kernel=state.kernel,
         )
     except Exception as exc:
-        report({"status": "crash", "error": f"confinement failed: {' '.join(str(exc).split())}"})
+        report({"status": "crash", "error": f"confinement failed: {one_line(str(exc))}"})
         os._exit(0)
     if state.python_guards:
         sandbox.install_audit_hook()  # early rejection with readable messages; the kernel is the boundary
@@ -604,7 +604,7 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
     except RecursionError as exc:
         payload = {"status": "runtime", "error": f"RecursionError: {exc}"}
     except BaseException as exc:
-        payload = {"status": "runtime", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        payload = {"status": "runtime", "error": f"{type(exc).__name__}: {one_line(str(exc))[:300]}"}
     payload["elapsed"] = time.perf_counter() - started
     with contextlib.suppress(BaseException):
         sys.stdout.flush()
@@ -662,7 +662,7 @@ class _Replayer:
             self.pid = 0
 
     def replay(self, key: tuple[str, str], fraction: float | None, decisions: list[tuple[int, int]]) -> Any:
-        from alpha_evolve.backtest import BacktestOutcome, _outcome
+        from alpha_evolve.backtest import BacktestOutcome, scored_outcome
 
         prepared = self.state.datasets[key]
         if fraction:
@@ -670,7 +670,7 @@ class _Replayer:
         if not decisions:  # no orders: the figures need no engine (and an empty log cannot stop one early)
             import numpy as np
 
-            out = _outcome(prepared, self.state.settings, np.zeros((0, 4)), time.perf_counter())
+            out = scored_outcome(prepared, self.state.settings, np.zeros((0, 4)), time.perf_counter())
             out.fills = []
             return out
         settings = self.state.settings

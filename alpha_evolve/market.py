@@ -227,8 +227,12 @@ def split_pair(symbol: str) -> tuple[str, str] | None:
     """(base, quote) of a symbol that names a currency pair (EURUSD, EUR/USD, BTC-USDT, BTCUSD), else None.
 
     File names carry more than the pair (``EURUSD_H1``, ``BTC-USDT-1h``, ``eurusd 2023``): the pair is read from
-    the first one or two tokens, so such a file is still priced as the FX or crypto pair it is."""
-    tokens = [t for t in re.split(r"[/\-_.\s]+", symbol.upper()) if t]
+    the first one or two tokens, so such a file is still priced as the FX or crypto pair it is. Yahoo Finance's
+    names count too: ``EURUSD=X`` is EUR/USD and a lone currency, ``JPY=X``, is quoted against the dollar."""
+    upper = symbol.upper()
+    tokens = [t for t in re.split(r"[/\-_.=^\s]+", upper) if t]
+    if upper.endswith("=X") and len(tokens) == 2 and tokens[0] in _FIAT and tokens[0] != "USD":
+        return "USD", tokens[0]
     if len(tokens) >= 2 and _known(tokens[0]) and _known(tokens[1]) and tokens[0] != tokens[1]:
         return tokens[0], tokens[1]
     return _joined_pair(tokens[0]) if tokens else None

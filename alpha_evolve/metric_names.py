@@ -21,5 +21,10 @@ METRIC_NAMES: tuple[str, ...] = (
 WORST_IS_MIN: tuple[str, ...] = ("Sharpe", "Sortino", "Calmar", "CAGR", "TotalReturn", "WinRate")
 WORST_IS_MAX: tuple[str, ...] = ("MaxDD", "AnnVol")
 
+INFO_RATIO = "InfoRatio"
+"""Annualised mean excess return over buy-and-hold on the same bars, divided by its volatility (``crowning``)."""
+RANKING_METRICS: tuple[str, ...] = (*METRIC_NAMES, INFO_RATIO)
+"""What ``[evolution] fitness_metric`` and ``[backtest] objective`` may name."""
+
 LOWER_IS_BETTER_METRICS: frozenset[str] = frozenset(WORST_IS_MAX)
 """Metrics where smaller is better: an objective or fitness on them is minimised."""

@@ -19,15 +19,10 @@ import numpy as np
 import pandas as pd
 
 from alpha_evolve.metric_names import METRIC_NAMES, WORST_IS_MAX, WORST_IS_MIN
+from alpha_evolve.values import finite_or_zero
 
 _EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
-
-
-def _finite_or_zero(x: float) -> float:
-    """Map NaN/inf to 0 so a degenerate statistic can never poison a ranking or a JSON file."""
-    x = float(x)
-    return x if math.isfinite(x) else 0.0
 
 
 def _as_array(values: pd.Series | np.ndarray | Sequence[float]) -> np.ndarray:
@@ -54,7 +49,7 @@ def max_drawdown(equity: pd.Series | np.ndarray | Sequence[float]) -> float:
     peaks = np.maximum.accumulate(eq)
     with np.errstate(divide="ignore", invalid="ignore"):
         dd = np.where(peaks > 0, 1.0 - eq / peaks, 0.0)
-    return _finite_or_zero(min(max(float(dd.max()), 0.0), 1.0)) if dd.size else 0.0
+    return finite_or_zero(min(max(float(dd.max()), 0.0), 1.0)) if dd.size else 0.0
 
 
 def compute_metrics(
@@ -112,7 +107,7 @@ def compute_metrics(
         "Trades": float(n_trades),
         "Exposure": min(max(float(exposure), 0.0), 1.0),
     }
-    return {k: _finite_or_zero(v) for k, v in out.items()}
+    return {k: finite_or_zero(v) for k, v in out.items()}
 
 
 def aggregate(per_instrument: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -129,11 +124,11 @@ def aggregate(per_instrument: Mapping[str, Mapping[str, float]]) -> dict[str, fl
     out: dict[str, float] = {}
     for name in METRIC_NAMES:
         vals = [float(r.get(name, 0.0)) for r in rows]
-        out[name] = _finite_or_zero(float(np.mean(vals)))
+        out[name] = finite_or_zero(float(np.mean(vals)))
         if name in WORST_IS_MIN:
-            out[f"worst_{name}"] = _finite_or_zero(min(vals))
+            out[f"worst_{name}"] = finite_or_zero(min(vals))
         elif name in WORST_IS_MAX:
-            out[f"worst_{name}"] = _finite_or_zero(max(vals))
+            out[f"worst_{name}"] = finite_or_zero(max(vals))
     return out
 
 
@@ -154,7 +149,7 @@ def probabilistic_sharpe_from_stats(
     if not math.isfinite(var) or var <= 0:
         return 0.0
     z = (sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(var)
-    return _finite_or_zero(_NORMAL.cdf(z)) if math.isfinite(z) else (1.0 if z > 0 else 0.0)
+    return finite_or_zero(_NORMAL.cdf(z)) if math.isfinite(z) else (1.0 if z > 0 else 0.0)
 
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
@@ -207,8 +202,8 @@ def return_stats(equity: Sequence[float] | np.ndarray | pd.Series) -> dict[str, 
     returns and their skew and (non-excess) kurtosis. Computed from every bar: a downsampled curve would
     understate the number of observations and change the moments."""
     sr, n, skew, kurt = _moments(simple_returns(equity))
-    return {"n_obs": float(n), "sharpe_per_period": _finite_or_zero(sr), "skew": _finite_or_zero(skew),
-            "kurtosis": _finite_or_zero(kurt)}
+    return {"n_obs": float(n), "sharpe_per_period": finite_or_zero(sr), "skew": finite_or_zero(skew),
+            "kurtosis": finite_or_zero(kurt)}
 
 
 def pooled_return_stats(per_instrument: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -219,6 +214,6 @@ def pooled_return_stats(per_instrument: Sequence[Mapping[str, float]]) -> dict[s
         return {}
     if len(rows) == 1:
         return dict(rows[0])
-    out = {k: _finite_or_zero(float(np.mean([float(r.get(k, 0.0)) for r in rows]))) for k in rows[0]}
+    out = {k: finite_or_zero(float(np.mean([float(r.get(k, 0.0)) for r in rows]))) for k in rows[0]}
     out["n_obs"] = float(min(float(r.get("n_obs", 0.0)) for r in rows))
     return out

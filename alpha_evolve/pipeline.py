@@ -28,16 +28,16 @@ import pandas as pd
 from alpha_evolve import __version__
 from alpha_evolve.command_hint import cli
 from alpha_evolve.config import (
-    LOWER_IS_BETTER_METRICS,
-    METRIC_NAMES,
     PipelineOptions,
     RunConfig,
     resolve_base_dir,
     write_toml_snapshot,
 )
-from alpha_evolve.crowning import INFO_RATIO, RankedProgram, crown_key
+from alpha_evolve.crowning import RankedProgram, crown_key
 from alpha_evolve.faults import as_infrastructure
 from alpha_evolve.files import atomic_write_json, atomic_write_text, cleanup_stale_temp_files, schema_errors
+from alpha_evolve.metric_names import INFO_RATIO, LOWER_IS_BETTER_METRICS, METRIC_NAMES
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.pipeline")
 
@@ -184,7 +184,7 @@ def _failed_summary(run_dir: Path, experiment: str, started: datetime, reason: s
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": "failed",
-        "reason": " ".join(reason.split()),
+        "reason": one_line(reason),
         "run_dir": str(run_dir),
         "experiment": experiment,
         "started_at": _iso(started),
@@ -279,7 +279,13 @@ def record_failed_run(reason: str, *, experiment: str | None = None, options: Pi
 def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: Path, started: datetime,
          on_progress: ProgressCallback | None) -> dict[str, Any]:
     from alpha_evolve.controller import EvolutionController
-    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, load_seed, mutator_from_config
+    from alpha_evolve.evaluation_setup import (
+        build_evaluator,
+        load_run_data,
+        load_seed,
+        loop_wiring,
+        mutator_from_config,
+    )
     from alpha_evolve.store import ProgramStore
 
     cleanup_stale_temp_files(run_dir)
@@ -299,8 +305,9 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         bh_code = seed_source("buy_and_hold")
         bh_train = evaluator.evaluate(bh_code, "train", "full", screen=False)
         mutator = mutator_from_config(config, run_dir=run_dir)
-        controller = EvolutionController(config, store, evaluator, mutator)
+        controller = EvolutionController(config.evolution, store, evaluator, mutator, wiring=loop_wiring(config))
         controller.data_hash = data.dataset.content_hash
+        _search_aids(config, data, controller, mutator)
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
             controller.metric_hook = hook
@@ -324,6 +331,8 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         if r.status in _SECURITY_KINDS:
             counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
+    # Candidates the decision trace showed would repeat a program: sent back before any backtest (no trial).
+    counts["traced_duplicates"] = int(controller.traced_duplicates)
     store.close()
     best = ranked[0]
     oracle = references.get("oracle") or {}
@@ -547,6 +556,24 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
     out = market_description(evaluator.settings, instruments)
     out["warnings"] = warnings
     return out
+
+
+def _search_aids(config: RunConfig, data: Any, controller: Any, mutator: Any) -> None:
+    """The train bars, worked into the decision-trace pre-check and the offline mutator's filter thresholds."""
+    from alpha_evolve.decision_trace import DecisionTracer, train_bars
+    from alpha_evolve.evaluation_setup import backtest_settings, instrument_specs
+    from alpha_evolve.mutators.calibration import ThresholdCalibrator
+    from alpha_evolve.mutators.offline import OfflineMutator
+
+    settings = backtest_settings(config)
+    bars = train_bars(data, settings, instrument_specs(data, settings))
+    if bars is None:
+        return
+    if config.evolution.trace_precheck:
+        controller.tracer = DecisionTracer(bars, allow_short=config.backtest.allow_short,
+                                           screen_fraction=config.backtest.screen_fraction)
+    if isinstance(mutator, OfflineMutator):
+        mutator.calibration = ThresholdCalibrator(bars)
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:

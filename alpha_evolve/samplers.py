@@ -28,8 +28,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from alpha_evolve.config import ConfigError, RunConfig
-from alpha_evolve.search_space import Parameter, SearchSpace, SearchSpaceError, _same, rng_for
-from alpha_evolve.session_settings import DEFAULT_EXPLORATION_PROB, SETTING_SPECS
+from alpha_evolve.search_space import Parameter, SearchSpace, SearchSpaceError, rng_for, same_value
+from alpha_evolve.session_settings import DEFAULT_EXPLORATION_PROB, SAMPLERS, SETTING_SPECS, sampler_problem
+from alpha_evolve.values import finite_or_none
 
 logger = logging.getLogger("alpha_evolve.samplers")
 
@@ -99,14 +100,12 @@ def mutate_value(param: Parameter, current: Any, rng: np.random.Generator, *, fo
         assert param.values is not None
         options = list(param.values)
         if must_differ:
-            others = [v for v in options if not _same(v, current)]
+            others = [v for v in options if not same_value(v, current)]
             options = others or options
         return options[int(rng.integers(len(options)))]
     assert param.min is not None and param.max is not None
     width = param.max - param.min
-    cur_num = float(current) if isinstance(current, int | float) and not isinstance(current, bool) else None
-    if cur_num is not None and not math.isfinite(cur_num):
-        cur_num = None
+    cur_num = finite_or_none(current)
     lo, hi = param.min, param.max
     if param.perturbation is not None and cur_num is not None:
         centre = min(max(cur_num, param.min), param.max)
@@ -119,13 +118,13 @@ def mutate_value(param: Parameter, current: Any, rng: np.random.Generator, *, fo
         for window in ((k_lo, k_hi), (0, param.grid_size() - 1)):
             ks = np.arange(window[0], window[1] + 1)
             if must_differ and cur_num is not None:
-                ks = np.array([k for k in ks if not _same(param.grid_value(int(k)), current)], dtype=int)
+                ks = np.array([k for k in ks if not same_value(param.grid_value(int(k)), current)], dtype=int)
             if len(ks):
                 return param.grid_value(int(ks[int(rng.integers(len(ks)))]))
         return param.grid_value(0)
     for _ in range(20):
         value = param.snap(rng.uniform(lo, hi))
-        if not (must_differ and cur_num is not None and _same(value, current)):
+        if not (must_differ and cur_num is not None and same_value(value, current)):
             return value
     return value
 
@@ -135,7 +134,7 @@ def _can_change(param: Parameter, current: Any) -> bool:
         return True
     if param.type == "choice":
         assert param.values is not None
-        return any(not _same(v, current) for v in param.values)
+        return any(not same_value(v, current) for v in param.values)
     return True
 
 
@@ -172,7 +171,7 @@ class RandomSampler:
                 draw = rng.random()  # always drawn, so one parameter's outcome never shifts another's stream
                 if draw < p.mutate_probability:
                     new[p.key] = mutate_value(p, values[p.key], rng)
-            changed = [p for p in self.space.parameters if not _same(new[p.key], values[p.key])]
+            changed = [p for p in self.space.parameters if not same_value(new[p.key], values[p.key])]
             if not changed:
                 movable = [p for p in self.space.parameters if _can_change(p, values[p.key])]
                 if not movable:
@@ -180,7 +179,7 @@ class RandomSampler:
                                            "current config")
                 p = movable[int(rng.integers(len(movable)))]
                 new[p.key] = mutate_value(p, values[p.key], rng, force_change=True)
-                changed = [q for q in self.space.parameters if not _same(new[q.key], values[q.key])]
+                changed = [q for q in self.space.parameters if not same_value(new[q.key], values[q.key])]
                 if not changed:
                     continue
             updates: dict[str, Any] = {}
@@ -192,7 +191,7 @@ class RandomSampler:
             if not problem and candidate in self.rejected:
                 problem = "same as a rejected proposal"  # a rejection asks for something else: redraw
             if not problem and attempt < MAX_ATTEMPTS // 2 and any(
-                all(_same(seen.get(k), v) for k, v in candidate.items()) for seen in already_run
+                all(same_value(seen.get(k), v) for k, v in candidate.items()) for seen in already_run
             ):
                 problem = "same as an iteration that already ran"
             if problem:
@@ -286,7 +285,7 @@ class OptunaSampler:
             for p in self.space.parameters:
                 values = p.to_config_values(_decode(p, trial.params[p.key]))
                 candidate.update(values)
-                if any(not _same(v, base_values[k]) for k, v in values.items()):
+                if any(not same_value(v, base_values[k]) for k, v in values.items()):
                     updates.update(values)  # a composite's fields always travel together
             problem = "same as the base config" if not updates else _check(base_config, updates)
             if not problem and trial.params in rejected:
@@ -360,14 +359,20 @@ def _decode(p: Parameter, raw: Any) -> Any:
 
 
 def make_sampler(kind: Literal["random", "optuna"] | str, space: SearchSpace, *, seed: int,
-                 exploration_prob: float = DEFAULT_EXPLORATION_PROB, maximize: bool,
-                 state_dir: Path | None) -> Sampler:
-    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory) and does not use
-    ``exploration_prob`` (a session refuses an explicit one with it: ``session_settings.sampler_problem``)."""
+                 exploration_prob: float | None = None, maximize: bool, state_dir: Path | None) -> Sampler:
+    """The sampler the session asked for; ``optuna`` needs ``state_dir`` (the session directory).
+
+    ``exploration_prob`` (None: its declared default) is the random sampler's; given to ``optuna``, whose TPE
+    balances exploration itself, it is refused rather than ignored (``session_settings.sampler_problem`` says
+    the same to a person before anything starts)."""
     if kind == "random":
-        return RandomSampler(space, seed=seed, exploration_prob=exploration_prob)
+        prob = DEFAULT_EXPLORATION_PROB if exploration_prob is None else exploration_prob
+        return RandomSampler(space, seed=seed, exploration_prob=prob)
     if kind == "optuna":
+        problem = sampler_problem({"exploration_prob": exploration_prob}, kind)
+        if problem:
+            raise ValueError(problem)
         if state_dir is None:
             raise ValueError("the optuna sampler needs a state directory (the session directory) for its study")
         return OptunaSampler(space, seed=seed, maximize=maximize, state_dir=Path(state_dir))
-    raise ValueError(f"unknown sampler {kind!r}: expected 'random' or 'optuna'")
+    raise ValueError(f"unknown sampler {kind!r}: expected one of {', '.join(SAMPLERS)}")

@@ -134,7 +134,7 @@ class Parameter:
         if self.type == "choice":
             assert self.values is not None
             probe = tuple(value) if self.composite and isinstance(value, list | tuple) else value
-            if not any(_same(probe, v) for v in self.values):
+            if not any(same_value(probe, v) for v in self.values):
                 return f"{_show(value)} is not one of the choices {', '.join(_show(v) for v in self.values)}"
             return None
         if self.type == "bool_toggle":
@@ -162,11 +162,13 @@ class Parameter:
         return out
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as settings: booleans only equal booleans (``True`` is not ``1``), numbers within rounding noise,
+    sequences element by element; the samplers and the briefing's diffs use it so they agree on "changed"."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b)
     if isinstance(a, tuple | list) and isinstance(b, tuple | list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, int | float) and isinstance(b, int | float):
         return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
     return bool(a == b)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import secrets
 import shlex
@@ -37,6 +36,7 @@ from alpha_evolve.command_hint import cli
 from alpha_evolve.config import ConfigError, PipelineOptions, RunConfig, from_mapping
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.session_settings import SessionSettings
+from alpha_evolve.values import finite_or_none, one_line
 
 logger = logging.getLogger("alpha_evolve.session")
 
@@ -243,12 +243,6 @@ def _proposal_from_dict(data: Mapping[str, Any]) -> Any:
     return Proposal(**{k: v for k, v in data.items() if k in names})
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _default_runner() -> PipelineRunner:
     from alpha_evolve.pipeline import run_pipeline
 
@@ -373,7 +367,7 @@ class SelfEvolutionLoop:
         except Exception as exc:
             if as_infrastructure(exc) is not None:
                 raise  # the machine's fault: see _run_locked
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = one_line(exc)
             logger.debug("session failed", exc_info=True)
             self.summary["failure_reason"] = reason
             self._finish("failed")
@@ -660,7 +654,7 @@ class SelfEvolutionLoop:
             fault = as_infrastructure(exc)
             if fault is not None:  # ... unless the machine failed: then nothing is recorded (see _run_locked)
                 raise fault from None
-            failure = f"pipeline raised {type(exc).__name__}: {' '.join(str(exc).split())}"
+            failure = f"pipeline raised {type(exc).__name__}: {one_line(str(exc))}"
             logger.debug("pipeline runner raised", exc_info=True)
         run.update(run_dir=run_dir, failure=failure, duration=time.perf_counter() - t0)
 
@@ -675,7 +669,7 @@ class SelfEvolutionLoop:
         pipeline_status: str | None = None
         if run_dir is not None:
             pipeline_status, metrics, failure = self._read_run(run_dir)
-        objective = _finite(metrics.get(self.settings.objective)) if failure is None else None
+        objective = finite_or_none(metrics.get(self.settings.objective)) if failure is None else None
         if failure is None and objective is None:
             failure = f"SUMMARY.json best_metrics has no finite {self.settings.objective!r}"
         record = {

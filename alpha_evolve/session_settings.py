@@ -12,11 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
-from alpha_evolve.config import LOG_LEVELS, METRIC_NAMES
+from alpha_evolve.config import EVALUATION_BACKENDS, LOG_LEVELS, METRIC_NAMES
 
 MODES = ("tracked", "legacy")
 SAMPLERS = ("random", "optuna")
-BACKENDS = ("local", "ray")
+
+__all__ = [
+    "DEFAULT_EXPLORATION_PROB",
+    "MODES",
+    "SAMPLERS",
+    "SETTING_SPECS",
+    "SessionSettings",
+    "SettingSpec",
+    "sampler_problem",
+    "setting_problems",
+]
 
 
 def _s(default: Any, doc: str, *, flag: str | None = None, ge: float | None = None, le: float | None = None,
@@ -59,7 +69,7 @@ class SessionSettings:
     persist_configs: bool = _s(True, "write generated_configs/ TOML snapshots (--no-persist-configs turns it off)")
     force_polling: bool = _s(False, "poll for decisions instead of watching files (tests, odd file systems)")
     backend: str | None = _s(None, "where every run evaluates candidates (default: the config's [evaluation] "
-                                   "backend)", flag="--backend", choices=BACKENDS)
+                                   "backend)", flag="--backend", choices=EVALUATION_BACKENDS)
     ray_address: str | None = _s(None, "Ray cluster of every run ('auto', host:port; implies --backend ray; "
                                        "default: a local Ray instance)", flag="--ray-address")
     parallel_runs: int = _s(1, "approved candidates whose pipeline runs may be in flight at once; each is still "

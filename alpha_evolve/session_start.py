@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alpha_evolve.command_hint import cli
-from alpha_evolve.config import LOWER_IS_BETTER
+from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS
 from alpha_evolve.session import SessionError
 from alpha_evolve.session_settings import (
     SETTING_SPECS,
@@ -31,6 +31,23 @@ from alpha_evolve.session_settings import (
 )
 
 logger = logging.getLogger("alpha_evolve.session_start")
+
+__all__ = [
+    "DEFAULT_SESSION_ROOT",
+    "OpenedSession",
+    "build_loop",
+    "check_resume_target",
+    "check_settings",
+    "create_tracked_session",
+    "decide_tracked",
+    "default_search_space",
+    "new_session_settings",
+    "open_session",
+    "resolve_session_id",
+    "resume_settings",
+    "session_mode",
+    "tracked_resume_args",
+]
 
 DEFAULT_SESSION_ROOT = "pipeline_runs_cs/self_evolution"
 
@@ -74,7 +91,7 @@ def new_session_settings(given: Mapping[str, Any], *, note: Say = _quiet) -> Ses
     if problem:
         raise SessionError(problem)
     _preflight(settings)
-    if settings.objective in LOWER_IS_BETTER and settings.maximize:
+    if settings.objective in LOWER_IS_BETTER_METRICS and settings.maximize:
         note(f"{settings.objective} is lower-is-better; did you mean --minimize?")
     return settings
 
@@ -148,7 +165,7 @@ def build_loop(
         settings.sampler,
         space,
         seed=settings.seed,
-        exploration_prob=settings.exploration_prob,
+        exploration_prob=settings.exploration_prob if settings.sampler == "random" else None,  # TPE's own
         maximize=settings.maximize,
         state_dir=state_dir,
     )
@@ -290,6 +307,12 @@ def create_tracked_session(
         return _create_tracked(reg, settings, session_root)
 
 
+def tracked_resume_args(registry_db: str | os.PathLike[str], session_id: str) -> list[str]:
+    """The ``self-evolve`` arguments that run (or continue) tracked session ``session_id``: the resume hint a
+    session prints and the process the dashboard starts for a session it created are spelled here once."""
+    return ["--mode", "tracked", "--registry-db", str(registry_db), "--resume", session_id]
+
+
 def _create_tracked(reg: Any, settings: SessionSettings, session_root: Any) -> str:
     from alpha_evolve.config import load_config
     from alpha_evolve.registry import search_space_record
@@ -344,7 +367,7 @@ def _open_tracked(given: dict[str, Any], resume: str | None, session_root: Any, 
         raise
     opened = OpenedSession(
         loop, settings, "tracked", session_id, f"{session_id} ({reg.path})", summary is not None,
-        cli("self-evolve", "--mode", "tracked", "--registry-db", shlex.quote(str(reg.path)), "--resume", session_id),
+        cli("self-evolve", *map(shlex.quote, tracked_resume_args(reg.path, session_id))),
         artifact_dir, registry_path=reg.path, _close=reg.close,
     )
 

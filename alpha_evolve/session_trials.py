@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alpha_evolve.files import append_jsonl, read_json, read_jsonl
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.session_trials")
 
@@ -162,7 +163,7 @@ def confirm_on_holdout(best: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         result = open_holdout(run, who="self-evolution session")
     except (HoldoutError, OSError, ValueError, LookupError) as exc:
-        return {"status": "failed", "run_dir": str(run), "reason": " ".join(str(exc).split())}
+        return {"status": "failed", "run_dir": str(run), "reason": one_line(str(exc))}
     verdict = result.get("verdict") or {}
     return {
         "status": "confirmed",

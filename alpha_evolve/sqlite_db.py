@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Self
 
 from alpha_evolve.faults import infrastructure_problem, mark_infrastructure
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.sqlite_db")
 
@@ -106,7 +107,7 @@ class SQLiteFile:
             if infrastructure_problem(exc) is not None:
                 raise self._fault(exc, "cannot be opened") from None
             problem = "is corrupt" if check else "cannot be opened"
-            raise self.ERROR(f"{self.KIND} {self.path} {problem}: {' '.join(str(exc).split())}") from None
+            raise self.ERROR(f"{self.KIND} {self.path} {problem}: {one_line(str(exc))}") from None
         if version > self.SCHEMA_VERSION:
             raise self.ERROR(
                 f"{self.KIND} {self.path} has schema version {version}; this alpha-evolve understands up to "
@@ -180,7 +181,7 @@ class SQLiteFile:
 
     def _fault(self, exc: BaseException, what: str) -> Exception:
         """A one-line error for a failed write, tagged as the machine's fault when it is (full, read-only, I/O)."""
-        error = self.ERROR(f"{self.KIND} {self.path} {what}: {' '.join(str(exc).split())}")
+        error = self.ERROR(f"{self.KIND} {self.path} {what}: {one_line(str(exc))}")
         if infrastructure_problem(exc) is not None:
             mark_infrastructure(error)
         return error

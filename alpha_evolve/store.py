@@ -44,7 +44,6 @@ FAILURE_KINDS: frozenset[str] = frozenset(
 PROGRAM_STATUSES: frozenset[str] = frozenset({"ok", "screened"}) | FAILURE_KINDS
 STAGES: frozenset[str] = frozenset({"static", "screen", "full"})
 EXPERIMENT_STATUSES: frozenset[str] = frozenset({"running", "paused", "completed", "failed"})
-SELECTION_MODES: tuple[str, str, str] = ("elite", "exploit", "explore")
 DUPLICATE_KINDS: frozenset[str] = frozenset({"code", "behavior"})
 # What ``experiment_counters`` returns, in its SELECT's column order.
 EXPERIMENT_COUNTERS: tuple[str, ...] = (
@@ -744,6 +743,35 @@ class ProgramStore(SQLiteFile):
             .fetchone()
         )
         return None if row is None else _program_from_row(row)
+
+    def children(self, experiment: str, parent_id: int, *, max_id: int | None = None, limit: int = 16) -> list[Program]:
+        """The latest ``limit`` evaluated children of ``parent_id`` (discarded attempts too), oldest first.
+
+        What a mutator is told its earlier changes to this parent bought (``MutationRequest.siblings``).
+        """
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM programs WHERE experiment = ? AND parent_id = ? AND stage IS NOT NULL AND id <= ?"
+                " ORDER BY id DESC LIMIT ?",
+                (experiment, parent_id, _id_bound(max_id), max(0, int(limit))),
+            )
+            .fetchall()
+        )
+        return [_program_from_row(r) for r in reversed(rows)]
+
+    def first_without_trades(self, experiment: str, *, max_id: int | None = None) -> int | None:
+        """The program every evaluated program that never traded repeats (the first such one), if any."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id, duplicate_of FROM programs WHERE experiment = ? AND trades = 0 AND stage IS NOT NULL"
+                " AND status IN ('ok', 'screened') AND id <= ? ORDER BY id LIMIT 1",
+                (experiment, _id_bound(max_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[1] or row[0])
 
     def max_program_id(self, experiment: str) -> int:
         """The largest program id of ``experiment`` (0 if none): a horizon for ``find_by_*_key``."""

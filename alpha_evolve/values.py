@@ -1,7 +1,7 @@
 """Values made safe to record or show: a finite number or nothing, JSON without NaN, an error as one line.
 
 Untrusted inputs (a candidate's claim, a hand-edited JSON file, a metric that came out NaN) reach the stores,
-the summaries and the terminal from many places; each of them cleans them with these two functions so that a
+the summaries and the terminal from many places; each of them cleans them with these functions so that a
 NaN never lands in a ranking and a multi-line message never breaks a log line or a status table.
 """
 
@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["finite_or_none", "json_safe", "one_line"]
+__all__ = ["finite_or_none", "finite_or_zero", "json_safe", "one_line"]
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -26,6 +26,13 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return f if math.isfinite(f) else None
+
+
+def finite_or_zero(value: Any) -> float:
+    """``finite_or_none`` with 0.0 for "not a number": a degenerate statistic (a flat series' Sharpe, a missing
+    metric in a comparison) can then never poison a ranking, a difference or a JSON file."""
+    f = finite_or_none(value)
+    return 0.0 if f is None else f
 
 
 def one_line(exc: BaseException | str) -> str:

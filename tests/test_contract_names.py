@@ -12,7 +12,7 @@ import pytest
 
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.mutators import Mutator
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.llm import LLMMutator
@@ -60,7 +60,7 @@ def test_any_object_with_mutate_is_a_mutator(monkeypatch: pytest.MonkeyPatch) ->
 async def test_contract_calls_and_failed_attempts_are_rows(tmp_path: Path, evaluator: Any) -> None:
     store = ProgramStore(tmp_path / "programs.sqlite")
     mutator = NamelessMutator()
-    controller = EvolutionController(BASE, store, evaluator, mutator)
+    controller = EvolutionController(BASE.evolution, store, evaluator, mutator, wiring=loop_wiring(BASE))
     with pytest.raises(RuntimeError, match="no eligible parent"):
         controller._select_parent("nothing-yet")
     await controller.run("momentum", "contract", 2)

@@ -18,7 +18,7 @@ import pytest
 from alpha_evolve.blocks import extract_blocks, splice_blocks
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController, StopCondition, fitness_from_metrics
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent, request_stop
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.offline import OfflineMutator
@@ -48,7 +48,8 @@ def store(tmp_path: Path) -> Iterator[ProgramStore]:
 
 def make(store: ProgramStore, evaluator: Any, mutator: Any = None, **updates: Any) -> EvolutionController:
     cfg = BASE.with_updates(updates) if updates else BASE
-    return EvolutionController(cfg, store, evaluator, mutator or OfflineMutator(seed=cfg.evolution.random_seed))
+    mutator = mutator or OfflineMutator(seed=cfg.evolution.random_seed)
+    return EvolutionController(cfg.evolution, store, evaluator, mutator, wiring=loop_wiring(cfg))
 
 
 def iterations(store: ProgramStore, experiment: str) -> list[int]:

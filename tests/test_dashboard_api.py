@@ -233,7 +233,9 @@ def test_start_session_validates_then_spawns_a_real_process(dash: Dash, tmp_path
     assert declared["exploration_prob"]["default"] == SessionSettings().exploration_prob
     assert (declared["exploration_prob"]["ge"], declared["exploration_prob"]["le"]) == (0.0, 1.0)
     assert declared["sampler"]["choices"] == ["random", "optuna"]
-    r = dash.post("/api/sessions", {"search_space": space, "iterations": 1, "auto_approve": True, "seed": 5})
+    assert declared["search_space_path"]["default"] == space  # what a request without one uses, like the CLI
+    # no search space given: the CLI's default, as the form shows it
+    r = dash.post("/api/sessions", {"iterations": 1, "auto_approve": True, "seed": 5})
     assert r.status_code == 201, r.text
     sid = r.json()["session_id"]
     db = dash.tracked.db

@@ -15,7 +15,7 @@ import pytest
 
 from alpha_evolve.config import PipelineOptions, RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent
 from alpha_evolve.faults import InfrastructureError, infrastructure_problem, mark_infrastructure
 from alpha_evolve.files import FileFormatError, read_json
@@ -176,6 +176,10 @@ BASE = RunConfig().with_updates({"backtest.synthetic_bars": 400, "evolution.muta
                                  "evolution.max_concurrent": 1})
 
 
+def _offline_controller(cfg: RunConfig, store: ProgramStore, evaluator: Any) -> EvolutionController:
+    return EvolutionController(cfg.evolution, store, evaluator, OfflineMutator(seed=1), wiring=loop_wiring(cfg))
+
+
 @pytest.fixture(scope="module")
 def evaluator() -> Iterator[Any]:
     ev = build_evaluator(BASE, include=("train",))
@@ -203,7 +207,7 @@ async def test_evolve_run_stops_on_a_machine_fault_and_resume_completes(tmp_path
                 if event.kind == "iteration" and event.iteration == 2:
                     disk.fill() if how == "full" else disk.read_only()
 
-            ctl = EvolutionController(BASE, store, evaluator, OfflineMutator(seed=1))
+            ctl = _offline_controller(BASE, store, evaluator)
             with pytest.raises(InfrastructureError) as info:
                 await ctl.run("momentum", "fault", 5, on_progress=on_progress)
             assert "\n" not in str(info.value) and "cannot rollback" not in str(info.value)
@@ -218,7 +222,7 @@ async def test_evolve_run_stops_on_a_machine_fault_and_resume_completes(tmp_path
             # paused when the store could still take that one write; a full disk leaves it "running", which a
             # resume treats as a crashed run (no live process holds its lock)
             assert store.require_experiment("fault").status in ("paused", "running")
-            resumed = await EvolutionController(BASE, store, evaluator, OfflineMutator(seed=1)).resume("fault")
+            resumed = await _offline_controller(BASE, store, evaluator).resume("fault")
             assert resumed.status is EvolutionStatus.COMPLETED
             assert store.completed_iterations("fault") == [1, 2, 3, 4, 5]
             with store.snapshot() as conn:  # one seed; completed_iterations above lists each iteration once
@@ -234,7 +238,7 @@ async def test_seed_timeout_blames_the_limit_not_the_seed(tmp_path: Path) -> Non
     store = ProgramStore(tmp_path / "p.sqlite")
     try:
         with pytest.raises(ValueError) as info:
-            await EvolutionController(cfg, store, ev, OfflineMutator(seed=1)).run("momentum", "slow", 2)
+            await _offline_controller(cfg, store, ev).run("momentum", "slow", 2)
         message = str(info.value)
         assert "too low for this much data" in message and "soft_timeout_seconds" in message
         assert "not a broken seed" in message and "\n" not in message

@@ -14,7 +14,7 @@ import pytest
 
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
-from alpha_evolve.evaluation_setup import build_evaluator
+from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
 from alpha_evolve.files import schema_errors
 from alpha_evolve.mutators import prompts
 from alpha_evolve.mutators.agent import REQUEST_SCHEMA, AgentMutator
@@ -60,7 +60,8 @@ def requests(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[RunConfig, 
             config = base.with_updates(updates) if updates else base
             recorder = Recorder()
             with ProgramStore(tmp_path_factory.mktemp("p") / "p.sqlite") as store:
-                asyncio.run(EvolutionController(config, store, evaluator, recorder).run("momentum", f"e{n}", 1))
+                ctl = EvolutionController(config.evolution, store, evaluator, recorder, wiring=loop_wiring(config))
+                asyncio.run(ctl.run("momentum", f"e{n}", 1))
             out.append((config, recorder.requests[0]))
     return out
 

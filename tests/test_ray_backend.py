@@ -23,7 +23,7 @@ from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController
 from alpha_evolve.dashboard.runs import RunIndex
 from alpha_evolve.evaluation_backend import NODES_FILE
-from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+from alpha_evolve.evaluation_setup import build_evaluator, load_run_data, loop_wiring
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
@@ -125,7 +125,8 @@ async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Pa
         evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=status)
         try:
             with ProgramStore(tmp_path / f"{backend}.sqlite") as store:
-                ctl = EvolutionController(cfg, store, evaluator, OfflineMutator(seed=cfg.evolution.random_seed))
+                mutator = OfflineMutator(seed=cfg.evolution.random_seed)
+                ctl = EvolutionController(cfg.evolution, store, evaluator, mutator, wiring=loop_wiring(cfg))
                 result = await ctl.run("momentum", "same", 6)
                 assert result.iterations_completed == 6
                 rows[backend] = _program_rows(store, "same")

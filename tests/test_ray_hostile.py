@@ -16,22 +16,7 @@ import pytest
 
 from alpha_evolve.ray_backend import RayEvaluator
 from tests._evaluator_helpers import splits
-from tests._hostile_suite import (  # noqa: F401 - collected here, with the Ray fixtures below
-    FAKE_KEY,
-    LEAN,
-    honest,
-    hostile,
-    test_concurrent_hostile_and_honest,
-    test_file_writes_are_refused_by_the_kernel,
-    test_fitness_fakes_are_refused_as_tampered,
-    test_lookahead_is_refused_on_promoting_splits,
-    test_network_is_refused_by_the_kernel,
-    test_poisoning_does_not_reach_the_next_candidate,
-    test_processes_and_signals_are_refused,
-    test_resource_exhaustion_is_typed_and_contained,
-    test_secret_never_reaches_the_candidate,
-    test_stdout_forging_and_flood_are_captured,
-)
+from tests._hostile_suite import FAKE_KEY, LEAN, HostileAttacks, hostile
 from tests._ray_cluster import two_node_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
@@ -62,6 +47,10 @@ def bare(cluster: Any) -> Iterator[RayEvaluator]:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])  # the driver's static stage
         with _build(cluster, disable_python_guards_for_tests=True) as ev:  # the nodes' guards and static stage
             yield ev
+
+
+class TestHostileAttacks(HostileAttacks):
+    """The shared attack suite (tests/_hostile_suite.py) on the Ray backend on a two-node cluster."""
 
 
 def test_every_node_served_and_holds_no_secret(guarded: RayEvaluator, bare: RayEvaluator) -> None:

@@ -139,7 +139,9 @@ def test_make_sampler_refuses_unknown_kind_and_optuna_without_a_directory() -> N
     with pytest.raises(ValueError, match="unknown sampler 'grid'"):
         make_sampler("grid", SPACE, seed=0, exploration_prob=0.1, maximize=True, state_dir=None)
     with pytest.raises(ValueError, match="needs a state directory"):
-        make_sampler("optuna", SPACE, seed=0, exploration_prob=0.1, maximize=True, state_dir=None)
+        make_sampler("optuna", SPACE, seed=0, maximize=True, state_dir=None)
+    with pytest.raises(ValueError, match="random sampler only"):  # refused, not silently ignored
+        make_sampler("optuna", SPACE, seed=0, exploration_prob=0.1, maximize=True, state_dir=Path("."))
 
 
 # ---------------------------------------------------------------------------------------------------- optuna
@@ -166,7 +168,7 @@ def drive(sampler: Any, iterations: range) -> list[Proposal]:
 
 
 def optuna_sampler(tmp: Path, seed: int = 7, space: SearchSpace = PEAK) -> OptunaSampler:
-    s = make_sampler("optuna", space, seed=seed, exploration_prob=0.2, maximize=True, state_dir=tmp)
+    s = make_sampler("optuna", space, seed=seed, maximize=True, state_dir=tmp)
     assert isinstance(s, OptunaSampler)
     return s
 
@@ -227,7 +229,7 @@ def test_optuna_interrupted_trial_is_failed_on_reopen_and_direction_is_checked(t
     reopened = optuna_sampler(tmp_path)
     assert [t.state for t in reopened.study.trials] == [TrialState.FAIL]
     with pytest.raises(SearchSpaceError, match="created to maximize"):
-        make_sampler("optuna", PEAK, seed=7, exploration_prob=0.2, maximize=False, state_dir=tmp_path)
+        make_sampler("optuna", PEAK, seed=7, maximize=False, state_dir=tmp_path)
 
 
 def test_optuna_proposals_are_valid_with_composite_choices(tmp_path: Path) -> None:

@@ -225,3 +225,32 @@ def test_kill_9_during_a_run_then_resume_runs_each_iteration_once(tmp_path: Path
         state.assert_consistent()
     finally:
         state.close()
+
+
+@pytest.mark.slow
+def test_kill_9_while_awaiting_keeps_the_action_and_an_answer_given_meanwhile(tmp_path: Path, mode: str) -> None:
+    """A real ``self-evolve`` process killed while it waits; the person answers while nothing drives the session
+    and the resumed loop takes that answer for the same action."""
+    settings = session_settings(mode, iterations=1)
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = driver(*STATES[mode].new_session_args(root), "--iterations", "1")
+    try:
+        state = STATES[mode].created_by_driver(root, settings)
+        action = state.pending()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    try:
+        state.approve(action, notes="while down")
+        done = driver_run(*state.resume_args())
+        assert done.returncode == 0, done.stderr
+        recs = state.history()
+        assert [r["iteration"] for r in recs] == [0, 1]
+        assert recs[1]["action_id"] == action["action_id"] and recs[1]["decision"]["notes"] == "while down"
+        assert state.summary()["status"] == "session_complete"
+        state.assert_consistent()
+    finally:
+        state.close()

@@ -217,6 +217,7 @@ def _controller_call(
     data_hash_expected: str | None = None,
 ) -> int:
     from alpha_evolve.controller import EvolutionController
+    from alpha_evolve.evaluation_setup import loop_wiring
     from alpha_evolve.faults import EXIT_INFRASTRUCTURE, InfrastructureError
 
     evaluator, mutator, data_hash = _build_runtime(config, name, Path(args.db))
@@ -226,7 +227,7 @@ def _controller_call(
                 f"experiment {name!r}: the data changed since it started (hash {data_hash[:12]} != "
                 f"{data_hash_expected[:12]}); resuming would mix incomparable results"
             )
-        controller = EvolutionController(config, store, evaluator, mutator)
+        controller = EvolutionController(config.evolution, store, evaluator, mutator, wiring=loop_wiring(config))
         controller.data_hash = data_hash
         show = sys.stdout.isatty() and not args.json
         try:

@@ -44,7 +44,7 @@ from alpha_evolve.registry import (
     session_checker,
 )
 from alpha_evolve.session import MAX_NOTES_CHARS
-from alpha_evolve.values import json_safe
+from alpha_evolve.values import json_safe, one_line
 
 logger = logging.getLogger("alpha_evolve.dashboard")
 
@@ -62,7 +62,7 @@ class ORJSONResponse(JSONResponse):
 
 
 def error(status: int, message: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+    return ORJSONResponse({"error": one_line(str(message))}, status_code=status)
 
 
 class BadRequest(Exception):
@@ -298,10 +298,12 @@ def create_app(config: DashboardConfig) -> Starlette:
     def session_settings(request: Request) -> Response:
         """The declared session settings, so the new-session form shows the CLI's defaults and ranges."""
         from alpha_evolve.session_settings import SETTING_SPECS
+        from alpha_evolve.session_start import default_search_space
 
+        defaults = {"search_space_path": default_search_space()}  # what a session without one uses
         return ORJSONResponse({"settings": {
-            name: {"default": spec.default, "doc": spec.doc, "ge": spec.ge, "le": spec.le, "gt": spec.gt,
-                   "choices": list(spec.choices) if spec.choices is not None else None}
+            name: {"default": defaults.get(name, spec.default), "doc": spec.doc, "ge": spec.ge, "le": spec.le,
+                   "gt": spec.gt, "choices": list(spec.choices) if spec.choices is not None else None}
             for name, spec in SETTING_SPECS.items() if name in _FORM_SETTINGS.values()
         }})
 
@@ -310,14 +312,13 @@ def create_app(config: DashboardConfig) -> Starlette:
         its own (it outlives the dashboard and is driven by the registry) as a resume of that id."""
         from alpha_evolve.config import ConfigError
         from alpha_evolve.session import SessionError
-        from alpha_evolve.session_start import create_tracked_session
+        from alpha_evolve.session_start import create_tracked_session, tracked_resume_args
 
         try:
             sid = create_tracked_session(given, registry_db=config.registry_db, session_root=config.session_root)
         except (SessionError, ConfigError, ValueError) as exc:  # ValueError: SearchSpaceError and kin
             return error(422, str(exc))
-        argv = [*config.self_evolve_cmd, "--mode", "tracked", "--registry-db", str(config.registry_db.resolve()),
-                "--resume", sid]
+        argv = [*config.self_evolve_cmd, *tracked_resume_args(config.registry_db.resolve(), sid)]
         log_dir = config.log_dir or (config.registry_db.parent / "logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
@@ -480,11 +481,10 @@ def _start_settings(body: dict[str, Any], config: DashboardConfig) -> dict[str, 
         raise BadRequest(f"unknown field {unknown[0]!r} (expected {', '.join(sorted(known))})", 422)
     cwd = config.workdir or Path.cwd()
 
-    def path_field(name: str, required: bool) -> str | None:
+    def path_field(name: str) -> str | None:
+        """A given file path, resolved from the dashboard's folder; None when not given (the CLI's default)."""
         value = body.get(name)
         if value in (None, ""):
-            if required:
-                raise BadRequest(f"{name}: a file path is required", 422)
             return None
         if not isinstance(value, str):
             raise BadRequest(f"{name}: expected a file path", 422)
@@ -494,8 +494,7 @@ def _start_settings(body: dict[str, Any], config: DashboardConfig) -> dict[str, 
             raise BadRequest(f"{name}: {value} is not a file", 422)
         return str(p)
 
-    given: dict[str, Any] = {"config_path": path_field("config", False),
-                             "search_space_path": path_field("search_space", True)}
+    given: dict[str, Any] = {"config_path": path_field("config"), "search_space_path": path_field("search_space")}
     for name in ("iterations", "objective", "seed", "sampler", "exploration_prob", "auto_approve"):
         if body.get(name) not in (None, ""):
             given[_FORM_SETTINGS[name]] = body[name]

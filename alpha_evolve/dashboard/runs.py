@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from alpha_evolve.values import finite_or_none
+
 logger = logging.getLogger("alpha_evolve.dashboard.runs")
 
 MAX_CURVE_POINTS = 800
@@ -156,11 +158,7 @@ def run_detail(run_dir: Path) -> dict[str, Any]:
 
 
 def _clean(values: Iterable[Any]) -> list[float | None]:
-    out: list[float | None] = []
-    for v in values:
-        f = float(v)
-        out.append(f if math.isfinite(f) else None)
-    return out
+    return [finite_or_none(v) for v in values]
 
 
 def equity_curves(run_dir: Path) -> dict[str, Any]:

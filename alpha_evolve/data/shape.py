@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from alpha_evolve.values import one_line
+
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 # Many index and FX files carry no volume; strategies that ignore volume should still run on them.
 DEFAULT_VOLUME = 1_000_000.0
@@ -35,7 +37,7 @@ class DataError(ValueError):
     """A one-line, user-facing description of bad market data (file, line, problem); never a traceback."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(one_line(str(message)))
 
 
 def _fail(path: Path | str, message: str, where: str | None = None) -> DataError:

@@ -49,6 +49,7 @@ from alpha_evolve.files import (
     schema_errors,
 )
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse, build_candidate, excerpt
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.mutators.agent")
 
@@ -284,7 +285,7 @@ class AgentMutator:
         try:
             orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return (st.st_size, st.st_mtime_ns), " ".join(str(exc).split())
+            return (st.st_size, st.st_mtime_ns), one_line(str(exc))
         return None
 
     def _finish(self, request: MutationRequest, data: Any, t0: float) -> MutationResponse:
@@ -307,7 +308,7 @@ class AgentMutator:
             return failed("response", f"{self.response_path(rid).name}: request_id is {data['request_id']!r}, "
                                       f"expected {rid!r}")
         if data.get("error"):
-            return failed("agent", f"the agent gave up: {' '.join(str(data['error']).split())}")
+            return failed("agent", f"the agent gave up: {one_line(str(data['error']))}")
         cand = build_candidate(request, data["blocks"])
         if cand.code is None:
             resp = failed(cand.failure_kind or "syntax", cand.error or "invalid candidate")

@@ -10,14 +10,13 @@ into a stop reason.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from alpha_evolve.source import parse as parse_source
-from alpha_evolve.values import one_line
+from alpha_evolve.values import finite_or_none, one_line
 
 # Metric names a mutator may see (train period only). Anything else in ``parent_metrics`` — in particular
 # validation or holdout figures — is dropped before it reaches a prompt or a request file.
@@ -49,11 +48,9 @@ def train_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Keep only the known train-period metric names with finite numeric values."""
     out: dict[str, float] = {}
     for name in PROMPT_METRICS:
-        value = metrics.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if math.isfinite(float(value)):
-            out[name] = float(value)
+        value = finite_or_none(metrics.get(name))
+        if value is not None:
+            out[name] = value
     return out
 
 
@@ -142,6 +139,35 @@ class FitnessSpec:
         return cls(metric=metric, maximize=maximize, period=period, description=text)
 
 
+SIBLING_OUTCOMES: tuple[str, ...] = ("new", "duplicate", "no_trades", "failed")
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """An earlier child of the same parent and what its change bought, so a mutator does not make it again.
+
+    ``outcome``: "new" (a behaviour no program had), "duplicate" (traded exactly like an earlier program, or was
+    the same code), "no_trades" (never traded where it was scored: its gates blocked every entry) or "failed".
+    """
+
+    blocks: dict[str, str]
+    outcome: str
+    trades: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in SIBLING_OUTCOMES:
+            raise ValueError(f"sibling outcome {self.outcome!r}: expected one of {', '.join(SIBLING_OUTCOMES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocks": dict(self.blocks), "outcome": self.outcome, "trades": self.trades}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sibling:
+        trades = data.get("trades")
+        return cls(blocks={str(k): str(v) for k, v in (data.get("blocks") or {}).items()},
+                   outcome=str(data.get("outcome") or "new"), trades=None if trades is None else float(trades))
+
+
 @dataclass(frozen=True)
 class MutationRequest:
     """Everything a mutator may know about one mutation. Train metrics only, never validation figures.
@@ -164,6 +190,7 @@ class MutationRequest:
     allowed_blocks: tuple[str, ...] = ()
     fitness: FitnessSpec = field(default_factory=FitnessSpec)
     allow_short: bool = False  # the run's account can go short: otherwise go_short and short branches are dead
+    siblings: tuple[Sibling, ...] = ()  # earlier children of this parent (and this iteration's discarded attempts)
 
     def __post_init__(self) -> None:
         # Normalise so that requests built from lists/dicts compare equal and carry train metrics only.
@@ -171,6 +198,8 @@ class MutationRequest:
         object.__setattr__(self, "inspirations", tuple(
             i if isinstance(i, Inspiration) else Inspiration.from_dict(i) for i in self.inspirations))
         object.__setattr__(self, "allowed_blocks", tuple(self.allowed_blocks))
+        object.__setattr__(self, "siblings", tuple(
+            s if isinstance(s, Sibling) else Sibling.from_dict(s) for s in self.siblings))
         if not isinstance(self.fitness, FitnessSpec):
             object.__setattr__(self, "fitness", FitnessSpec.from_dict(self.fitness))
 
@@ -200,6 +229,7 @@ class MutationRequest:
             "allowed_blocks": list(self.allowed_blocks),
             "fitness": self.fitness.to_dict(),
             "allow_short": self.allow_short,
+            "siblings": [s.to_dict() for s in self.siblings],
         }
 
     @classmethod
@@ -219,6 +249,7 @@ class MutationRequest:
             allowed_blocks=tuple(str(b) for b in data.get("allowed_blocks") or ()),
             fitness=FitnessSpec.from_dict(data.get("fitness")),
             allow_short=bool(data.get("allow_short", False)),
+            siblings=tuple(Sibling.from_dict(s) for s in data.get("siblings") or ()),
         )
 
 

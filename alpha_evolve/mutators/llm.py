@@ -45,6 +45,7 @@ from alpha_evolve.mutators.base import (
     build_candidate,
     excerpt,
 )
+from alpha_evolve.values import one_line
 
 logger = logging.getLogger("alpha_evolve.mutators.llm")
 
@@ -343,7 +344,7 @@ class LLMMutator:
                 last = _api_error_line(exc)
             except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
                 delay_hint = None
-                last = f"cannot reach the Anthropic API: {' '.join(str(exc).split()) or type(exc).__name__}"
+                last = f"cannot reach the Anthropic API: {one_line(exc)}"
             failures += 1
             if failures > self.api_retries:
                 raise _CallFailed(f"{last} (gave up after {failures} tries)", "api")
@@ -383,7 +384,7 @@ def _api_error_line(exc: anthropic.APIStatusError) -> str:
             detail = f"{err.get('type', '')}: {err.get('message', '')}".strip(": ")
     if not detail:
         detail = str(exc.message)
-    detail = " ".join(detail.split())
+    detail = one_line(detail)
     hint = ""
     if exc.status_code == 401:
         hint = " — check ANTHROPIC_API_KEY"

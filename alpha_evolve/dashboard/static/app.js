@@ -148,26 +148,31 @@
     const field = (label, input, hint) => h("div", {}, h("label", {}, label), input, hint ? h("div", { class: "hint" }, hint) : null);
     const form = h("form", { class: "grid", id: "new-session-form" },
       field("Base config (TOML)", h("input", { type: "text", name: "config", placeholder: "configs/default.toml (empty: built-in defaults)" })),
-      field("Search space (JSON/TOML)", h("input", { type: "text", name: "search_space", value: "configs/self_evolution/default.json", required: true })),
-      field("Iterations after the baseline", h("input", { type: "number", name: "iterations", min: 0, max: 10000, step: 1, value: 5, required: true })),
-      field("Objective", h("select", { name: "objective" }, METRICS.map(m => h("option", { value: m }, m)))),
+      field("Search space (JSON/TOML)", h("input", { type: "text", name: "search_space", placeholder: "empty: the default search space" })),
+      field("Iterations after the baseline", h("input", { type: "number", name: "iterations", step: 1, required: true })),
+      field("Objective", h("select", { name: "objective" })),
       field("Direction", h("select", { name: "direction" }, h("option", { value: "max" }, "maximise"), h("option", { value: "min" }, "minimise"))),
-      field("Seed", h("input", { type: "number", name: "seed", min: 0, step: 1, value: 0 })),
+      field("Seed", h("input", { type: "number", name: "seed", step: 1 })),
       field("Sampler", h("select", { name: "sampler" }, h("option", { value: "random" }, "random"), h("option", { value: "optuna" }, "optuna (TPE)"))),
-      field("Exploration probability", h("input", { type: "number", name: "exploration_prob", min: 0, max: 1, step: 0.05, value: 0.2 })),
+      field("Exploration probability", h("input", { type: "number", name: "exploration_prob", step: 0.05 })),
       field("Approvals", h("select", { name: "approvals" }, h("option", { value: "manual" }, "manual (approve here)"), h("option", { value: "auto" }, "auto-approve"))));
     const explore = form.querySelector("[name=exploration_prob]"), sampler = form.querySelector("[name=sampler]");
     sampler.addEventListener("change", () => { explore.disabled = sampler.value === "optuna"; });  // TPE explores itself
-    // defaults, ranges and help come from the session settings' one declaration (the CLI's)
+    // defaults, ranges, choices and help come from the session settings' one declaration (the CLI's); none is
+    // written here, so the form cannot drift from the command line
+    form.addEventListener("input", e => { e.target.dataset.touched = "1"; });  // a loaded default never overwrites
+    form.addEventListener("change", e => { e.target.dataset.touched = "1"; });  // what someone already typed
     api("/api/session-settings").then(({ settings }) => {
-      for (const [name, key] of [["iterations", "iterations"], ["seed", "seed"], ["exploration_prob", "exploration_prob"], ["sampler", "sampler"], ["objective", "objective"]]) {
+      for (const [name, key] of [["search_space", "search_space_path"], ["iterations", "iterations"], ["seed", "seed"], ["exploration_prob", "exploration_prob"], ["sampler", "sampler"], ["objective", "objective"]]) {
         const spec = settings[key], input = form.querySelector(`[name=${name}]`);
-        if (!spec || !input) continue;
+        if (!spec || !input || input.dataset.touched) continue;
         if (input.tagName !== "SELECT") {
           if (spec.ge !== null) input.min = spec.ge;
           if (spec.le !== null) input.max = spec.le;
+        } else if (name === "objective" && spec.choices) {
+          input.replaceChildren(...spec.choices.map(m => h("option", { value: m }, m)));
         }
-        input.value = spec.default;
+        if (spec.default !== null) input.value = spec.default;
         input.title = spec.doc;
       }
     }).catch(() => {});
@@ -177,7 +182,7 @@
       if (!form.reportValidity()) return;
       const f = new FormData(form);
       const body = {
-        config: f.get("config") || null, search_space: f.get("search_space"), iterations: parseInt(f.get("iterations"), 10),
+        config: f.get("config") || null, search_space: f.get("search_space") || null, iterations: parseInt(f.get("iterations"), 10),
         objective: f.get("objective"), minimize: f.get("direction") === "min", seed: parseInt(f.get("seed") || "0", 10),
         sampler: f.get("sampler"), auto_approve: f.get("approvals") === "auto",
       };
