@@ -510,6 +510,19 @@ def run_strategy(
     return outcome
 
 
+def _data_warnings(prepared: PreparedBars, settings: BacktestSettings) -> list[str]:
+    """What the bars themselves make doubtful, decided here on trusted data so every scoring path says it."""
+    volume = prepared.volume
+    if settings.fill_model != "volume" or volume is None or len(volume) <= prepared.warmup:
+        return []
+    no_volume = float(np.mean(np.asarray(volume[prepared.warmup:], dtype=float) <= 0))
+    if no_volume < 0.5:
+        return []
+    # Many sources publish no volume (Yahoo's FX rates, some index files): the volume model then slips every order.
+    return [f"{prepared.symbol}: volume is zero on {no_volume:.0%} of bars, so fill_model 'volume' fills orders "
+            f"there wholly at {settings.slippage_bps:g} bps slippage; use fill_model 'close' for data without volume"]
+
+
 def _refused_orders(engine: BacktestEngine) -> list[str]:
     """One line per order the venue or the risk engine refused (denied or rejected), with its reason."""
     from nautilus_trader.model.events import OrderDenied, OrderRejected
@@ -643,6 +656,7 @@ def scored_outcome(
     only the curve returned for plotting is downsampled."""
     import time
 
+    warnings = [*(warnings or []), *_data_warnings(prepared, settings)]
     w = prepared.warmup
     ts, closes = prepared.ts[w:], prepared.closes[w:]
     multiplier = float(prepared.instrument.multiplier)

@@ -98,6 +98,8 @@ class EvolutionConfig:
     effort: str = _f("", "LLM effort (low, medium, high, xhigh, max); empty = the model's default",
                      choices=EFFORT_LEVELS)
     max_retries: int = _f(3, "attempts per mutation when a reply fails validation", ge=1, le=3)
+    trace_precheck: bool = _f(True, "work out a candidate's orders on the train bars before backtesting it and send "
+                              "it back to the mutator when they repeat a program's (no backtest spent)")
     guidance: str = _f("", "free-text guidance added to every mutation prompt")
     inspirations: int = _f(3, "strong programs shown to the mutator as inspiration", ge=0, le=10)
     agent_timeout_seconds: float = _f(900.0, "how long the agent mutator waits for a response file", gt=0.0,

@@ -42,7 +42,7 @@ import random
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ import filelock
 from alpha_evolve import qd_archive
 from alpha_evolve.blocks import CandidateError, extract_blocks, validate_candidate
 from alpha_evolve.config import EvolutionConfig
+from alpha_evolve.decision_trace import DecisionTracer
 from alpha_evolve.evaluation_setup import LoopWiring, load_seed, loop_wiring, mutator_from_config
 from alpha_evolve.experiment_status import (
     STOP_REQUESTED,
@@ -67,7 +68,14 @@ from alpha_evolve.experiment_status import (
 )
 from alpha_evolve.faults import InfrastructureError, as_infrastructure
 from alpha_evolve.metric_names import LOWER_IS_BETTER_METRICS, RANKING_METRICS
-from alpha_evolve.mutators.base import BudgetExceeded, Inspiration, MutationRequest, MutationResponse, Mutator
+from alpha_evolve.mutators.base import (
+    BudgetExceeded,
+    Inspiration,
+    MutationRequest,
+    MutationResponse,
+    Mutator,
+    Sibling,
+)
 from alpha_evolve.program_keys import code_key, result_behavior_key
 from alpha_evolve.selection import select_parent
 from alpha_evolve.store import (
@@ -238,6 +246,9 @@ class EvolutionController:
         self.evaluator = evaluator
         self.mutator = mutator
         self.data_hash: str | None = None  # recorded in the experiment row when set (the CLI sets it)
+        # Set by the pipeline: candidates whose traced orders repeat a program's are sent back before a backtest.
+        self.tracer: DecisionTracer | None = None
+        self.traced_duplicates = 0  # mutation attempts sent back by the tracer (no backtest was run for them)
         self._session: _Session | None = None
         self._last_experiment: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -751,8 +762,9 @@ class EvolutionController:
         """Choose the parent and build the request now, from the store as it is at this moment."""
         parent, mode = self._draw_parent(s.experiment, random.Random(f"{s.random_seed}:{iteration}"))
         logger.debug("iteration %d: parent %s (%s, fitness %s)", iteration, parent.id, mode, _fmt(parent.fitness))
-        request = self._request(s.experiment, iteration, parent)
-        return _Prepared(iteration, parent, mode, request, time.monotonic(), self.store.max_program_id(s.experiment))
+        horizon = self.store.max_program_id(s.experiment)
+        request = self._request(s.experiment, iteration, parent, horizon)
+        return _Prepared(iteration, parent, mode, request, time.monotonic(), horizon)
 
     def _draw_parent(self, experiment: str, rng: random.Random) -> tuple[Program, str]:
         """(parent, mode) by the configured selection: elite / exploit / explore ratios over the population or,
@@ -763,8 +775,12 @@ class EvolutionController:
             return qd_archive.select_parent(self.store, experiment, rng, ratios)
         return select_parent(self.store, experiment, rng, ratios, ev.novelty_boost_w)
 
-    def _request(self, experiment: str, iteration: int, parent: Program) -> MutationRequest:
-        """The mutation request for a child of ``parent``: the loop's and the single-mutation call's alike."""
+    def _request(self, experiment: str, iteration: int, parent: Program, horizon: int | None = None) -> MutationRequest:
+        """The mutation request for a child of ``parent``: the loop's and the single-mutation call's alike.
+
+        ``siblings``: what the parent's children evaluated up to ``horizon`` bought, so the mutator does not make
+        a change that bought nothing again.
+        """
         return MutationRequest(
             request_id=f"{experiment}-{iteration}",
             experiment=experiment,
@@ -777,6 +793,8 @@ class EvolutionController:
             inspirations=self._inspirations(experiment, parent),
             fitness=self.wiring.fitness,
             allow_short=self.wiring.allow_short,
+            siblings=tuple(sibling_of(c) for c in self.store.children(experiment, int(parent.id or 0),
+                                                                       max_id=horizon)),
         )
 
     def _default_mutator(self, experiment: str) -> Mutator:
@@ -795,7 +813,7 @@ class EvolutionController:
         while True:
             tried = {p.code_key: p.duplicate_of or 0 for p in discarded if p.code_key}
             code, response, tokens, usd, error, kind, attempt = await self._mutate(
-                request, parent, attempt, error, prepared.horizon, tried
+                request, parent, attempt, error, prepared.horizon, tried, discarded
             )
             program = Program(
                 experiment=s.experiment,
@@ -834,6 +852,7 @@ class EvolutionController:
             program.duplicate_of, program.duplicate_kind = twin, "behavior"
             program.elapsed_s = time.monotonic() - prepared.started
             discarded.append(program)
+            request = dataclasses.replace(request, siblings=(*request.siblings, sibling_of(program)))
             error = (f"this change did nothing: the candidate traded exactly like program #{twin} on the train "
                      "period (same trades, metrics and equity curve); make a different change that alters when "
                      "the strategy trades")
@@ -880,6 +899,10 @@ class EvolutionController:
         except DuplicateIterationError as exc:
             logger.warning("iteration %d already recorded; skipped (%s)", iteration, one_line(exc))
             return _Outcome(program, mode, recorded=False)
+        if self.tracer is not None and s.experiment in self.tracer.indexed:
+            for evaluated in (*discarded, program):
+                if evaluated.status in ("ok", "screened") and evaluated.id is not None:
+                    self.tracer.remember(int(evaluated.duplicate_of or evaluated.id), evaluated.code, evaluated.stage)
         ev = self.config
         archive = min(ev.archive_size, ev.population_size - 1)
         protect = qd_archive.keep_ids(self.store, s.experiment) if ev.selection == "map_elites" else ()
@@ -903,6 +926,7 @@ class EvolutionController:
         error: str | None = None,
         horizon: int | None = None,
         tried: Mapping[str, int] | None = None,
+        references: Sequence[Program] = (),
     ) -> tuple[str | None, MutationResponse | None, tuple[int, int], float, str | None, str | None, int]:
         """Attempts ``first_attempt..max_retries``, each told why the previous one was not used.
 
@@ -948,12 +972,19 @@ class EvolutionController:
                     key = code_key(response.code)
                     found = self.store.find_by_code_key(request.experiment, key, max_id=horizon)
                     known = found.id if found is not None else (tried or {}).get(key)
-                    if known is None or attempt >= self.config.max_retries:
+                    last = attempt >= self.config.max_retries
+                    # Worked out without a backtest: would it send exactly the orders of a program already run?
+                    traced = None if known is not None or last else \
+                        self._trace_verdict(request.experiment, parent, response.code, horizon, references)
+                    if (known is None and traced is None) or last:
                         self._record_attempt(request, attempt, response, None, None)
                         return response.code, response, (tin, tout), usd, None, None, attempt
-                    error, kind = (f"this change did nothing new: the candidate is the same program as #{known} "
-                                   "(already evaluated; only comments, layout or literal spelling differ); make "
-                                   "a different change"), "duplicate"
+                    error, kind = traced or (
+                        f"this change did nothing new: the candidate is the same program as #{known} (already "
+                        "evaluated; only comments, layout or literal spelling differ); make a different change"
+                    ), "duplicate"
+                    if traced:
+                        self.traced_duplicates += 1
             else:
                 error, kind = response.error or "the mutator returned no code", response.failure_kind or "syntax"
             self._record_attempt(request, attempt, response, kind, error)
@@ -970,6 +1001,24 @@ class EvolutionController:
             elif kind == "timeout":
                 logger.warning("iteration %d: mutator timed out: %s", request.iteration, error)
         return None, response, (tin, tout), usd, error, kind, attempt
+
+    def _trace_verdict(self, experiment: str, parent: Program, code: str, horizon: int | None,
+                       references: Sequence[Program]) -> str | None:
+        """Why ``code`` need not be backtested (``decision_trace``: it would repeat a program), or None."""
+        if self.tracer is None:
+            return None
+        try:
+            if experiment not in self.tracer.indexed:  # a resumed run: index what the store already holds
+                self.tracer.indexed.add(experiment)
+                for program in self.store.evaluated_programs(experiment):
+                    self.tracer.remember(int(program.duplicate_of or program.id or 0), program.code, program.stage)
+            others = [parent, *self.store.children(experiment, int(parent.id or 0), max_id=horizon), *references]
+            return self.tracer.verdict(code, [(int(p.duplicate_of or p.id or 0), p.code) for p in others
+                                              if p.status in ("ok", "screened")],
+                                       self.store.first_without_trades(experiment, max_id=horizon))
+        except Exception as exc:  # a pre-check is an economy, never a reason to lose the iteration
+            logger.warning("decision pre-check failed (%s); the candidate is backtested", one_line(exc))
+            return None
 
     async def _ensure_metric_hook(self) -> None:
         if self._hook_checked or self.metric_hook is not None:
@@ -1101,6 +1150,24 @@ class EvolutionController:
             cache_hits=int(stats["cache_hits"]),
             behavior_duplicates=int(stats["behavior_duplicates"]),
         )
+
+
+def sibling_of(program: Program) -> Sibling:
+    """What an evaluated child of a parent bought, as its next mutation is told (``MutationRequest.siblings``)."""
+    trades = program.metrics.get("Trades") if program.status in ("ok", "screened") else None
+    try:
+        count = None if trades is None else float(trades)
+    except (TypeError, ValueError):
+        count = None
+    if program.status not in ("ok", "screened"):
+        outcome = "failed"
+    elif count == 0:
+        outcome = "no_trades"  # more telling than "duplicate": its gates blocked every entry
+    elif program.duplicate_of is not None:
+        outcome = "duplicate"
+    else:
+        outcome = "new"
+    return Sibling(blocks=dict(program.blocks or extract_blocks(program.code)), outcome=outcome, trades=count)
 
 
 def _reuse_result(program: Program, cached: Program) -> None:

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -94,7 +94,130 @@ def _frame_of(splits: Any, split: str) -> pd.DataFrame | None:
     return value if isinstance(value, pd.DataFrame) and len(value) > 0 else None
 
 
-class StrategyEvaluator:
+TaskRunner = Callable[[Mapping[str, Any]], tuple[list[BacktestOutcome], str]]
+"""Runs one stage of one candidate on the task's symbols, in the task's order, in confined processes with the
+trusted replay and the causality checks of `forkserver._run_task`; returns the verified outcomes (stopping at the
+first failing symbol) and the candidate's captured output. The task is plain data: ``code``, ``symbols``,
+``split``, ``fraction`` (the screen's share of train, or None), ``causality`` and ``prefix`` (per symbol, the
+screen's bar count and decisions, which the full run must repeat)."""
+
+
+class CandidateCascade:
+    """The cascade (static -> screen -> full) and the merge of per-symbol outcomes into a candidate's result.
+
+    One implementation for both backends: the local pool runs each stage as one task over every symbol; the Ray
+    backend (`ray_backend.py`) may run a stage as one task per symbol on different nodes and merge them with the
+    same `merge_outcomes`, so the result is the local one by construction. Needs `settings`, `symbols` (the
+    universe), `causality_splits` and `_available` ((symbol, split) pairs with bars) of the subclass.
+    """
+
+    settings: BacktestSettings
+    symbols: tuple[str, ...]
+    causality_splits: frozenset[str]
+    _available: frozenset[tuple[str, str]]
+
+    def cascade(
+        self,
+        code: str,
+        split: str,
+        stage: str,
+        *,
+        parent_code: str | None,
+        symbols: Sequence[str] | None,
+        screen: bool,
+        run: TaskRunner,
+    ) -> EvalResult:
+        """`evaluate`'s contract, with each stage's runs done by `run`."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        started = time.perf_counter()
+        chosen = tuple(symbols) if symbols else self.symbols
+        unknown = [s for s in chosen if s not in self.symbols]
+        if unknown:
+            raise ValueError(f"unknown symbol(s): {', '.join(unknown)}")
+
+        failure = static_check(code, parent_code)
+        if failure is not None:
+            kind, message = failure
+            return EvalResult(kind, "static", split, error=message, elapsed=time.perf_counter() - started)
+        if stage == "static":
+            return EvalResult("ok", "static", split, passed=True, elapsed=time.perf_counter() - started)
+
+        missing = [s for s in chosen if (s, split) not in self._available]
+        if missing:
+            return EvalResult(
+                "data", "static", split, error=f"no {split} bars for {', '.join(missing)}",
+                elapsed=time.perf_counter() - started,
+            )
+
+        fraction = self.settings.screen_fraction if screen else 0.0
+        prefix: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+        if split == "train" and fraction > 0:
+            outcomes, log = run({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
+            result = self.merge_outcomes(outcomes, "screen", split, started, log)
+            # The screen ran on a truncated series: the full run must decide the same up to the cut (a free,
+            # partial causality check on every candidate; the perturbed-future check runs on promoting splits).
+            prefix = {o.symbol: (o.bars, list(o.decisions)) for o in outcomes if o.status == "ok"}
+            if not result.ok:
+                return result
+            reason = self._screen_reason(result.metrics)
+            if reason is not None or stage == "screen":
+                return _replace(result, passed=reason is None, reason=reason)
+        elif stage == "screen":
+            # No screen on this split: the screen stage is trivially passed without running anything.
+            return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
+
+        causality = split in self.causality_splits
+        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality,
+                "prefix": prefix}
+        outcomes, log = run(task)
+        result = self.merge_outcomes(outcomes, "full", split, started, log)
+        return _replace(result, passed=result.ok)
+
+    def _screen_reason(self, metrics: Mapping[str, float]) -> str | None:
+        s = self.settings
+        if metrics.get("Trades", 0.0) < s.screen_min_trades:
+            return f"screen: {metrics.get('Trades', 0.0):g} round trips < {s.screen_min_trades}"
+        if metrics.get("Sharpe", 0.0) < s.screen_min_sharpe:
+            return f"screen: Sharpe {metrics['Sharpe']:.3f} < {s.screen_min_sharpe:g}"
+        if metrics.get("MaxDD", 0.0) > s.screen_max_drawdown:
+            return f"screen: MaxDD {metrics['MaxDD']:.3f} > {s.screen_max_drawdown:g}"
+        return None
+
+    def merge_outcomes(
+        self, outcomes: Sequence[BacktestOutcome], stage: str, split: str, started: float, log: str = ""
+    ) -> EvalResult:
+        """A candidate's result from its verified per-symbol outcomes (in the task's symbol order): the first
+        failure decides, else the metrics are aggregated over the universe (means and worst, an equal-weight
+        curve, return statistics pooled from every bar). Each symbol is its own engine run: nothing here needs
+        the symbols to have run together."""
+        elapsed = time.perf_counter() - started
+        bad = next((o for o in outcomes if o.status != "ok"), None)
+        bars = max((o.bars for o in outcomes), default=0)
+        if bad is not None:
+            error = bad.error or bad.status
+            if len(self.symbols) > 1 and bad.symbol and not error.startswith(bad.symbol):
+                error = f"{bad.symbol}: {error}"
+            return EvalResult(bad.status, stage, split, error=one_line(error), bars=bars, elapsed=elapsed, log=log)
+        per = {o.symbol: o.metrics for o in outcomes}
+        return EvalResult(
+            "ok",
+            stage,
+            split,
+            bars=bars,
+            metrics=aggregate(per),
+            per_instrument=per,
+            equity=_combine_equity(outcomes, self.settings.starting_capital),
+            elapsed=elapsed,
+            warnings=[w for o in outcomes for w in getattr(o, "warnings", [])],
+            return_stats=_return_stats(outcomes),
+            log=log,
+        )
+
+
+class StrategyEvaluator(CandidateCascade):
     """Backtests candidate source code in confined, single-use processes and scores it by a trusted replay.
 
     `data` maps each symbol to its splits: any object with `train`/`validation`/`holdout` DataFrame attributes
@@ -325,53 +448,12 @@ class StrategyEvaluator:
         The screen runs only on the train split (and when `screen_fraction` > 0). `parent_code`, when given,
         lets the static stage check that only EVOLVE-BLOCK bodies changed.
         """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        started = time.perf_counter()
-        chosen = tuple(symbols) if symbols else self.symbols
-        unknown = [s for s in chosen if s not in self.symbols]
-        if unknown:
-            raise ValueError(f"unknown symbol(s): {', '.join(unknown)}")
+        return self.cascade(code, split, stage, parent_code=parent_code, symbols=symbols, screen=screen,
+                            run=self.run_task)
 
-        failure = static_check(code, parent_code)
-        if failure is not None:
-            kind, message = failure
-            return EvalResult(kind, "static", split, error=message, elapsed=time.perf_counter() - started)
-        if stage == "static":
-            return EvalResult("ok", "static", split, passed=True, elapsed=time.perf_counter() - started)
-
-        missing = [s for s in chosen if (s, split) not in self._available]
-        if missing:
-            return EvalResult(
-                "data", "static", split, error=f"no {split} bars for {', '.join(missing)}",
-                elapsed=time.perf_counter() - started,
-            )
-
-        fraction = self.settings.screen_fraction if screen else 0.0
-        prefix: dict[str, tuple[int, list[tuple[int, int]]]] = {}
-        if split == "train" and fraction > 0:
-            outcomes, log = self._dispatch({"code": code, "symbols": chosen, "split": split, "fraction": fraction})
-            result = self._result(outcomes, "screen", split, started, log)
-            # The screen ran on a truncated series: the full run must decide the same up to the cut (a free,
-            # partial causality check on every candidate; the perturbed-future check runs on promoting splits).
-            prefix = {o.symbol: (o.bars, list(o.decisions)) for o in outcomes if o.status == "ok"}
-            if not result.ok:
-                return result
-            reason = self._screen_reason(result.metrics)
-            if reason is not None or stage == "screen":
-                return _replace(result, passed=reason is None, reason=reason)
-        elif stage == "screen":
-            # No screen on this split: the screen stage is trivially passed without running anything.
-            return EvalResult("ok", "screen", split, passed=True, elapsed=time.perf_counter() - started)
-
-        causality = split in self.causality_splits
-        task = {"code": code, "symbols": chosen, "split": split, "fraction": None, "causality": causality,
-                "prefix": prefix}
-        outcomes, log = self._dispatch(task)
-        result = self._result(outcomes, "full", split, started, log)
-        return _replace(result, passed=result.ok)
+    def run_task(self, task: Mapping[str, Any]) -> tuple[list[BacktestOutcome], str]:
+        """One stage of one candidate on the task's symbols, on a slot of this pool (see `TaskRunner`)."""
+        return self._dispatch(dict(task))
 
     async def aevaluate(
         self,
@@ -396,44 +478,6 @@ class StrategyEvaluator:
         """Evaluate several candidates concurrently; results in input order."""
         futures = [self._executor.submit(self.evaluate, code, split, stage) for code in codes]
         return [f.result() for f in futures]
-
-    # ------------------------------------------------------------------ helpers
-
-    def _screen_reason(self, metrics: Mapping[str, float]) -> str | None:
-        s = self.settings
-        if metrics.get("Trades", 0.0) < s.screen_min_trades:
-            return f"screen: {metrics.get('Trades', 0.0):g} round trips < {s.screen_min_trades}"
-        if metrics.get("Sharpe", 0.0) < s.screen_min_sharpe:
-            return f"screen: Sharpe {metrics['Sharpe']:.3f} < {s.screen_min_sharpe:g}"
-        if metrics.get("MaxDD", 0.0) > s.screen_max_drawdown:
-            return f"screen: MaxDD {metrics['MaxDD']:.3f} > {s.screen_max_drawdown:g}"
-        return None
-
-    def _result(
-        self, outcomes: list[BacktestOutcome], stage: str, split: str, started: float, log: str = ""
-    ) -> EvalResult:
-        elapsed = time.perf_counter() - started
-        bad = next((o for o in outcomes if o.status != "ok"), None)
-        bars = max((o.bars for o in outcomes), default=0)
-        if bad is not None:
-            error = bad.error or bad.status
-            if len(self.symbols) > 1 and bad.symbol and not error.startswith(bad.symbol):
-                error = f"{bad.symbol}: {error}"
-            return EvalResult(bad.status, stage, split, error=one_line(error), bars=bars, elapsed=elapsed, log=log)
-        per = {o.symbol: o.metrics for o in outcomes}
-        return EvalResult(
-            "ok",
-            stage,
-            split,
-            bars=bars,
-            metrics=aggregate(per),
-            per_instrument=per,
-            equity=_combine_equity(outcomes, self.settings.starting_capital),
-            elapsed=elapsed,
-            warnings=[w for o in outcomes for w in getattr(o, "warnings", [])],
-            return_stats=_return_stats(outcomes),
-            log=log,
-        )
 
 
 def static_check(code: str, parent_code: str | None = None) -> tuple[str, str] | None:

@@ -307,6 +307,7 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         mutator = mutator_from_config(config, run_dir=run_dir)
         controller = EvolutionController(config.evolution, store, evaluator, mutator, wiring=loop_wiring(config))
         controller.data_hash = data.dataset.content_hash
+        _search_aids(config, data, controller, mutator)
         hook = _fitness_hook(config, bh_train)
         if hook is not None:
             controller.metric_hook = hook
@@ -330,6 +331,8 @@ def _run(config: RunConfig, options: PipelineOptions, experiment: str, run_dir: 
         if r.status in _SECURITY_KINDS:
             counts["failures"][r.status] = counts["failures"].get(r.status, 0) + 1
     counts["trials"] = store.trial_counts(experiment)
+    # Candidates the decision trace showed would repeat a program: sent back before any backtest (no trial).
+    counts["traced_duplicates"] = int(controller.traced_duplicates)
     store.close()
     best = ranked[0]
     oracle = references.get("oracle") or {}
@@ -553,6 +556,24 @@ def _market_summary(evaluator: Any, ranked: Sequence[RankedProgram], seed: Ranke
     out = market_description(evaluator.settings, instruments)
     out["warnings"] = warnings
     return out
+
+
+def _search_aids(config: RunConfig, data: Any, controller: Any, mutator: Any) -> None:
+    """The train bars, worked into the decision-trace pre-check and the offline mutator's filter thresholds."""
+    from alpha_evolve.decision_trace import DecisionTracer, train_bars
+    from alpha_evolve.evaluation_setup import backtest_settings, instrument_specs
+    from alpha_evolve.mutators.calibration import ThresholdCalibrator
+    from alpha_evolve.mutators.offline import OfflineMutator
+
+    settings = backtest_settings(config)
+    bars = train_bars(data, settings, instrument_specs(data, settings))
+    if bars is None:
+        return
+    if config.evolution.trace_precheck:
+        controller.tracer = DecisionTracer(bars, allow_short=config.backtest.allow_short,
+                                           screen_fraction=config.backtest.screen_fraction)
+    if isinstance(mutator, OfflineMutator):
+        mutator.calibration = ThresholdCalibrator(bars)
 
 
 def _counts(store: Any, experiment: str, result: Any, n_validation: int) -> dict[str, Any]:

@@ -10,12 +10,16 @@ Design (docs/ray.md):
 - **Secrets stay home.** A local Ray instance is started with secret-looking variables out of the environment
   (Ray copies it into every process it starts); every actor also removes any it finds in its own environment
   before forking workers, and reports their names. Nothing is passed through ``runtime_env``.
-- **One candidate, one task.** A candidate's evaluation (every symbol of a universe, screen then full) is one
-  call of the node's ``StrategyEvaluator.evaluate``: the result is by construction the local one, including the
-  evaluator's cross-symbol figures (return statistics from every bar) and its screen-vs-full decision-prefix
-  check. Candidates in flight spread over the nodes. (A candidate × symbol split was built and withdrawn: those
-  figures need every bar's equity of each symbol, which ``evaluate`` does not return; it would need a seam in
-  ``evaluator.py`` returning per-symbol outcomes.)
+- **Candidate x symbol tasks for a universe.** Each symbol of a universe is its own engine run already locally
+  (the evaluator runs a stage symbol by symbol, then merges; nothing couples the symbols inside an engine), so
+  splitting there is exact: a stage becomes one task per symbol on the nodes, each running the node evaluator's
+  ``run_task`` (confined run, trusted replay, screen-prefix and perturbed-future checks for that symbol), and the
+  driver merges the verified outcomes with the evaluator's own ``CandidateCascade.merge_outcomes`` in symbol
+  order, up to the first failure. The screen's decisions travel with each symbol's full-run task. A single
+  symbol stays one task per candidate (screen then full in one round trip).
+- **Room per node.** The driver keeps at most ``_DEPTH`` tasks per slot on a node (one running, one waiting in
+  the node's evaluator); more wait on the driver, so a 500-symbol universe never floods a node, and a task's
+  deadline covers at most one task queued before it.
 - **Lost nodes.** A task whose actor or node dies (or that outlives a generous deadline) is retried on another
   node up to ``max_task_retries`` times, then recorded as ``crash``; the actor of a node still alive is restarted.
   Results are deterministic, so a retried candidate scores what it would have scored.
@@ -39,11 +43,12 @@ from typing import Any
 
 import pandas as pd
 
-from alpha_evolve.backtest import BacktestSettings
+from alpha_evolve.backtest import BacktestOutcome, BacktestSettings
 from alpha_evolve.evaluation_backend import EvaluationBackendError, scrub_environ, scrubbed_environ
 from alpha_evolve.evaluator import (
     SPLITS,
     STAGES,
+    CandidateCascade,
     EvalResult,
     StrategyEvaluator,
     _frame_of,
@@ -57,6 +62,9 @@ _NAMESPACE = "alpha-evolve"
 _ACTOR_THREADS = 256  # calls an actor accepts at once; beyond its pool's slots they queue inside the evaluator
 _ACTOR_RESTARTS = 3  # per node, for actors lost while their node stays alive
 _STATUS_INTERVAL = 0.5  # seconds between writes of the status file
+# Tasks the driver keeps on a node per slot: one running and one waiting inside the node's evaluator, so a slot
+# that finishes starts its next task at once instead of idling for a driver round trip; more would only queue.
+_DEPTH = 2
 
 
 # ============================================================================================ connecting
@@ -78,6 +86,10 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+# A local instance needs no pre-started default workers: every node actor (num_cpus=0) gets a worker of its own,
+# and idle pre-started workers cost ~7 ms of CPU per second each (measured; half of an idle instance's CPU).
+LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
+
 _CONNECT_LOCK = threading.Lock()  # concurrent pipeline runs (--parallel-runs) share one connection
 
 
@@ -98,7 +110,8 @@ def _connect(address: str) -> str:
             with scrubbed_environ() as removed:
                 if removed:
                     logger.info("starting a local Ray instance without %s in its environment", ", ".join(removed))
-                ray.init(address="local", include_dashboard=False, **kwargs)  # never an instance found on disk
+                ray.init(address="local", include_dashboard=False, _system_config=LOCAL_SYSTEM_CONFIG,
+                         **kwargs)  # never an instance found on disk
         else:
             if address != "auto":
                 _probe(address)
@@ -146,8 +159,16 @@ class NodeEvaluator:
             "secrets_removed": list(self.secrets_removed),
         }
 
-    def evaluate(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return self.evaluator.evaluate(**kwargs).to_dict()
+    def evaluate(self, kwargs: dict[str, Any]) -> EvalResult:
+        """A whole candidate (every stage) on this node: one round trip. The result travels as the object (Ray
+        pickles it in C); ``to_dict`` (``dataclasses.asdict``, recursing into every equity point) cost ~7 ms of
+        this actor's CPU per candidate, as much as the rest of the Ray path together."""
+        return self.evaluator.evaluate(**kwargs)
+
+    def run_task(self, task: dict[str, Any]) -> tuple[list[Any], str]:
+        """One stage of one candidate on some symbols (``evaluator.TaskRunner``): verified outcomes, merged by
+        the driver."""
+        return self.evaluator.run_task(task)
 
     def close(self) -> None:
         self.evaluator.close()
@@ -193,11 +214,13 @@ class _Lost(Exception):
     """A task's actor or node went away (or stopped answering)."""
 
 
-class RayEvaluator:
+class RayEvaluator(CandidateCascade):
     """``StrategyEvaluator``'s public face, evaluating on every node of a Ray cluster (see the module doc).
 
     ``max_concurrent`` is how many candidates the caller keeps in flight; the cluster's capacity is the sum of
     the nodes' slots (``workers_per_node``, or each node's CPU count), reported in ``cluster_status()``.
+    ``split_symbols``: a candidate on several symbols runs as one task per symbol and stage (spread over the
+    nodes, merged here by the evaluator's own ``merge_outcomes``); off, a candidate is always one task.
     """
 
     def __init__(
@@ -212,6 +235,7 @@ class RayEvaluator:
         max_task_retries: int = 2,
         status_path: str | Path | None = None,
         actor_start_timeout: float = 180.0,
+        split_symbols: bool = True,
         **evaluator_options: Any,
     ) -> None:
         if not data:
@@ -221,23 +245,27 @@ class RayEvaluator:
         self.settings = settings or BacktestSettings()
         self.symbols: tuple[str, ...] = tuple(data)
         self.max_task_retries = int(max_task_retries)
+        self.split_symbols = bool(split_symbols)
         self.workers_per_node = int(workers_per_node)
         self.status_path = Path(status_path) if status_path else None
         self._actor_start_timeout = float(actor_start_timeout)
         self._options = dict(evaluator_options)  # StrategyEvaluator keywords for every node (causality_splits, ...)
+        self.causality_splits = frozenset(self._options.get("causality_splits", ("validation", "holdout")))
         self.instruments: dict[str, Any] = dict(self._options.get("instruments") or {})  # market.InstrumentSpec
         frames: dict[str, dict[str, pd.DataFrame]] = {}
         for symbol, splits in data.items():
             frames[symbol] = {s: f for s in SPLITS if (f := _frame_of(splits, s)) is not None}
-        self._available = {(symbol, s) for symbol, per in frames.items() for s in per}
+        self._available = frozenset((symbol, s) for symbol, per in frames.items() for s in per)
         for symbol, splits in data.items():  # each period's warm-up bars (market model) travel with it
             warm = {f"{s}_warmup": _frame_of(splits, f"{s}_warmup") for s in SPLITS}
             frames[symbol].update({k: f for k, f in warm.items() if f is not None})
         self._lock = threading.RLock()
+        self._free = threading.Condition(self._lock)  # notified whenever a node's load or liveness changes
         self._nodes: dict[str, _Node] = {}
         self._closed = False
         self._retries = 0
         self._crashes = 0
+        self._tasks = 0
         self._last_status = 0.0
         self._last_refresh = 0.0
         self.address = connect(address)
@@ -255,6 +283,11 @@ class RayEvaluator:
         self.max_concurrent = int(max_concurrent)
         threads = max(self.max_concurrent, self.capacity)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ae-ray")
+        # Per-symbol tasks of every candidate in flight wait here (FIFO: a candidate's symbols go out together);
+        # room for twice today's cluster so nodes that join are fed too. Each thread blocks in `_acquire` until
+        # a node has room, so a universe of any size never floods a node's queue.
+        self._task_pool = ThreadPoolExecutor(max_workers=max(2 * _DEPTH * self.capacity, 8),
+                                             thread_name_prefix="ae-ray-task")
         removed = sorted({name for n in self._nodes.values() for name in n.secrets_removed})
         if removed:
             logger.warning("Ray node environments held %s; removed before any candidate process started (start Ray "
@@ -291,6 +324,7 @@ class RayEvaluator:
             for node in self._nodes.values():
                 if node.node_id not in alive_ids and node.alive:
                     node.alive, node.note = False, "node left the cluster"
+            self._free.notify_all()
         self._start_actors(started)
 
     def _start_actors(self, nodes: Sequence[_Node]) -> None:
@@ -326,12 +360,14 @@ class RayEvaluator:
                 node.host = str(info.get("host") or node.host)
                 node.secrets_removed = list(info.get("secrets_removed", []))
                 node.confinement = str(info.get("confinement", ""))
+                self._free.notify_all()
 
     def _give_up(self, node: _Node, handle: Any, why: str) -> None:
         with contextlib.suppress(Exception):
             self._ray.kill(handle)
         with self._lock:
             node.actor, node.alive, node.note = None, False, why
+            self._free.notify_all()
         logger.warning("Ray node %s (%s): %s", node.host, node.node_id[:8], why)
 
     def _live_nodes(self) -> list[_Node]:
@@ -345,25 +381,33 @@ class RayEvaluator:
         return kinds[0] if len(kinds) == 1 else ("mixed: " + "; ".join(kinds) if kinds else "unknown")
 
     @property
-    def causality_splits(self) -> frozenset[str]:
-        return frozenset(self._options.get("causality_splits", ("validation", "holdout")))
-
-    @property
     def capacity(self) -> int:
         """Confined worker slots over the live nodes."""
         return sum(n.slots for n in self._live_nodes())
 
-    def _acquire(self, avoid: set[str]) -> tuple[_Node, Any, int] | None:
-        """The least loaded live node (relative to its slots), preferring nodes this task has not failed on."""
-        self._refresh_nodes()
-        with self._lock:
-            live = [n for n in self._nodes.values() if n.alive and n.actor is not None]
-            fresh = [n for n in live if n.node_id not in avoid] or live
-            if not fresh:
-                return None
-            node = min(fresh, key=lambda n: (n.in_flight / n.slots, n.in_flight, -n.slots))
-            node.in_flight += 1
-            return node, node.actor, node.generation
+    def _acquire(self, avoid: set[str], wanted: Any = None) -> tuple[_Node, Any, int] | None:
+        """The least loaded live node with room (fewer than ``_DEPTH`` tasks per slot), preferring nodes this
+        task has not failed on; waits for room (and for a node whose actor is being restarted). None when no node
+        is live, or when ``wanted()`` turns false."""
+        while True:
+            self._refresh_nodes()
+            with self._free:
+                if self._closed:
+                    raise RuntimeError("the evaluator is closed")
+                if wanted is not None and not wanted():
+                    return None
+                live = [n for n in self._nodes.values() if n.alive and n.actor is not None]
+                restarting = any(n.alive and n.actor is None for n in self._nodes.values())
+                if not live and not restarting:
+                    return None
+                fresh = [n for n in live if n.node_id not in avoid] or live
+                room = [n for n in fresh if n.in_flight < _DEPTH * n.slots]
+                if room:
+                    node = min(room, key=lambda n: (n.in_flight / n.slots, n.in_flight, -n.slots))
+                    node.in_flight += 1
+                    self._tasks += 1
+                    return node, node.actor, node.generation
+                self._free.wait(timeout=1.0)  # released tasks notify; the timeout lets new nodes be found
 
     def _lost(self, node: _Node, generation: int, why: str) -> None:
         """The actor of ``generation`` on ``node`` is gone: restart it if the node lives, else drop the node."""
@@ -380,6 +424,7 @@ class RayEvaluator:
             else:
                 node.alive = False
                 node.note = f"lost: {why}"
+            self._free.notify_all()
         with contextlib.suppress(Exception):
             self._ray.kill(handle)
         logger.warning("Ray node %s (%s): %s", node.host, node.node_id[:8], node.note)
@@ -390,38 +435,44 @@ class RayEvaluator:
     # ------------------------------------------------------------------ one task on the cluster
 
     def _deadline(self, n_symbols: int) -> float:
-        """Beyond the evaluator's own hard timeouts (screen + full per symbol) a node is deemed hung."""
-        return 2.0 * self.settings.hard_timeout_seconds * max(n_symbols, 1) + 120.0
+        """Beyond the evaluator's own hard timeouts a node is deemed hung: per symbol a screen, a full run and its
+        causality re-run, the replays, for this task and the one that may wait before it on its slot."""
+        hard = self.settings.hard_timeout_seconds
+        return _DEPTH * (max(n_symbols, 1) * (3 * hard + 8 * max(hard, 15.0)) + 60.0) + 60.0
 
-    def _call(self, kwargs: dict[str, Any], split: str) -> EvalResult:
+    def _call(self, method: str, payload: dict[str, Any], n_symbols: int,
+              wanted: Any = None) -> tuple[Any, str | None]:
+        """Run ``method`` of a node's actor on ``payload``, retrying on other nodes when a node or actor is lost:
+        (its answer, None), or (None, the one-line reason it was lost ``max_task_retries`` + 1 times), or
+        (None, None) when ``wanted()`` turned false before it was sent."""
         from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
         avoid: set[str] = set()
         reasons: list[str] = []
-        n = len(kwargs.get("symbols") or self.symbols)
+        deadline = self._deadline(n_symbols)
         for attempt in range(self.max_task_retries + 1):
-            if self._closed:
-                raise RuntimeError("the evaluator is closed")
-            picked = self._acquire(avoid)
+            picked = self._acquire(avoid, wanted)
             if picked is None:
+                if wanted is not None and not wanted():
+                    return None, None
                 reasons.append("no live Ray node")
                 break
             node, actor, generation = picked
             ok = False
             try:
-                ref = actor.evaluate.remote(kwargs)
+                ref = getattr(actor, method).remote(payload)
                 self._write_status()
                 try:
-                    out = self._ray.get(ref, timeout=self._deadline(n))
+                    out = self._ray.get(ref, timeout=deadline)
                 except RayTaskError as exc:  # the evaluator itself raised (a bug or a bad argument): as locally
                     cause = exc.as_instanceof_cause()
                     raise cause from None
                 except GetTimeoutError:
-                    raise _Lost(f"no answer within {self._deadline(n):g} s") from None
+                    raise _Lost(f"no answer within {deadline:g} s") from None
                 except RayError as exc:
                     raise _Lost(f"{type(exc).__name__}: {one_line(str(exc))[:160]}") from None
                 ok = True
-                return EvalResult.from_dict(out)
+                return out, None
             except _Lost as lost:
                 reasons.append(f"{node.host or node.node_id[:8]}: {lost}")
                 avoid.add(node.node_id)
@@ -430,17 +481,51 @@ class RayEvaluator:
                     with self._lock:
                         self._retries += 1
             finally:
-                with self._lock:
+                with self._free:
                     node.in_flight -= 1
                     if ok:
                         node.done += 1
+                    self._free.notify_all()
                 self._write_status()
         with self._lock:
             self._crashes += 1
-        tries = len(reasons)
-        return EvalResult("crash", "full", split,
-                          error=one_line(f"evaluation lost on the Ray cluster after {tries} attempt(s): "
-                                          + "; ".join(reasons))[:500])
+        return None, one_line(f"evaluation lost on the Ray cluster after {len(reasons)} attempt(s): "
+                              + "; ".join(reasons))[:500]
+
+    def _run_split(self, task: Mapping[str, Any]) -> tuple[list[BacktestOutcome], str]:
+        """``evaluator.TaskRunner`` over the cluster: one task per symbol, spread over the nodes; the outcomes in
+        the task's symbol order up to the first failure, exactly what one task over every symbol returns. A
+        symbol after a failed one is not sent (its outcome would be dropped); one lost ``max_task_retries`` + 1
+        times is a ``crash`` of that symbol."""
+        symbols = list(task["symbols"])
+        prefix = dict(task.get("prefix") or {})
+        first_bad = [len(symbols)]
+        guard = threading.Lock()
+
+        def one(i: int, symbol: str) -> list[BacktestOutcome] | None:
+            part = {**task, "symbols": [symbol], "prefix": {symbol: prefix[symbol]} if symbol in prefix else {}}
+            out, lost = self._call("run_task", part, 1, wanted=lambda: first_bad[0] > i)
+            if out is None and lost is None:
+                return None  # an earlier symbol failed: not needed
+            outcomes = list(out[0]) if out is not None else [BacktestOutcome("crash", lost, symbol)]
+            if any(o.status != "ok" for o in outcomes):
+                with guard:
+                    first_bad[0] = min(first_bad[0], i)
+            return outcomes
+
+        futures = [self._task_pool.submit(one, i, symbol) for i, symbol in enumerate(symbols)]
+        merged: list[BacktestOutcome] = []
+        for future in futures:
+            got = future.result()
+            if got is None:
+                break
+            merged.extend(got)
+            if any(o.status != "ok" for o in got):
+                break
+        for future in futures:  # the rest finished or skipped: never leave a task behind the caller's back
+            with contextlib.suppress(Exception):
+                future.result()
+        return merged, "\n".join(o.log for o in merged if o.log)
 
     # ------------------------------------------------------------------ public API
 
@@ -454,13 +539,17 @@ class RayEvaluator:
         symbols: Sequence[str] | None = None,
         screen: bool = True,
     ) -> EvalResult:
-        """Same contract as ``StrategyEvaluator.evaluate``: static checks here, everything else in one task on
-        the least loaded node."""
+        """Same contract (and result) as ``StrategyEvaluator.evaluate``. A universe runs the evaluator's cascade
+        here with one task per symbol and stage on the nodes; a single symbol (or ``split_symbols`` off) is one
+        task for the whole candidate (one round trip). Static checks run here either way."""
+        chosen = tuple(symbols) if symbols else self.symbols
+        if self.split_symbols and len(chosen) > 1:
+            return self.cascade(code, split, stage, parent_code=parent_code, symbols=chosen, screen=screen,
+                                run=self._run_split)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        chosen = tuple(symbols) if symbols else self.symbols
         unknown = [s for s in chosen if s not in self.symbols]
         if unknown:
             raise ValueError(f"unknown symbol(s): {', '.join(unknown)}")
@@ -468,7 +557,10 @@ class RayEvaluator:
                   "symbols": list(chosen), "screen": screen}
         if stage == "static" or static_check(code, parent_code) is not None:
             return self._static_only(kwargs)  # refused before anything travels
-        return self._call(kwargs, split)
+        out, lost = self._call("evaluate", kwargs, len(chosen))
+        if lost is not None:
+            return EvalResult("crash", "full", split, error=lost)
+        return out if isinstance(out, EvalResult) else EvalResult.from_dict(out)
 
     def _static_only(self, kwargs: dict[str, Any]) -> EvalResult:
         """Static checks need no node: the same function the local evaluator runs, on the driver."""
@@ -515,6 +607,8 @@ class RayEvaluator:
                 "done": sum(n["done"] for n in nodes),
                 "retries": self._retries,
                 "crashes": self._crashes,
+                "tasks": self._tasks,
+                "task_unit": "candidate x symbol" if self.split_symbols and len(self.symbols) > 1 else "candidate",
                 "closed": self._closed,
                 "updated_at": time.time(),
             }
@@ -560,7 +654,10 @@ class RayEvaluator:
         if self._closed:
             return
         self._closed = True
+        with self._free:
+            self._free.notify_all()  # tasks waiting for room give up
         self._executor.shutdown(wait=True)
+        self._task_pool.shutdown(wait=True)
         handles = [n.actor for n in self._nodes.values() if n.actor is not None]
         refs = []
         for handle in handles:
@@ -585,8 +682,3 @@ class RayEvaluator:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-
-def _replace(result: EvalResult, **changes: Any) -> EvalResult:
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)

@@ -275,7 +275,9 @@ def vector_fills(
                 if action == ACTION_LONG and not long_now:
                     units = shadow.units(OrderSide.BUY)
                     if units <= 0:
-                        continue
+                        # A skipped order is a warning (or, with no fill at all, a failure) that only the
+                        # engine path reports: leave it to the engine so both paths give one answer.
+                        return None
                     if order is not None:
                         return None  # two orders in one bar: leave it to the engine
                     order = units

@@ -744,6 +744,35 @@ class ProgramStore(SQLiteFile):
         )
         return None if row is None else _program_from_row(row)
 
+    def children(self, experiment: str, parent_id: int, *, max_id: int | None = None, limit: int = 16) -> list[Program]:
+        """The latest ``limit`` evaluated children of ``parent_id`` (discarded attempts too), oldest first.
+
+        What a mutator is told its earlier changes to this parent bought (``MutationRequest.siblings``).
+        """
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM programs WHERE experiment = ? AND parent_id = ? AND stage IS NOT NULL AND id <= ?"
+                " ORDER BY id DESC LIMIT ?",
+                (experiment, parent_id, _id_bound(max_id), max(0, int(limit))),
+            )
+            .fetchall()
+        )
+        return [_program_from_row(r) for r in reversed(rows)]
+
+    def first_without_trades(self, experiment: str, *, max_id: int | None = None) -> int | None:
+        """The program every evaluated program that never traded repeats (the first such one), if any."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id, duplicate_of FROM programs WHERE experiment = ? AND trades = 0 AND stage IS NOT NULL"
+                " AND status IN ('ok', 'screened') AND id <= ? ORDER BY id LIMIT 1",
+                (experiment, _id_bound(max_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[1] or row[0])
+
     def max_program_id(self, experiment: str) -> int:
         """The largest program id of ``experiment`` (0 if none): a horizon for ``find_by_*_key``."""
         row = self._conn().execute("SELECT MAX(id) FROM programs WHERE experiment = ?", (experiment,)).fetchone()

@@ -11,7 +11,7 @@ one ledgered look at its holdout through ``holdout.open_holdout``. Per run it re
 - logic-changing share: valid mutations whose ``program_keys.logic_key`` differs from the parent's (more than
   numbers, moving-average family or ``>`` vs ``>=``);
 - wasted-evaluation share: backtests that traded exactly like an earlier program / candidate backtests
-  (cache hits cost no backtest and are counted apart);
+  (cache hits and repeats the decision trace caught before a backtest cost none and are counted apart);
 - distinct behaviours: distinct behaviour keys among the evaluated programs;
 - holdout: the winner's objective metric against the seed's and buy-and-hold's on the same holdout bars.
 """
@@ -56,6 +56,9 @@ def run_stats(run_dir: Path, experiment: str, screen_fraction: float = 0.3) -> d
     cost = {r["id"]: (screen_fraction if r["stage"] == "screen" else 1.0 + screen_fraction) for r in backtests}
     wasted_cost = sum(cost[r["id"]] for r in backtests if r["duplicate_kind"] == "behavior")
     behaviours = {r["behavior_key"] for r in rows if r["behavior_key"]}
+    with ProgramStore(run_dir / "programs.sqlite") as store:
+        attempts = store.attempts(experiment)
+    traced = sum(a["status"] == "duplicate" and "without a backtest" in (a["error"] or "") for a in attempts)
     return {
         "mutations": len(mutations),
         "valid": len(valid),
@@ -66,6 +69,7 @@ def run_stats(run_dir: Path, experiment: str, screen_fraction: float = 0.3) -> d
         "wasted_share": wasted / max(1, len(backtests)),
         "wasted_cost_share": wasted_cost / max(1e-9, sum(cost.values())),
         "cache_hits": sum(r["duplicate_kind"] == "code" for r in mutations),
+        "traced": traced,
         "distinct_behaviours": len(behaviours),
     }
 
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("wasted backtest cost (bars run)",
                   f"{statistics.mean(r['wasted_cost_share'] for r in ok):.1%}", "")
     table.add_row("cache hits (no backtest)", str(sum(r["cache_hits"] for r in ok)), "")
+    table.add_row("repeats caught by the decision trace (no backtest)", str(sum(r["traced"] for r in ok)), "")
     table.add_row("distinct behaviours per run",
                   f"mean {statistics.mean(r['distinct_behaviours'] for r in ok):.1f} "
                   f"(min {min(r['distinct_behaviours'] for r in ok)})", "")

@@ -25,22 +25,7 @@ import pytest
 from alpha_evolve.evaluator import StrategyEvaluator
 from alpha_evolve.policy import check_policy
 from tests._evaluator_helpers import MOMENTUM, splits
-from tests._hostile_suite import (  # noqa: F401 - the shared attack suite, collected here with the fixtures below
-    FAKE_KEY,
-    LEAN,
-    honest,
-    hostile,
-    test_concurrent_hostile_and_honest,
-    test_file_writes_are_refused_by_the_kernel,
-    test_fitness_fakes_are_refused_as_tampered,
-    test_lookahead_is_refused_on_promoting_splits,
-    test_network_is_refused_by_the_kernel,
-    test_poisoning_does_not_reach_the_next_candidate,
-    test_processes_and_signals_are_refused,
-    test_resource_exhaustion_is_typed_and_contained,
-    test_secret_never_reaches_the_candidate,
-    test_stdout_forging_and_flood_are_captured,
-)
+from tests._hostile_suite import FAKE_KEY, LEAN, HostileAttacks, hostile
 
 
 def _build(**kwargs: object) -> StrategyEvaluator:
@@ -66,6 +51,10 @@ def bare() -> Iterator[StrategyEvaluator]:
 
 POLICY_PASSING = ["purge_losers", "rebind_update_wrapper", "rebind_global_enum", "secret_format", "poison",
                   "stdout_forge"]  # fmt: skip
+
+
+class TestHostileAttacks(HostileAttacks):
+    """The shared attack suite (tests/_hostile_suite.py) on the local worker pool."""
 
 
 @pytest.mark.parametrize("name", POLICY_PASSING)

@@ -27,6 +27,7 @@ from alpha_evolve.backtest import (
     prepare_bars,
     round_trips,
     run_backtest,
+    scored_outcome,
 )
 from alpha_evolve.config import ConfigError, from_mapping
 from alpha_evolve.strategies import seed_source
@@ -409,3 +410,31 @@ def test_evaluator_warms_each_split_up_on_the_period_before_it() -> None:
     assert _close(seed.metrics["Sharpe"], want["Sharpe"]) and _close(seed.metrics["TotalReturn"], want["TotalReturn"])
     assert bh.return_stats["n_obs"] == len(splits.validation)  # every bar, not the plot's points
     assert bh.warnings == []
+
+
+def test_volume_fills_on_data_without_volume_say_so_on_every_scoring_path() -> None:
+    # Yahoo's FX files carry volume 0 on every bar: the volume model would slip every order without a word
+    frame = samples.eurusd().assign(volume=0.0)
+    said = {}
+    for model in ("volume", "close"):
+        settings = BacktestSettings(fill_model=model)
+        prepared = prepare_bars("EURUSD=X", frame, settings)
+        said[model] = scored_outcome(prepared, settings, np.zeros((0, 4)), 0.0).warnings  # every replay scores here
+    assert said["close"] == []
+    assert len(said["volume"]) == 1 and "volume is zero on 100% of bars" in said["volume"][0]
+
+
+def test_the_numpy_replay_leaves_skipped_orders_to_the_engine() -> None:
+    # the numpy replay must not score a run the engine would warn about or fail ("no position could be opened")
+    from alpha_evolve.replay import ACTION_FLAT, ACTION_LONG, vector_fills
+
+    path = np.r_[np.linspace(55_000, 60_000, 100), np.linspace(60_000, 20_000, 100), np.linspace(90_000, 95_000, 100)]
+    close = np.round(path, 2)
+    frame = pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "volume": 5.0},
+                         index=pd.date_range("2021-01-04", periods=len(close), freq="1h", tz="UTC"))
+    settings = BacktestSettings(instruments={"BTCUSD": {"size_increment": 1.0}}, starting_capital=62_000.0)
+    prepared = prepare_bars("BTCUSD", frame, settings)
+    one_trip = [(10, ACTION_LONG), (190, ACTION_FLAT)]
+    fills = vector_fills(prepared, settings, one_trip)
+    assert fills is not None and len(fills) == 2
+    assert vector_fills(prepared, settings, [*one_trip, (250, ACTION_LONG)]) is None  # 90k > what is left

@@ -50,7 +50,14 @@ def cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def universe() -> dict[str, Any]:
-    return {"AAA": splits(seed=5, n=300), "BBB": splits(seed=9, n=240)}
+    return {"AAA": splits(seed=5, n=300), "BBB": splits(seed=9, n=240), "CCC": splits(seed=13, n=260)}
+
+
+def fails_on(symbol: str) -> str:
+    """A trading candidate that raises on one symbol of the universe only."""
+    return candidate(f"if '{symbol}' in str(self.instrument_id):\n    raise RuntimeError('not on {symbol}')\n"
+                     "if self.bars_seen % 10 == 0:\n    self.go_long()\nelif self.bars_seen % 10 == 5:\n"
+                     "    self.go_flat()")
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +103,23 @@ def _program_rows(store: ProgramStore, experiment: str) -> list[dict[str, Any]]:
 def test_both_nodes_serve_and_figures_equal_the_local_pool(ray_ev: RayEvaluator, local_ev: StrategyEvaluator) -> None:
     broken = candidate("self.go_long(\n")  # syntax: refused on the driver, like locally
     crashing = candidate("raise RuntimeError('boom')")
-    codes = [*SEED_CODES, broken, crashing]
-    # one symbol and a whole universe (screen + full on train; validation runs the causality check too)
+    codes = [*SEED_CODES, broken, crashing, fails_on("BBB"), fails_on("AAA"), fails_on("CCC")]
+    # one symbol (one task per candidate) and the universe (one task per candidate x symbol x stage, merged on
+    # the driver): screen + full on train; validation runs the perturbed-future causality check too
+    tasks = 0
     for split, symbols in (("train", ["AAA"]), ("validation", None), ("train", None)):
         remote = ray_ev.evaluate_many(codes, split) if symbols is None else [
             ray_ev.evaluate(c, split, symbols=symbols) for c in codes]
         local = local_ev.evaluate_many(codes, split) if symbols is None else [
             local_ev.evaluate(c, split, symbols=symbols) for c in codes]
         assert [_plain(r) for r in remote] == [_plain(r) for r in local], _diff(remote, local)
+        if symbols is None:  # the universe went out per symbol: more tasks than candidates
+            assert ray_ev.cluster_status()["tasks"] - tasks > len(codes)
+        tasks = ray_ev.cluster_status()["tasks"]
     assert {r.status for r in remote} >= {"ok", "syntax", "runtime"}
-    assert len(remote[0].per_instrument) == 2
+    assert len(remote[0].per_instrument) == 3
+    assert [r.error.split(":")[0] for r in remote[-3:] if r.error] == ["BBB", "AAA", "CCC"]
+    assert ray_ev.cluster_status()["task_unit"] == "candidate x symbol"
     screened = ray_ev.evaluate(SEED_CODES[0], "train", "screen")
     assert _plain(screened) == _plain(local_ev.evaluate(SEED_CODES[0], "train", "screen"))
     status = ray_ev.cluster_status()
@@ -208,9 +222,9 @@ def test_a_node_killed_mid_run_is_survived(cluster: Any, universe: dict[str, Any
     the one the local pool gives (evaluation is deterministic); the run is complete."""
     extra = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    codes = SEED_CODES * 3
-    with RayEvaluator({"AAA": universe["AAA"]}, CALM, max_concurrent=6, address=cluster.address,
-                      max_task_retries=2) as ev:
+    codes = SEED_CODES * 2
+    pair = {s: universe[s] for s in ("AAA", "BBB")}  # candidate x symbol tasks: each is retried on its own
+    with RayEvaluator(pair, CALM, max_concurrent=4, address=cluster.address, max_task_retries=2) as ev:
         results: list[Any] = []
         busy = threading.Event()
 
@@ -231,7 +245,7 @@ def test_a_node_killed_mid_run_is_survived(cluster: Any, universe: dict[str, Any
         runner.join(240)
         assert not runner.is_alive()
         status = ev.cluster_status()
-    expected = [local_ev.evaluate(c, "validation", symbols=["AAA"]) for c in codes]
+    expected = [local_ev.evaluate(c, "validation", symbols=["AAA", "BBB"]) for c in codes]
     assert len(results) == len(codes)
     assert [_plain(r) for r in results] == [_plain(r) for r in expected]
     lost = next(n for n in status["nodes"] if n["node_id"] == extra.node_id)
@@ -239,28 +253,33 @@ def test_a_node_killed_mid_run_is_survived(cluster: Any, universe: dict[str, Any
     assert status["retries"] >= 1 and status["crashes"] == 0
 
 
-def test_retries_are_bounded_then_crash(cluster: Any, universe: dict[str, Any]) -> None:
-    """With no retry allowed, a candidate whose node actor is lost is recorded as ``crash`` with one line."""
+@pytest.mark.parametrize("symbols", [("AAA",), ("AAA", "BBB")], ids=["candidate", "candidate-x-symbol"])
+def test_retries_are_bounded_then_crash(cluster: Any, universe: dict[str, Any], symbols: tuple[str, ...]) -> None:
+    """With no retry allowed, a candidate whose node actor is lost is recorded as ``crash`` with one line; in a
+    universe each lost symbol task is one crash, and the first symbol's decides the candidate's result."""
     import ray
 
-    with RayEvaluator({"AAA": universe["AAA"]}, SETTINGS, max_concurrent=1, address=cluster.address,
+    with RayEvaluator({s: universe[s] for s in symbols}, CALM, max_concurrent=1, address=cluster.address,
                       max_task_retries=0) as ev:
         results: list[Any] = []
         runner = threading.Thread(target=lambda: results.append(
             ev.evaluate(candidate("for i in range(10**12):\n    pass"), "validation")))
         runner.start()
         busy: list[Any] = []
-        while not busy and runner.is_alive():
+        while sum(n.in_flight for n in busy) < len(symbols) and runner.is_alive():
             busy = [n for n in ev._live_nodes() if n.in_flight > 0]
             threading.Event().wait(0.02)
         assert busy
-        with contextlib.suppress(Exception):
-            ray.kill(busy[0].actor)
+        for node in busy:
+            with contextlib.suppress(Exception):
+                ray.kill(node.actor)
         runner.join(120)
         assert results and results[0].status == "crash"
-        assert "lost on the Ray cluster after 1 attempt" in (results[0].error or "")
-        assert "\n" not in (results[0].error or "")
-        # the node is still alive: its actor was restarted and evaluates again
+        error = results[0].error or ""
+        assert "lost on the Ray cluster after 1 attempt" in error and "\n" not in error
+        assert error.startswith("AAA: ") == (len(symbols) > 1)
+        assert ev.cluster_status()["crashes"] == len(symbols) and ev.cluster_status()["retries"] == 0
+        # the nodes are still alive: their actors were restarted and evaluate again
         assert ev.evaluate(SEED_CODES[0], "validation").status == "ok"
 
 

@@ -8,6 +8,7 @@ The attack tests are imported from ``tests/_hostile_suite.py`` and collected her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,22 +17,7 @@ import pytest
 
 from alpha_evolve.ray_backend import RayEvaluator
 from tests._evaluator_helpers import splits
-from tests._hostile_suite import (  # noqa: F401 - collected here, with the Ray fixtures below
-    FAKE_KEY,
-    LEAN,
-    honest,
-    hostile,
-    test_concurrent_hostile_and_honest,
-    test_file_writes_are_refused_by_the_kernel,
-    test_fitness_fakes_are_refused_as_tampered,
-    test_lookahead_is_refused_on_promoting_splits,
-    test_network_is_refused_by_the_kernel,
-    test_poisoning_does_not_reach_the_next_candidate,
-    test_processes_and_signals_are_refused,
-    test_resource_exhaustion_is_typed_and_contained,
-    test_secret_never_reaches_the_candidate,
-    test_stdout_forging_and_flood_are_captured,
-)
+from tests._hostile_suite import FAKE_KEY, LEAN, HostileAttacks, hostile
 from tests._ray_cluster import two_node_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # incl. waiting for the one test cluster
@@ -64,6 +50,10 @@ def bare(cluster: Any) -> Iterator[RayEvaluator]:
             yield ev
 
 
+class TestHostileAttacks(HostileAttacks):
+    """The shared attack suite (tests/_hostile_suite.py) on the Ray backend on a two-node cluster."""
+
+
 def test_every_node_served_and_holds_no_secret(guarded: RayEvaluator, bare: RayEvaluator) -> None:
     """Runs last in this module: both nodes evaluated attacks, and no process of any node holds the key."""
     for ev in (guarded, bare):
@@ -85,22 +75,32 @@ def test_a_hostile_universe_is_refused_like_one_symbol(cluster: Any) -> None:
     assert result.error and result.error.startswith("SYN: ")
 
 
-def test_screen_cut_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
-    """The evaluator's screen-vs-full decision-prefix check holds for a universe on Ray: a look-ahead caught
-    locally is caught the same way, with the same message."""
+def test_lookahead_in_a_universe_equals_the_local_pool(cluster: Any) -> None:
+    """Both causality checks hold for a universe split into candidate x symbol tasks on Ray: the screen-vs-full
+    decision-prefix check on train (the screen's decisions travel to each symbol's full-run task) and the
+    perturbed-future check on validation; a look-ahead caught locally is caught the same way, same message."""
     import dataclasses
 
     from alpha_evolve.evaluator import StrategyEvaluator
 
-    code = hostile("lookahead_frames").replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
-                                                "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
+    peek = hostile("lookahead_frames")
+    window = peek.replace("if i + 1 < len(self.closes) and self.closes[i + 1] > self.closes[i]",
+                          "if max(self.closes[i + 1:i + 6] or [0.0]) > self.closes[i]")
     settings = dataclasses.replace(LEAN, screen_fraction=0.5)
     universe = {"SYN": splits(n=240), "ALT": splits(seed=11, n=240)}
+    cases = [(window, "train"), (peek, "validation")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("alpha_evolve.policy.check_policy", lambda code: [])
         with StrategyEvaluator(universe, settings, 1, disable_python_guards_for_tests=True) as local:
-            expected = local.evaluate(code)
+            expected = [local.evaluate(code, split) for code, split in cases]
         with RayEvaluator(universe, settings, 2, address=cluster.address, disable_python_guards_for_tests=True) as ev:
-            got = ev.evaluate(code)
-    assert expected.status == "lookahead", (expected.status, expected.error)
-    assert (got.status, got.stage, got.error) == (expected.status, expected.stage, expected.error)
+            got = [ev.evaluate(code, split) for code, split in cases]
+            assert ev.cluster_status()["tasks"] > len(cases)  # per symbol
+    for want, have in zip(expected, got, strict=True):
+        assert want.status == "lookahead", (want.status, want.error)
+        # the perturbed-future cut is secret: drawn at random by each evaluator's template (every node's, like
+        # every local pool's), so only its bar numbers may differ
+        assert (have.status, have.stage, re.sub(r"\d+", "N", have.error or "")) == (
+            want.status, want.stage, re.sub(r"\d+", "N", want.error or ""))
+    assert "differs between a run on the first" in (got[0].error or "")
+    assert "changed when only bars" in (got[1].error or "")

@@ -19,6 +19,7 @@ from alpha_evolve.mutators.base import (
     MutationRequest,
     MutationResponse,
     Mutator,
+    Sibling,
     build_candidate,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "MutationRequest",
     "MutationResponse",
     "Mutator",
+    "Sibling",
     "build_candidate",
     "make_mutator",
 ]

@@ -139,6 +139,35 @@ class FitnessSpec:
         return cls(metric=metric, maximize=maximize, period=period, description=text)
 
 
+SIBLING_OUTCOMES: tuple[str, ...] = ("new", "duplicate", "no_trades", "failed")
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """An earlier child of the same parent and what its change bought, so a mutator does not make it again.
+
+    ``outcome``: "new" (a behaviour no program had), "duplicate" (traded exactly like an earlier program, or was
+    the same code), "no_trades" (never traded where it was scored: its gates blocked every entry) or "failed".
+    """
+
+    blocks: dict[str, str]
+    outcome: str
+    trades: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in SIBLING_OUTCOMES:
+            raise ValueError(f"sibling outcome {self.outcome!r}: expected one of {', '.join(SIBLING_OUTCOMES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocks": dict(self.blocks), "outcome": self.outcome, "trades": self.trades}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sibling:
+        trades = data.get("trades")
+        return cls(blocks={str(k): str(v) for k, v in (data.get("blocks") or {}).items()},
+                   outcome=str(data.get("outcome") or "new"), trades=None if trades is None else float(trades))
+
+
 @dataclass(frozen=True)
 class MutationRequest:
     """Everything a mutator may know about one mutation. Train metrics only, never validation figures.
@@ -161,6 +190,7 @@ class MutationRequest:
     allowed_blocks: tuple[str, ...] = ()
     fitness: FitnessSpec = field(default_factory=FitnessSpec)
     allow_short: bool = False  # the run's account can go short: otherwise go_short and short branches are dead
+    siblings: tuple[Sibling, ...] = ()  # earlier children of this parent (and this iteration's discarded attempts)
 
     def __post_init__(self) -> None:
         # Normalise so that requests built from lists/dicts compare equal and carry train metrics only.
@@ -168,6 +198,8 @@ class MutationRequest:
         object.__setattr__(self, "inspirations", tuple(
             i if isinstance(i, Inspiration) else Inspiration.from_dict(i) for i in self.inspirations))
         object.__setattr__(self, "allowed_blocks", tuple(self.allowed_blocks))
+        object.__setattr__(self, "siblings", tuple(
+            s if isinstance(s, Sibling) else Sibling.from_dict(s) for s in self.siblings))
         if not isinstance(self.fitness, FitnessSpec):
             object.__setattr__(self, "fitness", FitnessSpec.from_dict(self.fitness))
 
@@ -197,6 +229,7 @@ class MutationRequest:
             "allowed_blocks": list(self.allowed_blocks),
             "fitness": self.fitness.to_dict(),
             "allow_short": self.allow_short,
+            "siblings": [s.to_dict() for s in self.siblings],
         }
 
     @classmethod
@@ -216,6 +249,7 @@ class MutationRequest:
             allowed_blocks=tuple(str(b) for b in data.get("allowed_blocks") or ()),
             fitness=FitnessSpec.from_dict(data.get("fitness")),
             allow_short=bool(data.get("allow_short", False)),
+            siblings=tuple(Sibling.from_dict(s) for s in data.get("siblings") or ()),
         )
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from alpha_evolve import indicator_catalogue as catalogue
 from alpha_evolve.mutators.base import Candidate, MutationRequest, MutationResponse, build_candidate
+from alpha_evolve.mutators.calibration import PASS_SHARE, ThresholdCalibrator
 from alpha_evolve.mutators.liveness import Liveness, analyse, contradiction, helper_call
 from alpha_evolve.source import parse as parse_source
 
@@ -72,12 +73,100 @@ _FEW_TRADES_FACTOR: dict[str, float] = {
 }
 
 
-def _weights(parent_metrics: dict[str, float]) -> dict[str, float]:
-    """Operator weights for one parent: the defaults, shifted away from tightening edits when it rarely trades."""
-    trades = parent_metrics.get("Trades")
-    if trades is None or not math.isfinite(trades) or trades >= FEW_TRADES:
-        return _WEIGHTS
-    return {op: w * _FEW_TRADES_FACTOR.get(op, 1.0) for op, w in _WEIGHTS.items()}
+# What kind of edit an earlier child of the parent was (``edit_class``) and the operators that make that kind.
+EDIT_CLASSES: dict[str, tuple[str, ...]] = {
+    "gate": ("add_regime_filter", "replace_regime_filter", "add_confirmation"),
+    "exit": ("add_exit_rule",),
+    "signal": ("replace_signal",),
+    "remove": ("remove_condition",),
+    "tuning": TUNING_OPERATORS,
+}
+# Weight left to an edit class each time it bought nothing from this parent (a duplicate or a child that never
+# traded): the same kind of change to the same parent mostly buys nothing again (a second gate on a parent whose
+# few entries the first one blocked is the same flat curve), so the siblings' record steers the next draw.
+WASTED_FACTOR = 0.25
+_WASTED = ("duplicate", "no_trades")
+
+
+def _weights(request: MutationRequest) -> dict[str, float]:
+    """Operator weights for one parent: the defaults, shifted away from tightening edits when it rarely trades
+    and away from the kinds of edit that bought nothing when tried on this parent before."""
+    weights = dict(_WEIGHTS)
+    trades = request.parent_metrics.get("Trades")
+    if trades is not None and math.isfinite(trades) and trades < FEW_TRADES:
+        weights = {op: w * _FEW_TRADES_FACTOR.get(op, 1.0) for op, w in weights.items()}
+    for sibling in request.siblings:
+        if sibling.outcome not in _WASTED:
+            continue
+        wasted = {edit_class(request.parent_blocks, sibling.blocks)}
+        if sibling.outcome == "no_trades":
+            wasted |= {"gate", "exit"}  # too few entries to tighten: any new gate or stop may block them all
+        for op in {op for kind in wasted for op in EDIT_CLASSES[kind]}:
+            weights[op] *= WASTED_FACTOR
+    return weights
+
+
+def _assigned_attrs(blocks: dict[str, str]) -> set[str]:
+    out: set[str] = set()
+    for text in blocks.values():
+        try:
+            tree = parse_source(text)
+        except SyntaxError:
+            continue
+        out |= {a for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                and (a := _self_attr(n)) is not None}
+    return out
+
+
+def _count(blocks: dict[str, str], kind: type) -> int:
+    total = 0
+    for text in blocks.values():
+        try:
+            total += sum(isinstance(n, kind) for n in ast.walk(parse_source(text)))
+        except SyntaxError:
+            continue
+    return total
+
+
+def edit_class(parent_blocks: dict[str, str], child_blocks: dict[str, str]) -> str:
+    """"gate", "exit", "signal", "remove" or "tuning": what a child changed in its parent, read from the state
+    it adds or drops (the operators name what they add: ``regime_*``, ``confirm_*``, ``stop_*``, ``signal_*``)."""
+    child = {**parent_blocks, **child_blocks}
+    before, after = _assigned_attrs(parent_blocks), _assigned_attrs(child)
+    added, removed = after - before, before - after
+    if any(a.startswith(("regime_", "confirm_")) for a in added):
+        return "gate"
+    if any(a.startswith("stop_") or a == "hold_bars" for a in added):
+        return "exit"
+    if any(a.startswith("signal_") for a in added):
+        return "signal"
+    if removed or _count(child, ast.Compare) < _count(parent_blocks, ast.Compare):
+        return "remove"
+    return "tuning"
+
+
+def _wasted_numbers(request: MutationRequest) -> set[tuple[str, int]]:
+    """(block, position) of the numbers whose jitter gave this parent a child that bought nothing."""
+    out: set[tuple[str, int]] = set()
+    for sibling in request.siblings:
+        if sibling.outcome not in _WASTED:
+            continue
+        for name, text in sibling.blocks.items():
+            parent_text = request.parent_blocks.get(name)
+            if parent_text is None or parent_text == text:
+                continue
+            try:
+                before, after = _numbers(parse_source(parent_text)), _numbers(parse_source(text))
+            except SyntaxError:
+                continue
+            if len(before) == len(after):
+                out |= {(name, i) for i, (a, b) in enumerate(zip(before, after, strict=True))
+                        if a.value != b.value}
+    return out
+
+
+def _numbers(tree: ast.AST) -> list[ast.Constant]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and _is_number(n)]
 
 
 EXIT_RULES: tuple[str, ...] = ("atr_trailing_stop", "channel_stop", "time_stop")
@@ -161,6 +250,8 @@ class _Program:
         if self.ind is None:
             self.ind = everything.get("indicators") if everything.get("indicators") is not self.dec else None
         self.imported: set[str] = set()
+        self.wasted_numbers: set[tuple[str, int]] = set()  # (block, position) jittered before for nothing
+        self.calibration: ThresholdCalibrator | None = None
         self.live = Liveness()
         self.analyse()
         self.unassigned_before = self.unassigned()  # base-class members and whatever the parent relies on
@@ -245,6 +336,8 @@ class OfflineMutator:
         self.jitter = jitter
         self.two_op_probability = two_op_probability
         self._had_options = False  # set by propose (synchronous, so safe under asyncio concurrency)
+        # Set by the pipeline: new filters' thresholds from their distribution on the train bars (``calibration``).
+        self.calibration: ThresholdCalibrator | None = None
 
     async def mutate(self, request: MutationRequest) -> MutationResponse:
         t0 = time.monotonic()
@@ -292,6 +385,8 @@ class OfflineMutator:
                 logger.debug("block %s of %s does not parse on its own; skipped", name, request.parent_id)
         prog = _Program(request, parsed, fixed)
         prog.imported = _imported_indicator_names(request.parent_code)
+        prog.wasted_numbers = _wasted_numbers(request)
+        prog.calibration = self.calibration
         n_ops = 2 if rng.random() < self.two_op_probability else 1
         applied: list[_Applied] = []
         touched: set[str] = set()
@@ -301,7 +396,7 @@ class OfflineMutator:
             if not options:
                 break
             self._had_options = True
-            weights = _weights(request.parent_metrics)
+            weights = _weights(request)
             op = rng.choices(options, weights=[weights[o] for o in options], k=1)[0]
             result = self._apply(op, prog, rng)
             if result is None:
@@ -351,7 +446,13 @@ class OfflineMutator:
         return fn(prog, rng)
 
     def _jitter_number(self, prog: _Program, rng: random.Random) -> tuple[list[str], str] | None:
-        body, node = rng.choice(_live_numbers(prog))
+        sites = _live_numbers(prog)
+        if prog.wasted_numbers:
+            # Moving a number that was already moved from this parent for nothing mostly buys nothing again.
+            fresh = [(b, n) for b, n in sites
+                     if (b.name, next(i for i, m in enumerate(_numbers(b.tree)) if m is n)) not in prog.wasted_numbers]
+            sites = fresh or sites
+        body, node = rng.choice(sites)
         old = node.value
         assert isinstance(old, int | float)
         parent = body.parents.get(node)
@@ -519,9 +620,29 @@ def _new_indicator(prog: _Program, rng: random.Random, ind: catalogue.Indicator,
     return attr
 
 
-def _condition_expr(cond: catalogue.Condition, attr: str, rng: random.Random) -> ast.expr:
-    threshold = "" if cond.threshold is None else repr(_draw(cond.threshold, rng))
+def _condition_expr(cond: catalogue.Condition, attr: str, rng: random.Random,
+                    prog: _Program | None = None) -> ast.expr:
+    threshold = "" if cond.threshold is None else repr(_threshold(cond, attr, rng, prog))
     return _expr(cond.text.format(a=attr, close=_CLOSE, t=threshold))
+
+
+def _threshold(cond: catalogue.Condition, attr: str, rng: random.Random, prog: _Program | None) -> int | float:
+    """From the indicator's distribution on the train bars when a calibrator is set (``calibration``), so the
+    new condition lets a drawn share of the bars through; else from the catalogue's range."""
+    assert cond.threshold is not None
+    drawn = _draw(cond.threshold, rng)
+    share = rng.uniform(*PASS_SHARE)  # drawn either way: the stream does not depend on having a calibrator
+    if cond.role == "signal":
+        share *= 0.6  # a signal (an oversold reading, a momentum level) is rarer than a regime
+    if prog is None or prog.calibration is None:
+        return drawn
+    stmt = prog.assigned().get(attr)
+    call = stmt.value if stmt is not None else None
+    if not (isinstance(call, ast.Call) and all(_is_number(a) for a in call.args) and not call.keywords):
+        return drawn
+    args = [a.value for a in call.args]  # type: ignore[attr-defined]
+    calibrated = prog.calibration.threshold(_call_name(call) or "", args, cond.text, share)
+    return drawn if calibrated is None else calibrated
 
 
 def _gate_entries(prog: _Program, condition: ast.expr) -> int:
@@ -567,7 +688,7 @@ def _add_gate(prog: _Program, rng: random.Random, roles: tuple[str, ...], stem: 
         return None
     ind, cond = rng.choice(choices)
     attr = _new_indicator(prog, rng, ind, stem + _abbrev(ind.name))
-    condition = _condition_expr(cond, attr, rng)
+    condition = _condition_expr(cond, attr, rng, prog)
     if not _gate_entries(prog, condition):
         return None
     return [prog.ind.name, prog.dec.name], f"added {what} `{ast.unparse(condition)}` ({cond.role})"
@@ -769,7 +890,7 @@ def _replace_signal(prog: _Program, rng: random.Random) -> tuple[list[str], str]
         return None
     ind, cond = rng.choice(choices)
     attr = _new_indicator(prog, rng, ind, "signal_" + _abbrev(ind.name))
-    new = _condition_expr(cond, attr, rng)
+    new = _condition_expr(cond, attr, rng, prog)
     old_text = ast.unparse(operand)
     if operand is test_if.test:
         test_if.test = new
@@ -852,7 +973,8 @@ def _imported_indicator_names(code: str) -> set[str]:
     except SyntaxError:
         return set()
     names: set[str] = set()
-    for node in ast.walk(tree):
+    # Module level only: an import inside a method serves that method alone (and a removal may take it away).
+    for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(_INDICATOR_MODULE):
             names.update(a.asname or a.name for a in node.names)
     return names

@@ -158,6 +158,13 @@ def user_prompt(request: MutationRequest, *, focus: str | None = None, rejected:
         for n, insp in enumerate(inspirations, 1):
             sections.append(f"### Inspiration {n} — train metrics: {format_metrics(insp.metrics)}")
             sections.append("```python\n" + format_blocks(insp.blocks) + "\n```")
+    wasted = [sib for sib in request.siblings if sib.outcome in ("duplicate", "no_trades")][-2:]
+    if wasted:
+        sections.append(
+            f"## Earlier changes to this parent that bought nothing\n{len(wasted)} recent change(s) to this parent "
+            "traded exactly like an existing program or never traded at all (each a backtest spent on nothing). "
+            "Do not make a change like these; change when the strategy trades. Their bodies were:\n"
+            + "\n".join("```python\n" + format_blocks(dict(sib.blocks), names) + "\n```" for sib in wasted))
     if request.guidance.strip():
         sections.append("## Guidance from the researcher\n" + request.guidance.strip())
     fit = request.fitness
