@@ -116,6 +116,10 @@ class HostileAttacks:
             assert result.status == "lookahead" or (result.ok and result.metrics["Trades"] == 0), (
                 split, result.status, result.metrics)
 
+    def test_the_market_generator_cannot_be_read_to_recompute_the_future(self, bare: Any) -> None:
+        result = bare.evaluate(hostile("regenerate_market"))
+        assert result.status == "runtime" and "synthetic" in (result.error or ""), (result.status, result.error)
+
     @pytest.mark.parametrize(
         ("body", "kinds"),
         [
