@@ -12,6 +12,12 @@ that figure:
 
 A program with fewer than ``[backtest] min_round_trips`` round trips on train or validation is flagged and cannot
 be crowned: one trade is buy-and-hold in disguise, and its Sharpe says nothing about a trading rule.
+
+An evolved finalist displaces the seed only when a paired test on validation says it is better (``seed_gate``,
+``[backtest] crown_confidence``): with a few hundred validation bars a Sharpe's standard error is about 1, so the
+best of several noisy validation draws beats the seed by luck most of the time and then loses to it on the holdout
+about half the time. The test uses the returns of both curves on the same bars, which for a descendant of the seed
+are strongly correlated: a real difference shows up far sooner than in two separate Sharpe ratios.
 """
 
 from __future__ import annotations
@@ -57,6 +63,11 @@ class RankedProgram:
     return_stats: dict[str, float] = field(default_factory=dict)  # PSR/DSR inputs from every validation bar
     # Place in the train ranking the finalists were drawn from (0 = best train fitness); None: by fitness, then id.
     train_position: int | None = None
+    # Paired test against the seed on validation (``seed_gate``): empty when none was run.
+    seed_test: dict[str, float] = field(default_factory=dict)
+    # False when the seed test said this evolved program is not better than the seed at the run's confidence:
+    # it then ranks below the seed (``crown_key``), so it cannot displace it.
+    admitted: bool = True
 
     @property
     def is_seed(self) -> bool:
@@ -119,15 +130,71 @@ def objective_value(metrics: Mapping[str, Any], metric: str) -> float:
     return -value if metric in LOWER_IS_BETTER_METRICS else value
 
 
-def crown_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
-    """Crownable programs first, then by the objective on validation; failures last."""
+def crown_key(metric: str) -> Callable[[RankedProgram], tuple[int, int, float]]:
+    """Crownable programs first, then those the seed test admitted (the seed always is), then by the objective on
+    validation; failures last. The gate travels with each finalist (``admitted``), so every nested selection
+    (``nested_selections``) is crowned by exactly the run's rule."""
 
-    def key(r: RankedProgram) -> tuple[int, float]:
+    def key(r: RankedProgram) -> tuple[int, int, float]:
         if r.status != "ok":
-            return (-1, float("-inf"))
-        return (1 if r.crownable else 0, objective_value(r.validation, metric))
+            return (-1, 0, float("-inf"))
+        return (1 if r.crownable else 0, 1 if (r.admitted or r.is_seed) else 0, objective_value(r.validation, metric))
 
     return key
+
+
+def paired_sharpe_test(equity: Sequence[Sequence[Any]], reference: Sequence[Sequence[Any]]) -> dict[str, float]:
+    """One-sided test that a curve's Sharpe ratio beats a reference curve's on the same bars (Jobson & Korkie 1981
+    with Memmel's 2003 correction): z = (SR_a - SR_b) / sqrt(V), with per-bar Sharpe ratios, their correlation rho
+    over T paired returns and V = (2 - 2 rho + (SR_a^2 + SR_b^2 - 2 SR_a SR_b rho^2) / 2) / T.
+
+    Both curves are ``[(iso timestamp, value), ...]`` as the evaluator's trusted replay returned them; returns are
+    taken on the timestamps they share (every bar up to ``equity_points``; beyond that, on the sampled points,
+    which keeps the test paired but coarser). ``p_value`` is P(Z >= z) under "no better"; 1.0 when there are too
+    few shared bars or nothing differs.
+    """
+    a, b = _series(equity), _series(reference)
+    none = {"n_obs": 0.0, "sharpe_diff": 0.0, "correlation": 0.0, "z": 0.0, "p_value": 1.0}
+    if a.empty or b.empty:
+        return none
+    joined = pd.concat([a, b], axis=1, join="inner").dropna()
+    values = joined.to_numpy(dtype=float)
+    if len(values) < 4:
+        return none
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rets = values[1:] / values[:-1] - 1.0
+    rets = rets[np.all(np.isfinite(rets), axis=1)]
+    n = rets.shape[0]
+    if n < 3:
+        return {**none, "n_obs": float(n)}
+    sd = rets.std(axis=0, ddof=1)
+    sr = np.where(sd > 1e-15, rets.mean(axis=0) / np.where(sd > 1e-15, sd, 1.0), 0.0)
+    rho = float(np.corrcoef(rets.T)[0, 1]) if bool(np.all(sd > 1e-15)) else 0.0
+    rho = rho if math.isfinite(rho) else 0.0
+    sa, sb = float(sr[0]), float(sr[1])
+    var = (2.0 - 2.0 * rho + 0.5 * (sa * sa + sb * sb - 2.0 * sa * sb * rho * rho)) / n
+    diff = sa - sb
+    if var <= 1e-18 or abs(diff) <= 1e-15:
+        return {"n_obs": float(n), "sharpe_diff": diff, "correlation": rho, "z": 0.0, "p_value": 1.0}
+    z = diff / math.sqrt(var)
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))
+    return {"n_obs": float(n), "sharpe_diff": diff, "correlation": rho, "z": z, "p_value": p}
+
+
+def seed_gate(finalists: Sequence[RankedProgram], confidence: float) -> None:
+    """Test every evolved finalist against the seed finalist on validation and admit only those better at
+    ``confidence`` (p-value <= 1 - confidence); ``confidence`` 0 admits all (the plain best-on-validation rule).
+
+    Without a seed finalist that ran on validation there is nothing to test against and every finalist is
+    admitted. The outcome is recorded on each finalist (``seed_test``, ``admitted``) for ``crown_key``.
+    """
+    seed = next((r for r in finalists if r.is_seed and r.status == "ok" and r.equity), None)
+    for r in finalists:
+        r.seed_test, r.admitted = {}, True
+        if seed is None or r.is_seed or r.status != "ok":
+            continue
+        r.seed_test = paired_sharpe_test(r.equity, seed.equity)
+        r.admitted = confidence <= 0.0 or r.seed_test["p_value"] <= 1.0 - confidence
 
 
 def draw_finalists(by_train: Sequence[Any], seed: Any | None, k: int) -> list[Any]:
@@ -174,7 +241,7 @@ def nested_selections(finalists: Sequence[RankedProgram], objective: str) -> lis
     each crowned by ``crown_key`` (ties go to the better train rank, as in the run's own crowning)."""
     order = train_order(finalists)
     seeds = [r for r in order if r.is_seed]
-    key = crown_key(objective)
+    key = crown_key(objective)  # the seed gate rides on the finalists: each nested set contains the seed
     out: list[Selection] = []
     seen: frozenset[str] = frozenset()
     for j in range(1, len(order) + 1):

@@ -174,7 +174,7 @@ def _equity_series(points: Sequence[tuple[str, float]] | Sequence[Sequence[Any]]
     return pd.Series([float(p[1]) for p in points], index=index)
 
 
-def _objective_key(metric: str) -> Callable[[RankedProgram], tuple[int, float]]:
+def _objective_key(metric: str) -> Callable[[RankedProgram], tuple[int, int, float]]:
     return crown_key(metric)
 
 
@@ -396,7 +396,7 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
     Finalists are ranked by the objective on validation, those failing the minimum-trades rule after all others
     (flagged, never crowned). The seed is a finalist too: if evolution found nothing better, it is the answer.
     """
-    from alpha_evolve.crowning import draw_finalists, round_trip_flags, with_info_ratio
+    from alpha_evolve.crowning import draw_finalists, round_trip_flags, seed_gate, with_info_ratio
     from alpha_evolve.strategies import seed_source
 
     k = config.backtest.bt_top
@@ -415,6 +415,7 @@ def _validate_top(config: RunConfig, store: Any, evaluator: Any, experiment: str
         flags = round_trip_flags(p.metrics, validation, minimum) if r.ok else []
         ranked.append(RankedProgram(p, dict(p.metrics), validation, list(r.equity), r.status, r.error, flags,
                                     list(r.warnings), dict(r.return_stats), train_position=position))
+    seed_gate(ranked, config.backtest.crown_confidence)  # an evolved finalist must beat the seed, paired test
     ranked.sort(key=_objective_key(config.backtest.objective), reverse=True)
     seed_train = dict(seed_program.metrics) if seed_program is not None else {}
     seed_validation = with_info_ratio(seed_res.metrics, seed_res.equity, bh_equity) if seed_res.ok else {}
@@ -676,6 +677,7 @@ def _honest_report(config: RunConfig, ranked: Sequence[RankedProgram], seed: Ran
             "best_on_train_id": best_on_train.program.id if best_on_train else None,
             "best_on_train_validation": dict(best_on_train.validation) if best_on_train else {},
             "flagged": flagged,
+            "seed_test": _seed_test_report(ranked, config.backtest.crown_confidence, objective),
             "note": "the winner's validation figure is the best of the finalists and beats the seed by "
                     "construction; judge the run by the deflated figure, the best-on-train program's validation "
                     "figure and, once opened, the holdout",
@@ -683,6 +685,36 @@ def _honest_report(config: RunConfig, ranked: Sequence[RankedProgram], seed: Ran
         "figures": figures,
         "verdict": oos,
         "buy_and_hold_train_metrics": _metrics_only(bh_train) if bh_train else {},
+    }
+
+
+def _seed_test_report(ranked: Sequence[RankedProgram], confidence: float, objective: str) -> dict[str, Any]:
+    """How the seed gate decided (``crowning.seed_gate``): each evolved finalist's paired test against the seed."""
+    from alpha_evolve.crowning import NO_BEAT_SEED, objective_value
+
+    best = ranked[0]
+    tested = [r for r in ranked if r.seed_test]
+    held = (best.is_seed and confidence > 0.0
+            and any(not r.admitted and r.crownable
+                    and objective_value(r.validation, objective) > objective_value(best.validation, objective)
+                    for r in tested))
+    if not tested:
+        words = "no paired test against the seed was run (the seed has no validation curve or no evolved finalist)"
+    elif best.is_seed:
+        words = (f"{NO_BEAT_SEED} on validation: no evolved finalist was better than the seed at "
+                 f"{confidence:.0%} confidence (paired Sharpe test), so the seed stays crowned")
+    else:
+        words = (f"program #{best.program.id} beat the seed on validation "
+                 f"(paired Sharpe test p = {best.seed_test.get('p_value', 1.0):.3g}"
+                 + (f" <= {1.0 - confidence:.3g})" if confidence > 0.0 else "; the gate is off)"))
+    return {
+        "method": "one-sided Jobson-Korkie test with Memmel's correction on the per-bar validation returns "
+                  "(finalist vs seed, same bars)",
+        "confidence": confidence,
+        "seed_kept_by_the_test": bool(held),
+        "statement": words,
+        "finalists": [{"program_id": r.program.id, **{k: round(float(v), 6) for k, v in r.seed_test.items()},
+                       "admitted": r.admitted} for r in tested],
     }
 
 
@@ -720,7 +752,8 @@ def _write_artifacts(run_dir: Path, config: RunConfig, ranked: Sequence[RankedPr
         row: dict[str, Any] = {"rank": rank, "program_id": p.id, "iteration": p.iteration,
                                "generation": p.generation, "parent_id": p.parent_id, "mutator": p.mutator,
                                "fitness": p.fitness, "validation_status": r.status, "validation_error": r.error,
-                               "is_seed": r.is_seed, "crownable": r.crownable, "flags": "; ".join(r.flags)}
+                               "is_seed": r.is_seed, "crownable": r.crownable, "flags": "; ".join(r.flags),
+                               "seed_test_p_value": r.seed_test.get("p_value"), "admitted_by_seed_test": r.admitted}
         row.update({f"train_{m}": r.train.get(m) for m in METRIC_NAMES})
         row.update({f"validation_{m}": r.validation.get(m) for m in (*METRIC_NAMES, INFO_RATIO)})
         rows.append(row)
