@@ -13,7 +13,11 @@ one ledgered look at its holdout through ``holdout.open_holdout``. Per run it re
 - wasted-evaluation share: backtests that traded exactly like an earlier program / candidate backtests
   (cache hits and repeats the decision trace caught before a backtest cost none and are counted apart);
 - distinct behaviours: distinct behaviour keys among the evaluated programs;
-- holdout: the winner's objective metric against the seed's and buy-and-hold's on the same holdout bars.
+- holdout: the winner's objective metric against the seed's and buy-and-hold's on the same holdout bars;
+- the seed gate (``crowning.seed_gate``, ``[backtest] crown_confidence``): every finalist is also looked at on the
+  holdout (each look ledgered, ``via = bench_search counterfactual``) and the crown is worked out again from the
+  run's recorded paired-test p-values at each confidence of ``--confidences``, so "before" (0 = best on validation)
+  and "after" come from the same evolution and the same finalists.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from alpha_evolve.config import RunConfig
+from alpha_evolve.config import RunConfig, load_config
+from alpha_evolve.crowning import RankedProgram, crown_key
 from alpha_evolve.holdout import open_holdout
 from alpha_evolve.pipeline import read_summary, run_pipeline
 from alpha_evolve.program_keys import changes_logic
@@ -104,11 +109,52 @@ def one_run(index: int, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     winner = float(hold["metrics"].get(metric, 0.0))
     seed = float((hold.get("seed_metrics") or {}).get(metric, float("nan")))
     bh = float((hold.get("buy_and_hold_metrics") or {}).get(metric, float("nan")))
-    return {"run": index, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), **stats,
+    gated = counterfactual_crowns(run, metric, seed, args.confidences)
+    return {"run": index, "status": "ok", "seconds": round(time.perf_counter() - t0, 1), **stats, **gated,
             "metric": metric, "winner_is_seed": bool(summary.get("best_program", {}).get("is_seed")
                                                       or _is_seed(run, summary)),
             "holdout_winner": winner, "holdout_seed": seed, "holdout_bh": bh,
             "winner_ge_seed": winner >= seed - 1e-9, "winner_ge_bh": winner >= bh - 1e-9}
+
+
+def counterfactual_crowns(run: Path, metric: str, seed_holdout: float, confidences: list[float]
+                          ) -> dict[str, Any]:
+    """The holdout figure of the program each ``crown_confidence`` would have crowned on this run's finalists."""
+    from alpha_evolve.evaluation_setup import build_evaluator, load_run_data
+    from alpha_evolve.holdout_door import record_look
+
+    rows = json.loads((run / "top_programs.json").read_text(encoding="utf-8"))
+    config = load_config(run / "config.toml")
+    objective = config.backtest.objective
+    ok = [r for r in rows if r["validation_status"] == "ok"]
+    with ProgramStore(run / "programs.sqlite") as store:
+        codes = [store.get(int(r["program_id"])).code for r in ok]  # type: ignore[union-attr]
+    with build_evaluator(config, data=load_run_data(config), include=("holdout",), max_concurrent=2,
+                         unseal=True) as evaluator:
+        results = evaluator.evaluate_many(codes, split="holdout", stage="full")
+    holdout: dict[int, float] = {}
+    for r, code, res in zip(ok, codes, results, strict=True):
+        record_look(code=code, via="bench_search counterfactual", metrics=res.metrics, status=res.status,
+                    run_dir=run, program_id=int(r["program_id"]), forced=True, who="bench_search")
+        holdout[int(r["program_id"])] = float(res.metrics.get(metric, float("nan"))) if res.ok else float("nan")
+    out: dict[str, Any] = {}
+    for c in confidences:
+        finalists = [RankedProgram(_Prog(bool(r["is_seed"]), int(r["program_id"])), {},
+                                   {objective: float(r.get(f"validation_{objective}") or 0.0)},
+                                   flags=[] if r["crownable"] else ["flagged"],
+                                   admitted=bool(r["is_seed"]) or r.get("seed_test_p_value") is None
+                                   or c <= 0.0 or float(r["seed_test_p_value"]) <= 1.0 - c) for r in ok]
+        crowned = max(finalists, key=crown_key(objective))
+        value = holdout[crowned.program.id]
+        out[f"c{c:g}_winner_is_seed"] = crowned.is_seed
+        out[f"c{c:g}_holdout_winner"] = value
+        out[f"c{c:g}_ge_seed"] = bool(crowned.is_seed or value >= seed_holdout - 1e-9)
+    return out
+
+
+class _Prog:
+    def __init__(self, is_seed: bool, pid: int) -> None:
+        self.is_seed, self.id, self.code, self.fitness = is_seed, pid, "", None
 
 
 def _is_seed(run: Path, summary: dict[str, Any]) -> bool:
@@ -128,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", help="extra config update, e.g. evolution.fitness_folds=3")
     parser.add_argument("--quick", action="store_true", help="3 runs x 15 generations on 1000 bars (~2 min)")
     parser.add_argument("--json", default="", help="also write the per-run figures here")
+    parser.add_argument("--confidences", default="0,0.5,0.8,0.9,0.95",
+                        help="crown_confidence values to work the crown out again at (0 = best on validation)")
     args = parser.parse_args(argv)
+    args.confidences = [float(c) for c in args.confidences.split(",") if c.strip()]
     if args.quick:
         args.runs, args.generations, args.bars = 3, 15, 1000
     logging.getLogger("alpha_evolve").setLevel(logging.ERROR)
@@ -173,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("holdout mean winner / seed / b&h",
                   " / ".join(f"{statistics.mean(r[k] for r in ok):.2f}"
                              for k in ("holdout_winner", "holdout_seed", "holdout_bh")), "")
+    for c in args.confidences:
+        ge = sum(r[f"c{c:g}_ge_seed"] for r in ok)
+        table.add_row(f"seed gate {c:g}: winner >= seed on holdout (winner is seed)",
+                      f"{ge}/{len(ok)} = {ge / len(ok):.0%} ({sum(r[f'c{c:g}_winner_is_seed'] for r in ok)})",
+                      ">= 70 %")
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")

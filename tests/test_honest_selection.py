@@ -18,7 +18,9 @@ from alpha_evolve.crowning import (
     RankedProgram,
     crown_key,
     information_ratio,
+    paired_sharpe_test,
     round_trip_flags,
+    seed_gate,
     verdict,
 )
 from alpha_evolve.files import schema_errors
@@ -93,6 +95,38 @@ def test_trial_ledger_holds_every_train_and_validation_evaluation(small_run: tup
     assert summary["figures"] and all(f["buy_and_hold"]["Sharpe"] is not None for f in summary["figures"])
     assert {f["period"] for f in summary["figures"]} == {"train", "validation"}
     assert summary["verdict"]["statement"]
+
+
+def test_seed_gate_in_summary_matches_the_validation_curves(small_run: tuple[Path, Path]) -> None:
+    """The paired test the run reported, recomputed from the validation curves it wrote (equity_curves.csv)."""
+    import json
+    import statistics
+
+    import pandas as pd
+
+    run, _ = small_run
+    summary = read_summary(run)
+    gate = summary["selection"]["seed_test"]
+    assert gate["confidence"] == 0.9 and gate["statement"]
+    top = json.loads((run / "top_programs.json").read_text())
+    curves = pd.read_csv(run / "equity_curves.csv", index_col=0, parse_dates=True)
+    column = {int(c.split("program")[1]): c for c in curves.columns if c.startswith("rank")}
+    seed_row = next(r for r in top if r["is_seed"])
+    seed_returns = curves[column[seed_row["program_id"]]].pct_change().dropna().tolist()
+    assert gate["finalists"], "bt_top = 1 draws one evolved finalist besides the seed"
+    for entry in gate["finalists"]:
+        mine = curves[column[entry["program_id"]]].pct_change().dropna().tolist()
+        sa = statistics.mean(mine) / statistics.stdev(mine)
+        sb = statistics.mean(seed_returns) / statistics.stdev(seed_returns)
+        rho = statistics.correlation(mine, seed_returns)
+        z = (sa - sb) / math.sqrt((2 - 2 * rho + 0.5 * (sa**2 + sb**2 - 2 * sa * sb * rho**2)) / len(mine))
+        assert entry["p_value"] == pytest.approx(1 - statistics.NormalDist().cdf(z), abs=1e-5)
+        assert entry["admitted"] == (entry["p_value"] <= 0.1)
+    crowned = next(r for r in top if r["program_id"] == summary["best_program"]["id"])
+    if crowned["is_seed"]:
+        assert gate["statement"].startswith(NO_BEAT_SEED)
+    else:
+        assert crowned["admitted_by_seed_test"] and "beat the seed on validation" in gate["statement"]
 
 
 def test_dsr_does_not_rise_as_bt_top_grows_on_a_fixed_evolution(small_run: tuple[Path, Path],
@@ -290,7 +324,22 @@ def _ledger_case(case: int) -> dict:
                       key=lambda p: (-float(p.fitness or 0.0), p.id))  # the store's top_k order
     return {"programs": programs, "by_train": by_train, "validation": validation, "objective": objective,
             "minimum": int(rng.integers(0, 4)), "obs": int(rng.integers(60, 600)),
-            "ppy": [252.0, 8760.0][case % 2], "folds": case % 3 == 0}
+            "ppy": [252.0, 8760.0][case % 2], "folds": case % 3 == 0, "gate": [0.0, 0.9, 0.5][case % 3]}
+
+
+def _validation_curve(case: dict, program_id: int) -> list[tuple[str, float]]:
+    """A validation curve per program: the seed's returns, scaled, plus the program's own drift and noise, so the
+    seed gate admits some finalists and holds others back."""
+    base = np.random.default_rng(case["obs"]).normal(0.0005, 0.01, case["obs"])
+    rng = np.random.default_rng(case["obs"] * 1000 + program_id)
+    own = base * rng.uniform(0.5, 1.2) + rng.normal(rng.uniform(-0.001, 0.003), rng.uniform(0.001, 0.01), base.size)
+    values = 100.0 * np.cumprod(1.0 + own)
+    stamps = [f"{t}Z" for t in _hourly_stamps(case["obs"])]
+    return list(zip(stamps, (float(v) for v in values), strict=True))
+
+
+def _hourly_stamps(n: int) -> list[str]:
+    return [str(t)[:19] for t in np.datetime64("2020-01-01T00:00:00") + np.arange(n) * np.timedelta64(1, "h")]
 
 
 def _deflate_at(case: dict, k: int) -> tuple[Deflation | None, RankedProgram | None]:
@@ -305,6 +354,9 @@ def _deflate_at(case: dict, k: int) -> tuple[Deflation | None, RankedProgram | N
         finalists.append(RankedProgram(p, dict(p.metrics), dict(v["metrics"]) if ok else {}, [], v["status"],
                                        flags=round_trip_flags(p.metrics, v["metrics"], case["minimum"]) if ok else [],
                                        return_stats=dict(v["stats"]) if ok else {}, train_position=position))
+        if case["gate"] and ok:  # the seed gate as the pipeline runs it, on curves paired with the seed's
+            finalists[-1].equity = _validation_curve(case, p.id)
+    seed_gate(finalists, case["gate"])
     if not any(r.status == "ok" for r in finalists):
         return None, None
     ppy, obs = case["ppy"], case["obs"]
@@ -324,10 +376,16 @@ def _deflate_at(case: dict, k: int) -> tuple[Deflation | None, RankedProgram | N
     return deflation, crowned
 
 
+def _gate_held(case: dict, k: int) -> bool:
+    """Would the plain best-on-validation rule have crowned an evolved program here?"""
+    _, crowned = _deflate_at({**case, "gate": 0.0}, k)
+    return crowned is not None and not crowned.is_seed
+
+
 def test_dsr_never_rises_with_bt_top_over_many_fixed_ledgers() -> None:
     """The property, for the class of inputs: seeds anywhere in the train order, fitness ties and zeros, failures,
     behaviour twins, flags, four objectives, folds or not, daily or hourly bars."""
-    rises_without_the_nest = 0
+    rises_without_the_nest = held_by_the_gate = 0
     for case_no in range(40):
         case = _ledger_case(case_no)
         reports: list[tuple[Deflation, RankedProgram]] = []
@@ -335,6 +393,7 @@ def test_dsr_never_rises_with_bt_top_over_many_fixed_ledgers() -> None:
             deflation, crowned = _deflate_at(case, k)
             if deflation is not None and crowned is not None:
                 reports.append((deflation, crowned))
+                held_by_the_gate += crowned.is_seed and case["gate"] > 0 and _gate_held(case, k)
         assert reports, case_no
         for d, crowned in reports:
             assert d.sharpe_validation == crowned.validation["Sharpe"]  # deflates the program actually crowned
@@ -347,3 +406,73 @@ def test_dsr_never_rises_with_bt_top_over_many_fixed_ledgers() -> None:
             rises_without_the_nest += b.dsr_validation > a.dsr_validation + 1e-9
     # the nested minimum does real work: the DSR of the selection alone does rise on some of these ledgers
     assert rises_without_the_nest > 0
+    assert held_by_the_gate > 0  # the seed gate changed some crowns, and the property held through it
+
+
+def _curve(returns: list[float], start: float = 100.0) -> list[tuple[str, float]]:
+    values = [start]
+    for r in returns:
+        values.append(values[-1] * (1.0 + r))
+    return list(zip([f"{t}Z" for t in _hourly_stamps(len(values))], values, strict=True))
+
+
+def test_paired_sharpe_test_matches_a_hand_calculation() -> None:
+    """Jobson-Korkie with Memmel's correction, worked out with the standard library on the same returns."""
+    import statistics
+
+    a = [0.010, -0.004, 0.012, 0.003, -0.006, 0.009, 0.002, 0.007]
+    b = [0.006, -0.005, 0.008, 0.004, -0.009, 0.005, 0.001, 0.002]
+    got = paired_sharpe_test(_curve(a), _curve(b))
+    sa, sb = statistics.mean(a) / statistics.stdev(a), statistics.mean(b) / statistics.stdev(b)
+    rho = statistics.correlation(a, b)
+    var = (2 - 2 * rho + 0.5 * (sa**2 + sb**2 - 2 * sa * sb * rho**2)) / len(a)
+    z = (sa - sb) / math.sqrt(var)
+    assert got["n_obs"] == len(a)
+    assert got["correlation"] == pytest.approx(rho, rel=1e-9)
+    assert got["sharpe_diff"] == pytest.approx(sa - sb, rel=1e-9)
+    assert got["z"] == pytest.approx(z, rel=1e-9)
+    assert got["p_value"] == pytest.approx(1 - statistics.NormalDist().cdf(z), rel=1e-9)
+    assert paired_sharpe_test(_curve(b), _curve(b))["p_value"] == 1.0  # the seed's own curve is no better
+    assert paired_sharpe_test(_curve(b)[:3], _curve(b)[:3])["p_value"] == 1.0  # too few bars to tell
+
+
+def _finalist(pid: int, returns: list[float], *, seed: bool = False, position: int = 0) -> RankedProgram:
+    curve = _curve(returns)
+    sharpe = statistics_sharpe(returns)
+    program = Program("e", f"p = {pid}", id=pid, is_seed=seed, fitness=1.0, metrics={"Trades": 10})
+    return RankedProgram(program, {"Trades": 10.0}, {"Sharpe": sharpe, "Trades": 10.0}, curve,
+                         train_position=position)
+
+
+def statistics_sharpe(returns: list[float]) -> float:
+    import statistics
+
+    return statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(252)
+
+
+def test_seed_gate_crowns_a_clearly_better_finalist_and_keeps_the_seed_on_a_noisy_tie() -> None:
+    rng = np.random.default_rng(11)
+    seed_r = list(rng.normal(0.0003, 0.01, 220))
+    # Clearly better: the seed's returns plus a steady 0.1 % a bar (z ~ 8 on 220 bars).
+    better = [r + 0.001 + e for r, e in zip(seed_r, rng.normal(0, 0.001, 220), strict=True)]
+    # A noisy tie: independent noise on the seed's returns, with a higher Sharpe on these bars by luck only.
+    tie_rng = next(np.random.default_rng(s) for s in range(200)
+                   if statistics_sharpe([r + e for r, e in zip(seed_r, np.random.default_rng(s).normal(
+                       0, 0.008, 220), strict=True)]) > statistics_sharpe(seed_r) + 0.3)
+    tie = [r + e for r, e in zip(seed_r, tie_rng.normal(0, 0.008, 220), strict=True)]
+
+    ranked = [_finalist(1, tie, position=0), _finalist(2, seed_r, seed=True, position=1)]
+    seed_gate(ranked, 0.9)
+    assert ranked[0].validation["Sharpe"] > ranked[1].validation["Sharpe"] + 0.3  # best on validation ...
+    assert not ranked[0].admitted and ranked[0].seed_test["p_value"] > 0.1  # ... but not better at 90 %
+    assert max(ranked, key=crown_key("Sharpe")).is_seed  # the seed stays crowned
+    seed_gate(ranked, 0.0)
+    assert max(ranked, key=crown_key("Sharpe")).program.id == 1  # gate off: the plain best on validation
+
+    ranked = [_finalist(1, tie, position=0), _finalist(3, better, position=1),
+              _finalist(2, seed_r, seed=True, position=2)]
+    seed_gate(ranked, 0.9)
+    assert ranked[1].admitted and ranked[1].seed_test["p_value"] < 1e-6
+    assert max(ranked, key=crown_key("Sharpe")).program.id == 3
+    ranked.sort(key=crown_key("Sharpe"), reverse=True)
+    assert [r.program.id for r in ranked] == [3, 2, 1]  # the held-back finalist ranks below the seed

@@ -68,10 +68,13 @@ def test_best_metrics_are_validation_figures_of_the_best_program(tiny_run: Path)
         assert summary["train_metrics"][name] == pytest.approx(top[0][f"train_{name}"])
     objective = summary["objective"]["metric"]
     ok = [row for row in top if row["validation_status"] == "ok"]
-    # Crownable programs rank first (crowning.crown_key), each group by the objective.
-    assert [row["crownable"] for row in ok] == sorted((row["crownable"] for row in ok), reverse=True)
-    for group in (True, False):
-        values = [row[f"validation_{objective}"] for row in ok if row["crownable"] == group]
+    # Crownable programs rank first (crowning.crown_key), then those the seed test admitted (the seed among them),
+    # each group by the objective.
+    groups = [(row["crownable"], row["admitted_by_seed_test"]) for row in ok]
+    assert groups == sorted(groups, reverse=True)
+    for group in set(groups):
+        values = [row[f"validation_{objective}"] for row in ok
+                  if (row["crownable"], row["admitted_by_seed_test"]) == group]
         assert values == sorted(values, reverse=True)
 
 
