@@ -164,7 +164,7 @@ class BacktestConfig:
                         "buy-and-hold)", choices=RANKING_METRICS)
     min_round_trips: int = _f(3, "a program with fewer round trips on train or validation is flagged and cannot "
                               "be crowned", ge=0, le=100_000)
-    crown_confidence: float = _f(0.9, "an evolved finalist displaces the seed only if a paired Sharpe test on "
+    crown_confidence: float = _f(0.95, "an evolved finalist displaces the seed only if a paired Sharpe test on "
                                  "validation (its returns vs the seed's, same bars) says it is better at this "
                                  "confidence (0 = plain best on validation)", ge=0.0, lt=1.0)
     screen_fraction: float = _f(0.3, "share of the train period used by the quick screen (0 = no screen)",

@@ -107,7 +107,7 @@ def test_seed_gate_in_summary_matches_the_validation_curves(small_run: tuple[Pat
     run, _ = small_run
     summary = read_summary(run)
     gate = summary["selection"]["seed_test"]
-    assert gate["confidence"] == 0.9 and gate["statement"]
+    assert gate["confidence"] == 0.95 and gate["statement"]
     top = json.loads((run / "top_programs.json").read_text())
     curves = pd.read_csv(run / "equity_curves.csv", index_col=0, parse_dates=True)
     column = {int(c.split("program")[1]): c for c in curves.columns if c.startswith("rank")}
@@ -121,7 +121,7 @@ def test_seed_gate_in_summary_matches_the_validation_curves(small_run: tuple[Pat
         rho = statistics.correlation(mine, seed_returns)
         z = (sa - sb) / math.sqrt((2 - 2 * rho + 0.5 * (sa**2 + sb**2 - 2 * sa * sb * rho**2)) / len(mine))
         assert entry["p_value"] == pytest.approx(1 - statistics.NormalDist().cdf(z), abs=1e-5)
-        assert entry["admitted"] == (entry["p_value"] <= 0.1)
+        assert entry["admitted"] == (entry["p_value"] <= 0.05)
     crowned = next(r for r in top if r["program_id"] == summary["best_program"]["id"])
     if crowned["is_seed"]:
         assert gate["statement"].startswith(NO_BEAT_SEED)
