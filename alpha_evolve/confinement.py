@@ -90,14 +90,16 @@ def _fs_rights(abi: int) -> int:
 
 
 def readable_paths() -> list[str]:
-    """Where a candidate process may read: the interpreter's libraries, site-packages, this package, system libs.
+    """Where a candidate process may read: the interpreter's libraries, site-packages, system libs.
 
-    Not the repository root (it may hold ``.env`` files or configs), not home directories, not ``/proc``.
+    Not the repository root (it may hold ``.env`` files or configs), not home directories, not ``/proc``, and not
+    this package's own source: everything of it a candidate may use is imported before the fork, and its other
+    modules include the synthetic market's generator, with which a candidate could recompute the default market's
+    future and decide identically on a mirrored one (the causality check would pass).
     """
     paths = sysconfig.get_paths()
-    here = os.path.dirname(os.path.abspath(__file__))
     candidates = [paths.get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")]
-    candidates += [os.path.join(sys.base_prefix, "lib"), os.path.join(sys.base_exec_prefix, "lib"), here]
+    candidates += [os.path.join(sys.base_prefix, "lib"), os.path.join(sys.base_exec_prefix, "lib")]
     candidates += [p for p in sys.path if p.endswith(("site-packages", "lib-dynload", ".zip")) and p]
     candidates += ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/zoneinfo"]
     out: list[str] = []

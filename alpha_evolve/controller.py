@@ -159,6 +159,9 @@ def behavior_descriptor(result: EvalResult, points: int = BEHAVIOR_POINTS) -> di
 # Failures that say more about the worker than about the program: a seed that ended so is scored again on resume.
 _TRANSIENT_FAILURES = frozenset({"crash", "timeout", "memory"})
 
+# A resumed experiment's programs traced into the pre-check's index (the latest; ~40 ms each on 1,000 bars).
+_TRACE_RESUME_PROGRAMS = 500
+
 _MUTATION_TO_STORE_KIND = {"syntax": "syntax", "policy": "policy", "timeout": "timeout"}
 
 
@@ -1010,7 +1013,7 @@ class EvolutionController:
         try:
             if experiment not in self.tracer.indexed:  # a resumed run: index what the store already holds
                 self.tracer.indexed.add(experiment)
-                for program in self.store.evaluated_programs(experiment):
+                for program in self.store.evaluated_programs(experiment)[-_TRACE_RESUME_PROGRAMS:]:
                     self.tracer.remember(int(program.duplicate_of or program.id or 0), program.code, program.stage)
             others = [parent, *self.store.children(experiment, int(parent.id or 0), max_id=horizon), *references]
             return self.tracer.verdict(code, [(int(p.duplicate_of or p.id or 0), p.code) for p in others

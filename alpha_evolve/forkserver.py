@@ -248,7 +248,10 @@ def _prepare(setup: Mapping[str, Any]) -> _State:
         )
     rng = random.Random(int.from_bytes(os.urandom(8), "little"))
     # Cuts index the engine's bar list, whose first `warmup` bars only warm indicators up (no decisions there).
-    cuts = {key: p.warmup + rng.randint(max(len(p) // 3, 2), max(2 * len(p) // 3, 2)) for key, p in datasets.items()}
+    # Every decision before the cut is compared, so a late cut checks most of the period: a strategy that peeks
+    # only after some bar p escapes only when the cut falls after p (before, with a cut in the middle third, any
+    # peeking confined to the last third always escaped). The candidate cannot read the cut (see _forget_all_but).
+    cuts = {key: p.warmup + rng.randint(max(len(p) // 2, 2), max(len(p) - 2, 2)) for key, p in datasets.items()}
     if datasets:
         # One trusted engine run here pays the once-per-process engine set-up (~25 ms) for every fork after it.
         warm = next(iter(datasets.values()))
@@ -559,6 +562,7 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
     os.dup2(result_w, 3)
     # Nothing else crosses into the candidate's process: not the slot's socket to the parent, not the replay pipes.
     os.closerange(4, 1 << 20)
+    prepared = _forget_all_but(prepared, state)
     from alpha_evolve import confinement, sandbox
 
     def report(payload: dict[str, Any]) -> None:
@@ -616,6 +620,94 @@ def _candidate_child(code: str, prepared: Any, state: _State, result_w: int, log
     except BaseException:
         os._exit(71)
     os._exit(0)
+
+
+def _forget_all_but(prepared: Any, state: _State) -> Any:  # pragma: no cover - runs in the child
+    """Leave this process only the bars it is fed: a private copy of them, everything else wiped in place.
+
+    The child is a fork of the slot, so without this it would hold every prepared split, the true bars behind a
+    causality run's mirrored future, the decisions of the run being checked, the screen's decision prefix and the
+    causality cut, all reachable from the stack frames or ``gc``. A candidate that read them (a frame walk, a gc
+    scan) would decide identically on the true and the mirrored future and pass the look-ahead checks. Wiping
+    happens in this copy-on-write child only; the slot keeps its data. Freed memory still holds old bytes: reading
+    it needs raw memory access, which the policy refuses (the residual risk is named in ARCHITECTURE.md).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    fed = dataclasses.replace(
+        prepared,
+        bars=list(prepared.bars),
+        frame=prepared.frame.copy(deep=True),
+        ts=np.array(prepared.ts, copy=True),
+        closes=np.array(prepared.closes, copy=True),
+        volume=None if prepared.volume is None else np.array(prepared.volume, copy=True),
+    )
+    seen: set[int] = {id(fed), id(state.settings)}
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            _wipe(value, seen)
+        frame = frame.f_back
+    for dataset in list(state.datasets.values()):
+        _wipe(dataset, seen)
+    state.datasets.clear()
+    state.cuts.clear()
+    gc.collect()
+    return fed
+
+
+def _wipe(value: Any, seen: set[int]) -> None:  # pragma: no cover - runs in the child
+    """Empty a container, zero a prepared dataset's price arrays, clear an outcome; recursively, once per object."""
+    if id(value) in seen or isinstance(value, (str, bytes, int, float, bool, type(None))):
+        return
+    seen.add(id(value))
+    from alpha_evolve.backtest import BacktestOutcome, PreparedBars
+
+    if isinstance(value, dict):
+        for item in list(value.values()):
+            _wipe(item, seen)
+        value.clear()
+    elif isinstance(value, (list, set)):
+        for item in list(value):
+            _wipe(item, seen)
+        value.clear()
+    elif isinstance(value, tuple):
+        for item in value:
+            _wipe(item, seen)
+    elif isinstance(value, PreparedBars):
+        for array in (value.closes, value.volume, *_frame_blocks(value.frame)):
+            _zero(array)
+        value.bars.clear()
+    elif isinstance(value, BacktestOutcome):
+        for field_value in (value.metrics, value.decisions, value.fills, value.trades, value.equity_values):
+            field_value.clear()
+        _zero(value.equity_full)
+    elif isinstance(value, _State):
+        _wipe(value.datasets, seen)
+        value.cuts.clear()
+    elif hasattr(value, "_mgr"):  # a pandas DataFrame or Series (the raw frames the template was sent)
+        for array in _frame_blocks(value):
+            _zero(array)
+
+
+def _frame_blocks(frame: Any) -> list[Any]:  # pragma: no cover - runs in the child
+    try:
+        return [block.values for block in frame._mgr.blocks]
+    except AttributeError:
+        return []
+
+
+def _zero(array: Any) -> None:  # pragma: no cover - runs in the child
+    """Overwrite an array and every array it is a view of (a slice's base holds the bars after the slice)."""
+    import numpy as np
+
+    while isinstance(array, np.ndarray):
+        with contextlib.suppress(ValueError, TypeError):
+            array.setflags(write=True)
+            array[...] = 0
+        array = array.base
 
 
 # ------------------------------------------------------------------------------------ replay worker

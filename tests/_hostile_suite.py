@@ -107,6 +107,19 @@ class HostileAttacks:
         assert result.status == "lookahead", (result.status, result.error)
         assert bare.evaluate(MOMENTUM, split="validation").ok  # an honest strategy passes the same check
 
+    def test_the_candidate_process_holds_no_bars_but_its_own(self, bare: Any) -> None:
+        # the worker's other datasets, the truth behind a causality run's mirrored future, the checked run's
+        # decisions: a frame walk finds none of them, so this attack has nothing to peek at on any split
+        code = hostile("lookahead_state")
+        for split in ("train", "validation"):
+            result = bare.evaluate(code, split=split)
+            assert result.status == "lookahead" or (result.ok and result.metrics["Trades"] == 0), (
+                split, result.status, result.metrics)
+
+    def test_the_market_generator_cannot_be_read_to_recompute_the_future(self, bare: Any) -> None:
+        result = bare.evaluate(hostile("regenerate_market"))
+        assert result.status == "runtime" and "synthetic" in (result.error or ""), (result.status, result.error)
+
     @pytest.mark.parametrize(
         ("body", "kinds"),
         [

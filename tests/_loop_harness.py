@@ -81,7 +81,7 @@ class SessionState:
     def backend(self, settings: SessionSettings, report: Callable[[str], None]) -> Any:
         raise NotImplementedError
 
-    def pending(self, *, not_id: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def pending(self, *, not_id: str | None = None, timeout: float = 90.0) -> dict[str, Any]:
         raise NotImplementedError
 
     def approve(self, action: dict[str, Any], *, notes: str | None = None,
@@ -141,7 +141,7 @@ class SessionState:
     def close(self) -> None:
         pass
 
-    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
         return wait_until(self.watch_dir, predicate, timeout=timeout, what=what)
 
 
@@ -174,7 +174,7 @@ class LegacyState(SessionState):
         return {"action_id": raw["action_id"], "iteration": raw["next_iteration"], "attempt": raw["attempt"],
                 "candidate": dict(raw["proposal"]["candidate"]), "raw": raw}
 
-    def pending(self, *, not_id: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def pending(self, *, not_id: str | None = None, timeout: float = 90.0) -> dict[str, Any]:
         def check() -> Any:
             data = read_json_or_none(self.pending_path)
             if isinstance(data, dict) and data.get("status") == "awaiting_approval" and data.get("action_id") != not_id:
@@ -205,7 +205,7 @@ class LegacyState(SessionState):
                 candidate: dict[str, Any] | None = None) -> str:
         self._answer(action, status, None, None if candidate is None else {**action["candidate"], **candidate})
         fragment = "proposal.candidate refused" if candidate is not None else f"status {status!r}"
-        return str(wait_for_feedback(self.dir, fragment)["problem"])
+        return str(wait_for_feedback(self.dir, fragment, timeout=90.0)["problem"])
 
     def action_status(self, action_id: str) -> str | None:
         data = read_json_or_none(self.pending_path)
@@ -284,7 +284,7 @@ class TrackedState(SessionState):
         return {"action_id": row["action_id"], "iteration": row["iteration"], "attempt": row["attempt"],
                 "candidate": dict(row["candidate_snapshot"]), "raw": row}
 
-    def pending(self, *, not_id: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def pending(self, *, not_id: str | None = None, timeout: float = 90.0) -> dict[str, Any]:
         def check() -> Any:
             p = self.registry.pending_proposal(self.id)
             s = self.registry.get_session(self.id)
@@ -411,7 +411,11 @@ class LoopRun(LoopThread):
         """The session directory (legacy) or artifact directory (tracked)."""
         return self.state.artifact_dir
 
-    def run(self, timeout: float = 60.0) -> Any:
+    def finish(self, timeout: float = 90.0) -> Any:
+        """Join the loop's thread (90 s: the lead's allowance for session waits on a loaded CI machine)."""
+        return super().finish(timeout)
+
+    def run(self, timeout: float = 90.0) -> Any:
         """Run to the end (a result, or the loop's exception raised here)."""
         return self.finish(timeout)
 
@@ -427,7 +431,7 @@ class Tracked(LoopRun):
                                                            self.tracked.artifact_dir)
         super().__init__(self.tracked, settings, runner=runner)
 
-    def wait(self, predicate: Any, what: str, timeout: float = 30.0) -> Any:
+    def wait(self, predicate: Any, what: str, timeout: float = 90.0) -> Any:
         return self.tracked.wait(predicate, what, timeout)
 
     def pending(self, *, not_id: str | None = None) -> dict[str, Any]:

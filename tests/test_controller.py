@@ -19,7 +19,7 @@ from alpha_evolve.blocks import extract_blocks, splice_blocks
 from alpha_evolve.config import RunConfig
 from alpha_evolve.controller import EvolutionController, StopCondition, fitness_from_metrics
 from alpha_evolve.evaluation_setup import build_evaluator, loop_wiring
-from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent, request_stop
+from alpha_evolve.experiment_status import EvolutionStatus, ProgressEvent, config_from_experiment, request_stop
 from alpha_evolve.mutators.base import MutationRequest, MutationResponse
 from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.store import ProgramStore, StoreError
@@ -408,3 +408,19 @@ async def test_resume_rescores_a_seed_whose_worker_died(store: ProgramStore, eva
     assert again is not None and again.status == "ok" and again.fitness == pytest.approx(good)
     assert iterations(store, "reseed") == [1, 2] and seeds(store, "reseed") == 1
     assert result.status is EvolutionStatus.COMPLETED
+
+
+async def test_takes_its_section_and_records_the_whole_run_config(store: ProgramStore, evaluator: Any) -> None:
+    """The loop gets its ``[evolution]`` section plus the named wiring, never the run config; what it records for
+    ``evolve resume`` is still the whole run config (backtest included) with this run's generations and seed."""
+    with pytest.raises(ValueError, match="loop_wiring"):
+        EvolutionController(BASE, store, evaluator)  # type: ignore[arg-type]
+    other = loop_wiring(BASE.with_updates({"evolution.fitness_metric": "Sortino"}))
+    with pytest.raises(ValueError, match="wiring built for fitness 'Sortino'"):
+        EvolutionController(BASE.evolution, store, evaluator, wiring=other)
+    ctl = make(store, evaluator)
+    assert (ctl.wiring.fitness.metric, ctl.wiring.allow_short) == (BASE.evolution.fitness_metric, False)
+    await ctl.run("momentum", "recorded", 1)
+    stored = config_from_experiment(store, "recorded").to_dict()
+    expected = BASE.with_updates({"evolution.generations": 1, "evolution.seed_strategy": "momentum"}).to_dict()
+    assert stored == expected
