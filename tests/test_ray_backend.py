@@ -29,6 +29,7 @@ from alpha_evolve.mutators.offline import OfflineMutator
 from alpha_evolve.ray_backend import RayEvaluator
 from alpha_evolve.store import ProgramStore
 from alpha_evolve.strategies import SEEDS, seed_source
+from alpha_evolve.synthetic import synthetic_bars
 from tests._evaluator_helpers import SETTINGS, candidate, splits
 from tests._ray_cluster import two_node_cluster
 
@@ -128,12 +129,22 @@ def test_both_nodes_serve_and_figures_equal_the_local_pool(ray_ev: RayEvaluator,
     assert status["in_flight"] == 0 and status["crashes"] == 0
 
 
-async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Path) -> None:
-    """A controller run with backend = ray records exactly what the local backend records for the same seed."""
-    data = load_run_data(BASE)
+@pytest.mark.parametrize("symbols", [1, 3], ids=["one-symbol", "universe"])
+async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Path, symbols: int) -> None:
+    """A controller run with backend = ray records exactly what the local backend records for the same seed, for
+    one symbol (one task per candidate) and a 3-symbol universe (candidate x symbol tasks)."""
+    base = BASE
+    if symbols > 1:  # a universe from a folder of CSV files, as a user would give one
+        folder = tmp_path / "universe"
+        folder.mkdir()
+        for i, symbol in enumerate(("AAA", "BBB", "CCC")[:symbols]):
+            synthetic_bars(300, seed=5 + 4 * i, symbol=symbol).to_csv(folder / f"{symbol}.csv", index_label="timestamp")
+        base = BASE.with_updates({"backtest.data": str(folder)})
+    data = load_run_data(base)
+    assert len(data.splits) == symbols
     rows = {}
     for backend in ("local", "ray"):
-        cfg = BASE.with_updates({"evaluation.backend": backend, "evaluation.ray_address": cluster.address})
+        cfg = base.with_updates({"evaluation.backend": backend, "evaluation.ray_address": cluster.address})
         status = tmp_path / f"run_{backend}" / NODES_FILE
         status.parent.mkdir()
         evaluator = build_evaluator(cfg, data=data, include=("train",), status_path=status)
@@ -154,6 +165,9 @@ async def test_evolution_run_stores_the_same_programs(cluster: Any, tmp_path: Pa
     live = placements[0]
     assert live["backend"] == "ray" and live["closed"] and len(live["nodes"]) == 2
     assert live["done"] == sum(n["done"] for n in live["nodes"]) >= 7 and live["in_flight"] == 0
+    assert live["task_unit"] == ("candidate x symbol" if symbols > 1 else "candidate")
+    if symbols > 1:  # universe figures: the worst instrument differs from the mean
+        assert any(r["metrics"].get("worst_Sharpe") != r["metrics"].get("Sharpe") for r in rows["ray"])
 
 
 # ------------------------------------------------------------------------------------------- isolation
