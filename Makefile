@@ -32,7 +32,7 @@ setup: .venv/.synced
 RAY_TESTS = tests/test_ray_backend.py tests/test_ray_hostile.py
 test: setup
 	$(RUN) pytest -n 2 $(foreach t,$(RAY_TESTS),--ignore=$(t)) $(PYTEST_ARGS)
-	env -u CI $(RUN) pytest -n 0 $(RAY_TESTS) $(PYTEST_ARGS)
+	$(RUN) pytest -n 0 $(RAY_TESTS) $(PYTEST_ARGS)
 
 lint: setup
 	$(RUN) ruff check alpha_evolve tests bench scripts

@@ -99,8 +99,25 @@ def connect(address: str = "") -> str:
         return _connect(address)
 
 
-def _connect(address: str) -> str:
+def import_ray() -> Any:
+    """``ray``, with its ``uv run`` worker hook off.
+
+    Ray (2.43+) notices a driver started by ``uv run`` (what the README's commands and ``make test`` do) and starts
+    every worker through ``uv run`` too, from the worker's own directory: there uv picks another project environment,
+    without ray, and each worker dies at ``import ray`` while the driver waits for it (a fresh-clone ``make test``
+    hung at the first cluster start this way). Workers are started with this interpreter instead; a real cluster's
+    nodes run their own install of alpha-evolve (docs/ray.md).
+    """
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     import ray
+    from ray._private import ray_constants
+
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # read when ray.init runs, in case ray was imported already
+    return ray
+
+
+def _connect(address: str) -> str:
+    ray = import_ray()
 
     if ray.is_initialized():
         return str(ray.get_runtime_context().gcs_address)

@@ -94,9 +94,9 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=1)
     args = ap.parse_args()
 
-    import ray
+    from alpha_evolve.ray_backend import LOCAL_SYSTEM_CONFIG, RayEvaluator, import_ray
 
-    from alpha_evolve.ray_backend import LOCAL_SYSTEM_CONFIG, RayEvaluator
+    ray = import_ray()
 
     config = RunConfig().with_updates({"backtest.synthetic_bars": args.bars})
     frames = _frames(config, args.symbols)

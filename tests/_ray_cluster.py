@@ -17,17 +17,18 @@ from typing import Any
 import pytest
 
 from alpha_evolve.evaluation_backend import scrubbed_environ
+from alpha_evolve.ray_backend import import_ray
 
 
 @contextlib.contextmanager
 def two_node_cluster(secret: str) -> Iterator[Any]:
-    import ray
     from filelock import FileLock
     from ray.cluster_utils import Cluster
 
+    ray = import_ray()  # under `make test` (uv run) workers would otherwise start through uv run, without ray
+
     lock = FileLock(os.path.join(tempfile.gettempdir(), "alpha-evolve-test-ray-cluster.lock"))
     with lock, pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CI", raising=False)  # Ray's cluster start hung with CI=true (as CI sets it) in fresh-clone runs
         mp.setenv("ANTHROPIC_API_KEY", secret)
         mp.setenv("GITHUB_TOKEN", secret)
         with scrubbed_environ():
