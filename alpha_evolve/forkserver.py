@@ -639,43 +639,48 @@ def _forget_all_but(prepared: Any, state: _State) -> Any:  # pragma: no cover - 
     fed = dataclasses.replace(
         prepared,
         bars=list(prepared.bars),
-        frame=prepared.frame.copy(deep=True),
+        frame=prepared.frame.iloc[:0].copy(),  # the run reads bars, not the frame (the spec is built already)
         ts=np.array(prepared.ts, copy=True),
         closes=np.array(prepared.closes, copy=True),
         volume=None if prepared.volume is None else np.array(prepared.volume, copy=True),
     )
+    from alpha_evolve.backtest import BacktestOutcome, PreparedBars
+
     seen: set[int] = {id(fed), id(state.settings)}
+    kinds = (PreparedBars, BacktestOutcome)
     frame: Any = sys._getframe(1)
     while frame is not None:
         for value in list(frame.f_locals.values()):
-            _wipe(value, seen)
+            _wipe(value, seen, kinds)
         frame = frame.f_back
     for dataset in list(state.datasets.values()):
-        _wipe(dataset, seen)
+        _wipe(dataset, seen, kinds)
     state.datasets.clear()
     state.cuts.clear()
     gc.collect()
     return fed
 
 
-def _wipe(value: Any, seen: set[int]) -> None:  # pragma: no cover - runs in the child
-    """Empty a container, zero a prepared dataset's price arrays, clear an outcome; recursively, once per object."""
+def _wipe(value: Any, seen: set[int], kinds: tuple[Any, Any]) -> None:  # pragma: no cover - runs in the child
+    """Empty a container, zero a prepared dataset's price arrays, clear an outcome; recursively, once per object.
+
+    ``kinds`` is (PreparedBars, BacktestOutcome), imported once by the caller rather than on every recursion."""
     if id(value) in seen or isinstance(value, (str, bytes, int, float, bool, type(None))):
         return
     seen.add(id(value))
-    from alpha_evolve.backtest import BacktestOutcome, PreparedBars
+    PreparedBars, BacktestOutcome = kinds
 
     if isinstance(value, dict):
         for item in list(value.values()):
-            _wipe(item, seen)
+            _wipe(item, seen, kinds)
         value.clear()
     elif isinstance(value, (list, set)):
         for item in list(value):
-            _wipe(item, seen)
+            _wipe(item, seen, kinds)
         value.clear()
     elif isinstance(value, tuple):
         for item in value:
-            _wipe(item, seen)
+            _wipe(item, seen, kinds)
     elif isinstance(value, PreparedBars):
         for array in (value.closes, value.volume, *_frame_blocks(value.frame)):
             _zero(array)
@@ -685,7 +690,7 @@ def _wipe(value: Any, seen: set[int]) -> None:  # pragma: no cover - runs in the
             field_value.clear()
         _zero(value.equity_full)
     elif isinstance(value, _State):
-        _wipe(value.datasets, seen)
+        _wipe(value.datasets, seen, kinds)
         value.cuts.clear()
     elif hasattr(value, "_mgr"):  # a pandas DataFrame or Series (the raw frames the template was sent)
         for array in _frame_blocks(value):
